@@ -1,0 +1,5 @@
+import sys
+
+from mixscale.cli import main
+
+sys.exit(main())

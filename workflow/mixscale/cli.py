@@ -1,0 +1,263 @@
+"""``python -m mixscale``: the stable command-line interface of the math core.
+
+Every command reads files, writes one JSON output atomically, and on bad input prints one
+line naming the input and the field, exiting with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mixscale.errors import InputError
+from mixscale.fileio import read_json, write_json
+
+Handler = Callable[[argparse.Namespace], dict[str, Any]]
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from exc
+
+
+def _pairs(
+    values: Sequence[str] | None, flag: str, default_key: str | None = None
+) -> dict[str, float]:
+    """'domain=value' items (or a bare value for all domains when default_key is given)."""
+    out: dict[str, float] = {}
+    for item in values or []:
+        name, sep, value = item.rpartition("=")
+        if not sep:
+            if default_key is None:
+                raise InputError(flag, item, "expected domain=value", f"e.g. {flag} wiki=1e9")
+            name = default_key
+        try:
+            out[name] = float(value)
+        except ValueError as exc:
+            raise InputError(flag, item, f"'{value}' is not a number", "") from exc
+    return out
+
+
+def _add_objective_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--objective",
+        default="mean",
+        choices=["mean", "perplexity"],
+        help="mean validation loss (default) or mean perplexity exp(loss)",
+    )
+    p.add_argument("--eval-weights", help="weighted mean over evaluation domains: a=0.5,b=0.5")
+    p.add_argument("--eval-domains", help="use only these evaluation domains: a,b")
+
+
+def _add_fit_args(p: argparse.ArgumentParser) -> None:
+    from mixscale.fit import FORM_CHOICES
+
+    p.add_argument("--runs", required=True, help="run table (TSV): tokens.<d>, loss.<d>, run, seed")
+    p.add_argument("--base", help="run id of the base run (default: found from the design)")
+    p.add_argument(
+        "--form",
+        default="auto",
+        choices=FORM_CHOICES,
+        help="auto: power law where r > 1, Eq. 2's shifted form where 1/3 < r <= 1",
+    )
+    p.add_argument(
+        "--loss",
+        default="linear",
+        choices=["linear", "huber"],
+        help="least-squares loss; huber down-weights outlier seeds",
+    )
+    p.add_argument(
+        "--unit", type=_float, help="token unit of the paper's forms (default: base total)"
+    )
+    _add_objective_args(p)
+
+
+def _add_constraint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--min-weight",
+        action="append",
+        metavar="[DOMAIN=]W",
+        help="minimum weight, for all domains or one (repeatable)",
+    )
+    p.add_argument("--max-weight", action="append", metavar="[DOMAIN=]W")
+    p.add_argument("--max-tokens", action="append", metavar="DOMAIN=N", help="cap in tokens")
+    p.add_argument(
+        "--available",
+        action="append",
+        metavar="DOMAIN=N",
+        help="tokens the domain holds (with --max-epochs)",
+    )
+    p.add_argument("--max-epochs", type=_float, help="cap each domain at this many passes")
+    p.add_argument("--cost", action="append", metavar="DOMAIN=C", help="cost per token")
+
+
+def _constraints(args: argparse.Namespace):
+    from mixscale.ddo import Constraints
+
+    return Constraints(
+        min_weight=_pairs(args.min_weight, "--min-weight", "*"),
+        max_weight=_pairs(args.max_weight, "--max-weight", "*"),
+        max_tokens=_pairs(args.max_tokens, "--max-tokens"),
+        available=_pairs(args.available, "--available"),
+        max_epochs=args.max_epochs,
+        cost=_pairs(args.cost, "--cost"),
+    )
+
+
+def _fit_from_args(args: argparse.Namespace):
+    from mixscale.fit import fit_runs
+    from mixscale.objective import parse_objective
+    from mixscale.runtable import load_run_table
+
+    table = load_run_table(args.runs)
+    objective = parse_objective(args.objective, args.eval_weights, args.eval_domains)
+    fit = fit_runs(
+        table, objective, form=args.form, base_run=args.base, loss=args.loss, unit=args.unit
+    )
+    return table, objective, fit
+
+
+def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
+    _, _, fit = _fit_from_args(args)
+    return fit.to_json()
+
+
+def cmd_solve(args: argparse.Namespace) -> dict[str, Any]:
+    from mixscale.ddo import optimize
+    from mixscale.fit import FitResult
+
+    fit = FitResult.from_json(read_json(args.fit), args.fit)
+    return optimize(fit, args.tokens, _constraints(args), args.budget)
+
+
+def cmd_ddo(args: argparse.Namespace) -> dict[str, Any]:
+    from mixscale.ddo import optimize, weight_intervals
+    from mixscale.fit import bootstrap_fits
+
+    table, objective, fit = _fit_from_args(args)
+    constraints = _constraints(args)
+    out = optimize(fit, args.tokens, constraints)
+    boots = (
+        bootstrap_fits(
+            table,
+            args.bootstrap,
+            seed=args.seed,
+            base_run=args.base,
+            objective=objective,
+            form=args.form,
+            loss=args.loss,
+            unit=args.unit,
+        )
+        if args.bootstrap
+        else []
+    )
+    out["weight_intervals_90"] = weight_intervals(boots, args.tokens, constraints) if boots else {}
+    if args.bootstrap and not boots:
+        out["weight_intervals_note"] = "no replicate seeds: bootstrap over seeds not possible"
+    out["fit"] = fit.to_json()
+    return out
+
+
+def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
+    from mixscale.predict import optimum_from_json, predict_continuous, predict_discrete
+
+    if len(args.optimum) < 2:
+        raise InputError("--optimum", "count", "needs at least two DDO optima", "repeat --optimum")
+    optima = [optimum_from_json(read_json(p), p) for p in args.optimum]
+    if args.target <= 0:
+        raise InputError("--target", f"{args.target:g}", "must be > 0", "")
+    if args.discrete:
+        return predict_discrete(optima, args.target)
+    return predict_continuous(optima, args.target)
+
+
+def cmd_utility(args: argparse.Namespace) -> dict[str, Any]:
+    from mixscale.utility import analyse, load_anneal_table, load_costs
+
+    table = load_anneal_table(args.runs)
+    costs = load_costs(args.costs, args.train_cost_per_token)
+    extrapolate = _multiples(args.extrapolate)
+    return analyse(
+        table, costs, args.budget, args.direction, extrapolate, args.bootstrap, args.seed
+    )
+
+
+def _multiples(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise InputError("--extrapolate", text, "expected numbers like 10,100", "") from exc
+    if any(v <= 1 for v in values):
+        raise InputError("--extrapolate", text, "multiples must be > 1", "")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mixscale", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fit", help="fit per-domain scaling laws to a run table")
+    _add_fit_args(p)
+    p.add_argument("--out", required=True, help="FIT.json")
+    p.set_defaults(handler=cmd_fit)
+
+    p = sub.add_parser("solve", help="optimal weights at a scale from FIT.json (DDO)")
+    p.add_argument("--fit", required=True)
+    p.add_argument("--tokens", type=_float, help="total training tokens N")
+    p.add_argument(
+        "--budget", type=_float, help="instead of --tokens: a cost budget (needs --cost)"
+    )
+    _add_constraint_args(p)
+    p.add_argument("--out", required=True, help="WEIGHTS.json")
+    p.set_defaults(handler=cmd_solve)
+
+    p = sub.add_parser("ddo", help="fit + solve in one step, with bootstrap intervals")
+    _add_fit_args(p)
+    p.add_argument("--tokens", type=_float, required=True)
+    _add_constraint_args(p)
+    p.add_argument("--bootstrap", type=int, default=200, help="resamples over seeds (0: off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_ddo)
+
+    p = sub.add_parser("predict", help="AutoScale: optimal mixture at a larger scale")
+    p.add_argument("--optimum", action="append", required=True, help="WEIGHTS.json (repeat, 2+)")
+    p.add_argument("--target", type=_float, required=True, help="target total tokens")
+    p.add_argument("--discrete", action="store_true", help="the paper's Algorithm 2 (overshoots)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("utility", help="data-source utility from annealing runs")
+    p.add_argument("--runs", required=True, help="TSV: source, budget_tokens, metric, seed")
+    p.add_argument("--costs", required=True, help="TSV: source, acquisition_cost_per_token, ...")
+    p.add_argument("--train-cost-per-token", type=_float, help="default training cost per token")
+    p.add_argument(
+        "--direction",
+        default="lower",
+        choices=["lower", "higher"],
+        help="lower: metric is a loss; higher: a score",
+    )
+    p.add_argument("--budget", type=_float, help="total cost budget to allocate across sources")
+    p.add_argument("--extrapolate", default="10,100", help="multiples of the largest budget")
+    p.add_argument("--bootstrap", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_utility)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handler(args)
+        write_json(args.out, result)
+    except InputError as exc:
+        print(f"mixscale {args.command}: error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    print(f"mixscale {args.command}: wrote {args.out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,101 @@
+"""Atomic file output (temp file + rename) and tolerant readers that raise InputError."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mixscale.errors import InputError
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write text so that readers see either the old file or the complete new one."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace non-finite floats by None: JSON has no NaN, and a silent NaN is a bug magnet."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return _json_safe(value.item())
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy arrays
+        return _json_safe(value.tolist())
+    return value
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    atomic_write_text(path, json.dumps(_json_safe(data), indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(str(p), "", "file not found", "check the path")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(str(p), "", "not UTF-8 text", "pass a JSON file") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            str(p), f"line {exc.lineno}", f"invalid JSON ({exc.msg})", "fix or regenerate the file"
+        ) from exc
+
+
+def read_tsv_rows(path: str | os.PathLike[str]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a tab-separated file; blank lines and '#' comments are skipped."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(str(p), "", "file not found", "check the path")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(str(p), "", "not UTF-8 text", "pass a tab-separated text file") from exc
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise InputError(str(p), "", "empty table", "add a header line and one row per run")
+    header = [h.strip() for h in lines[0].split("\t")]
+    if len(set(header)) != len(header):
+        dup = sorted({h for h in header if header.count(h) > 1})
+        raise InputError(str(p), f"column {dup[0]}", "duplicate column", "keep one column each")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        cells = [c.strip() for c in line.split("\t")]
+        if len(cells) != len(header):
+            raise InputError(
+                str(p),
+                f"line {number}",
+                f"has {len(cells)} fields, header has {len(header)}",
+                "separate fields with single tabs",
+            )
+        rows.append(cells)
+    return header, rows
+
+
+def write_tsv(path: str | os.PathLike[str], header: list[str], rows: list[list[Any]]) -> None:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return repr(v)
+        return str(v)
+
+    lines = ["\t".join(header)] + ["\t".join(fmt(v) for v in row) for row in rows]
+    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -1,0 +1,70 @@
+"""The scalar objective of a run, computed from its per-domain validation losses.
+
+Default: the mean validation loss over evaluation domains. Options: a weighted mean, a subset
+of domains, or the mean perplexity exp(loss) (the AutoScale paper's metric).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mixscale.errors import InputError
+
+KINDS = ("mean", "perplexity")
+
+
+@dataclass(frozen=True)
+class Objective:
+    kind: str = "mean"  # "mean" of losses or "perplexity" (mean of exp(loss))
+    weights: dict[str, float] = field(default_factory=dict)  # eval domain -> weight; {} = equal
+    domains: list[str] = field(default_factory=list)  # subset of eval domains; [] = all
+
+    def describe(self) -> str:
+        what = "mean perplexity" if self.kind == "perplexity" else "mean loss"
+        if self.weights:
+            what = "weighted " + what
+        scope = ",".join(self.domains) if self.domains else "all evaluation domains"
+        return f"{what} over {scope}"
+
+    def evaluate(self, eval_domains: list[str], losses: np.ndarray, source: str = "objective"):
+        """Objective per row of ``losses`` (runs x eval_domains)."""
+        if self.kind not in KINDS:
+            raise InputError(source, "kind", f"unknown objective '{self.kind}'", f"use {KINDS}")
+        chosen = self.domains or (list(self.weights) if self.weights else list(eval_domains))
+        for d in list(chosen) + list(self.weights):
+            if d not in eval_domains:
+                raise InputError(
+                    source,
+                    f"domain '{d}'",
+                    "not an evaluation domain of the run table",
+                    f"choose among {', '.join(eval_domains)}",
+                )
+        cols = [eval_domains.index(d) for d in chosen]
+        w = np.array([self.weights.get(d, 0.0 if self.weights else 1.0) for d in chosen])
+        if np.any(w < 0) or w.sum() <= 0:
+            raise InputError(source, "weights", "must be >= 0 with a positive sum", "fix them")
+        w = w / w.sum()
+        values = losses[:, cols]
+        if self.kind == "perplexity":
+            values = np.exp(values)
+        return values @ w
+
+
+def parse_objective(kind: str, weights: str | None, domains: str | None) -> Objective:
+    """Build an Objective from CLI strings: weights 'a=0.5,b=0.5', domains 'a,b'."""
+    parsed: dict[str, float] = {}
+    if weights:
+        for item in weights.split(","):
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise InputError("--eval-weights", item, "expected domain=weight", "e.g. a=0.5")
+            try:
+                parsed[name.strip()] = float(value)
+            except ValueError as exc:
+                raise InputError("--eval-weights", name, f"'{value}' is not a number", "") from exc
+    subset = [d.strip() for d in domains.split(",") if d.strip()] if domains else []
+    if kind not in KINDS:
+        raise InputError("--objective", kind, "unknown objective", f"use one of {KINDS}")
+    return Objective(kind=kind, weights=parsed, domains=subset)

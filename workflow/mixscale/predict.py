@@ -1,0 +1,222 @@
+"""AutoScale: predict the optimal token vector at a larger scale from DDO optima.
+
+Theorem 1 of the paper: with separable power laws each domain's optimal tokens satisfy
+log N_i = alpha_i + beta_i * k for one shared latent k, so from two scales
+N_i(k) = N_i(1) * (N_i(2) / N_i(1)) ** (k - 1).
+
+* ``discrete``  : the paper's Algorithm 2, k = 3, 4, ... until the total reaches the target.
+                  It overshoots: the result's ``total_tokens`` is where the iteration stopped.
+* ``continuous``: the real k >= 2 at which sum_i N_i(k) equals the target exactly.
+* 3+ scales     : log N_i fitted linear in a shared k by least squares (rank-one model), plus
+                  leave-one-scale-out prediction errors.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import brentq
+
+from mixscale.errors import InputError
+
+MAX_DISCRETE_STEPS = 10_000
+
+
+@dataclass(frozen=True)
+class Optimum:
+    source: str
+    domains: list[str]
+    tokens: np.ndarray
+
+    @property
+    def total(self) -> float:
+        return float(self.tokens.sum())
+
+
+def optimum_from_json(data: dict[str, Any], source: str) -> Optimum:
+    if "tokens" in data and isinstance(data["tokens"], dict):
+        tokens = data["tokens"]
+    elif "weights" in data and "total_tokens" in data:
+        tokens = {d: w * float(data["total_tokens"]) for d, w in data["weights"].items()}
+    else:
+        raise InputError(source, "tokens", "missing", "give 'tokens' or 'weights' + 'total_tokens'")
+    domains = list(tokens)
+    try:
+        values = np.array([float(tokens[d]) for d in domains])
+    except (TypeError, ValueError) as exc:
+        raise InputError(source, "tokens", "values must be numbers", "") from exc
+    if not domains:
+        raise InputError(source, "tokens", "no domains", "")
+    bad = [d for d, v in zip(domains, values, strict=True) if not np.isfinite(v) or v <= 0]
+    if bad:
+        raise InputError(
+            source,
+            f"tokens.{bad[0]}",
+            "must be a finite number > 0",
+            "AutoScale extrapolates log tokens; a domain at 0 stays at 0 (drop it)",
+        )
+    return Optimum(source, domains, values)
+
+
+def _aligned(optima: list[Optimum]) -> tuple[list[str], np.ndarray]:
+    domains = optima[0].domains
+    for opt in optima[1:]:
+        if set(opt.domains) != set(domains):
+            missing = sorted(set(domains) ^ set(opt.domains))
+            raise InputError(
+                opt.source, f"tokens.{missing[0]}", "domains differ between optima", "align them"
+            )
+    matrix = np.array([[opt.tokens[opt.domains.index(d)] for d in domains] for opt in optima])
+    return domains, matrix
+
+
+def _check_order(optima: list[Optimum], target: float) -> list[Optimum]:
+    optima = sorted(optima, key=lambda o: o.total)
+    totals = [o.total for o in optima]
+    if any(np.isclose(a, b, rtol=1e-12) for a, b in itertools.pairwise(totals)):
+        raise InputError("--optimum", "total_tokens", "two optima at the same scale", "")
+    if target <= totals[-1]:
+        raise InputError(
+            "--target",
+            f"{target:g}",
+            f"must exceed the largest DDO scale ({totals[-1]:g})",
+            "AutoScale extrapolates upward; use solve for smaller scales",
+        )
+    return optima
+
+
+@dataclass(frozen=True)
+class LogLinear:
+    """log N_i(k) = alpha_i + beta_i * k, with k = 1 and 2 at the two smallest scales."""
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    ks: np.ndarray  # latent k of each input scale
+
+    def tokens(self, k: float) -> np.ndarray:
+        return np.exp(self.alpha + self.beta * k)
+
+    def k_for_total(self, target: float) -> float:
+        k_lo = float(self.ks.max())
+        if not np.any(self.beta > 0):
+            raise InputError("--optimum", "tokens", "no domain grows with scale", "")
+        k_hi = k_lo + 1.0
+        while self.tokens(k_hi).sum() < target:
+            k_hi = k_lo + 2.0 * (k_hi - k_lo)
+            if k_hi > 1e6:
+                raise InputError("--target", f"{target:g}", "unreachable", "")
+        # sum_i exp(alpha_i + beta_i k) is convex in k and increasing past the input scales,
+        # so the crossing above them is unique.
+        return brentq(
+            lambda k: np.log(self.tokens(k).sum()) - np.log(target), k_lo, k_hi, xtol=1e-15
+        )
+
+
+def fit_loglinear(matrix: np.ndarray) -> LogLinear:
+    """Least-squares rank-one fit of log N (scales x domains) = alpha + k beta^T.
+
+    Normalised so the two smallest scales sit at k = 1 and k = 2; exact for two scales.
+    """
+    logs = np.log(matrix)
+    if len(logs) == 2:
+        beta = logs[1] - logs[0]
+        return LogLinear(alpha=logs[0] - beta, beta=beta, ks=np.array([1.0, 2.0]))
+    mean = logs.mean(axis=0)
+    u, s, vt = np.linalg.svd(logs - mean, full_matrices=False)
+    score = u[:, 0] * s[0]  # latent position of each scale, up to an affine map
+    direction = vt[0]
+    # Affine re-normalisation: k = (score - score[0]) / (score[1] - score[0]) + 1
+    span = score[1] - score[0]
+    ks = (score - score[0]) / span + 1.0
+    beta = direction * span
+    alpha = mean - beta * ks.mean()
+    return LogLinear(alpha=alpha, beta=beta, ks=ks)
+
+
+def _result(domains: list[str], tokens: np.ndarray, target: float, method: str) -> dict[str, Any]:
+    total = float(tokens.sum())
+    return {
+        "target_tokens": target,
+        "total_tokens": total,
+        "weights": {d: float(v / total) for d, v in zip(domains, tokens, strict=True)},
+        "tokens": {d: float(v) for d, v in zip(domains, tokens, strict=True)},
+        "method": method,
+    }
+
+
+def predict_discrete(optima: list[Optimum], target: float) -> dict[str, Any]:
+    """Algorithm 2: N(x+1) = N(x) * N(2) / N(1), from the two largest scales, until >= target."""
+    optima = _check_order(optima, target)
+    domains, matrix = _aligned(optima[-2:])
+    ratio = matrix[1] / matrix[0]
+    current = matrix[1].copy()
+    path = [float(current.sum())]
+    for _ in range(MAX_DISCRETE_STEPS):
+        if current.sum() >= target:
+            break
+        current = current * ratio
+        path.append(float(current.sum()))
+    else:
+        raise InputError("--target", f"{target:g}", "not reached by the iteration", "")
+    out = _result(domains, current, target, "discrete")
+    out["steps"] = len(path) - 1
+    out["path_totals"] = path
+    out["overshoot"] = float(current.sum() / target - 1.0)
+    return out
+
+
+def predict_continuous(optima: list[Optimum], target: float) -> dict[str, Any]:
+    optima = _check_order(optima, target)
+    domains, matrix = _aligned(optima)
+    model = fit_loglinear(matrix)
+    k = model.k_for_total(target)
+    tokens = model.tokens(k)
+    tokens *= target / tokens.sum()  # remove the last ulp of the root search
+    out = _result(domains, tokens, target, "continuous")
+    out["k"] = float(k)
+    out["scales"] = [float(t) for t in matrix.sum(axis=1)]
+    out["latent_k_of_scales"] = [float(v) for v in model.ks]
+    if len(optima) >= 3:
+        out["fit_rmse_log_tokens"] = float(
+            np.sqrt(np.mean((np.log(matrix) - (model.alpha + np.outer(model.ks, model.beta))) ** 2))
+        )
+        out["leave_one_out"] = leave_one_scale_out(optima)
+    return out
+
+
+def leave_one_scale_out(optima: list[Optimum]) -> list[dict[str, Any]]:
+    """Predict each scale above the two smallest from the others; report the weight error."""
+    domains, matrix = _aligned(optima)
+    rows = []
+    for held in range(2, len(optima)):
+        keep = [i for i in range(len(optima)) if i != held]
+        model = fit_loglinear(matrix[keep])
+        target = float(matrix[held].sum())
+        k = _k_for_total_any(model, target)
+        pred = model.tokens(k)
+        pred_w = pred / pred.sum()
+        true_w = matrix[held] / matrix[held].sum()
+        rows.append(
+            {
+                "held_out_total": target,
+                "max_abs_weight_error": float(np.max(np.abs(pred_w - true_w))),
+                "l1_weight_error": float(np.abs(pred_w - true_w).sum()),
+                "predicted_weights": dict(zip(domains, map(float, pred_w), strict=True)),
+                "observed_weights": dict(zip(domains, map(float, true_w), strict=True)),
+            }
+        )
+    return rows
+
+
+def _k_for_total_any(model: LogLinear, target: float) -> float:
+    """k with total = target anywhere (interpolation allowed), for leave-one-out checks."""
+    f = lambda k: np.log(model.tokens(k).sum()) - np.log(target)  # noqa: E731
+    lo, hi = float(model.ks.min()) - 1.0, float(model.ks.max()) + 1.0
+    while f(hi) < 0:
+        hi += 2 * (hi - lo)
+    while f(lo) > 0:
+        lo -= 2 * (hi - lo)
+    return brentq(f, lo, hi, xtol=1e-15)
