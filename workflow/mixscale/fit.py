@@ -24,6 +24,7 @@ weight in a corner.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -132,16 +133,25 @@ class _Points:
     rows: list[list[int]]
 
 
-def _group_stats(y: np.ndarray, groups: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    means = np.array([y[g].mean() for g in groups])
+def _group_stats(
+    y: np.ndarray, groups: list[list[int]], robust: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centre (mean; median when robust) and seed sd of the objective per mixture."""
+    centre = np.median if robust else np.mean
+    means = np.array([centre(y[g]) for g in groups])
     sds = np.array([y[g].std(ddof=1) if len(g) > 1 else float("nan") for g in groups])
     return means, sds
 
 
 def _domain_points(
-    j: int, design: Design, table: RunTable, groups: list[list[int]], y: np.ndarray
+    j: int,
+    design: Design,
+    table: RunTable,
+    groups: list[list[int]],
+    y: np.ndarray,
+    robust: bool = False,
 ) -> _Points:
-    means, sds = _group_stats(y, groups)
+    means, sds = _group_stats(y, groups, robust)
     base = design.base_group
     assert base is not None
     entries = [(base, 1.0)] + [(p.group, p.factor) for p in design.for_domain(j)]
@@ -221,6 +231,55 @@ def _closed_form_power(points: _Points) -> dict[str, float]:
     return {"a": a, "b": b, "c": c}
 
 
+def _paper_ratio(n0: float, b: float, t: float, lo: float, hi: float) -> tuple[float, float]:
+    """(r, D2) of (N0 + x)^-b at x = lo*t, t, hi*t (x in the unit u)."""
+    f_lo, f0, f_hi = (n0 + lo * t) ** -b, (n0 + t) ** -b, (n0 + hi * t) ** -b
+    return (f_lo - f0) / (f0 - f_hi), f0 - f_hi
+
+
+def _paper_n0_for_ratio(r: float, b: float, t: float, lo: float, hi: float) -> float | None:
+    """N0 >= 0 at which Eq. 2 with exponent b has drop ratio r (r falls as N0 grows)."""
+    lo_log, hi_log = math.log(1e-9 * t), math.log(1e9 * t)
+    g = lambda x: _paper_ratio(math.exp(x), b, t, lo, hi)[0] - r  # noqa: E731
+    try:
+        if g(lo_log) < 0 or g(hi_log) > 0:
+            return None
+        return math.exp(brentq(g, lo_log, hi_log, xtol=1e-14))
+    except (ValueError, OverflowError, ZeroDivisionError):
+        return None
+
+
+def _paper_exact_solutions(points: _Points, unit: float) -> list[dict[str, float]]:
+    """Every (N0, b, c) of Eq. 2 through three points, found by scanning b.
+
+    For each b the drop ratio fixes N0; the remaining equation (the size of the drop D2) is a
+    1-D root in b. It can have two roots: three points do not always identify Eq. 2 uniquely.
+    """
+    d1, d2, lo, hi = _drops(points)  # type: ignore[misc]
+    r = d1 / d2
+    t = points.tokens[points.factors.index(1.0)] / unit
+
+    def mismatch(log_b: float) -> float:
+        b = math.exp(log_b)
+        n0 = _paper_n0_for_ratio(r, b, t, lo, hi)
+        if n0 is None:
+            return math.nan
+        return math.log(_paper_ratio(n0, b, t, lo, hi)[1]) - math.log(d2)
+
+    grid = np.linspace(math.log(B_BOUNDS[0]), math.log(B_BOUNDS[1]), 400)
+    values = [mismatch(x) for x in grid]
+    solutions = []
+    for (x0, v0), (x1, v1) in itertools.pairwise(zip(grid, values, strict=True)):
+        if math.isfinite(v0) and math.isfinite(v1) and v0 * v1 <= 0 and v0 != v1:
+            log_b = brentq(mismatch, x0, x1, xtol=1e-15)
+            b = math.exp(log_b)
+            n0 = _paper_n0_for_ratio(r, b, t, lo, hi)
+            if n0 is not None:
+                base_mean = points.means[points.factors.index(1.0)]
+                solutions.append({"N0": n0, "b": b, "c": base_mean - (n0 + t) ** -b})
+    return solutions
+
+
 def _pack(form: str, params: dict[str, float]) -> list[float]:
     if form == "power":
         return [math.log(params["a"]), params["b"]]
@@ -247,11 +306,11 @@ def _bounds(form: str) -> tuple[list[float], list[float]]:
 
 def _starts(form: str, n0: float, unit: float, drop: float) -> list[dict[str, float]]:
     starts = []
-    for b in (0.05, 0.2, 0.5, 1.0, 2.0):
+    for b in (0.05, 0.3, 1.0, 2.5):
         if form == "power":
             starts.append({"a": max(drop, 1e-6) * n0**b / max(1 - 3.0**-b, 1e-6), "b": b})
         elif form == "paper":
-            starts.extend({"N0": n0 / unit * s, "b": b} for s in (0.01, 0.3, 1.0, 3.0, 30.0))
+            starts.extend({"N0": n0 / unit * s, "b": b} for s in (0.03, 1.0, 30.0))
         else:
             starts.append({"b": b})
     return starts
@@ -276,10 +335,10 @@ def _nls(
                 bounds=(lower, upper),
                 loss=loss,
                 f_scale=f_scale,
-                xtol=1e-15,
-                ftol=1e-15,
-                gtol=1e-15,
-                max_nfev=2000,
+                xtol=1e-12,
+                ftol=1e-12,
+                gtol=1e-12,
+                max_nfev=300,
             )
         except (ValueError, FloatingPointError):
             continue
@@ -323,43 +382,76 @@ def _joint_nls(
     unit: float,
     loss: str,
     f_scale: float,
-) -> float:
-    """Refine all usable domains jointly: y_row = C + sum_j f_j(n_row,j). Returns C."""
+    start_bs: tuple[float, ...] = (),
+) -> tuple[float, float]:
+    """Refine all usable domains jointly: y_row = C + sum_j f_j(n_row,j).
+
+    Starts from the current parameters and, for each b in ``start_bs``, from every domain at
+    that b. Returns (intercept C, least-squares cost).
+    """
     names = [d for d in table.train_domains if fits[d].usable]
     cols = [table.train_domains.index(d) for d in names]
-    sizes = [len(_pack(fits[d].form, fits[d].params)) for d in names]  # type: ignore[arg-type]
+    forms = [fits[d].form for d in names]
+    sizes = [len(_pack(f, fits[d].params)) for f, d in zip(forms, names, strict=True)]  # type: ignore[arg-type]
 
     def split(theta: np.ndarray) -> list[dict[str, float]]:
         out, k = [], 1
-        for d, size in zip(names, sizes, strict=True):
-            out.append(_unpack(fits[d].form, theta[k : k + size]))  # type: ignore[arg-type]
+        for f, size in zip(forms, sizes, strict=True):
+            out.append(_unpack(f, theta[k : k + size]))  # type: ignore[arg-type]
             k += size
         return out
 
     def residuals(theta: np.ndarray) -> np.ndarray:
         pred = np.full(len(y), theta[0])
-        for d, col, params in zip(names, cols, split(theta), strict=True):
-            pred += canonical(fits[d].form, params, unit).value(table.tokens[:, col])  # type: ignore[arg-type]
+        for f, col, params in zip(forms, cols, split(theta), strict=True):
+            pred += canonical(f, params, unit).value(table.tokens[:, col])  # type: ignore[arg-type]
         return pred - y
 
     lower, upper = [-np.inf], [np.inf]
-    x0 = [0.0]
-    for d in names:
-        lo, hi = _bounds(fits[d].form)  # type: ignore[arg-type]
+    for f in forms:
+        lo, hi = _bounds(f)  # type: ignore[arg-type]
         lower += lo
         upper += hi
-        x0 += _pack(fits[d].form, fits[d].params)  # type: ignore[arg-type]
-    x0_arr = np.array(x0)
-    x0_arr[0] = float(np.mean(-residuals(x0_arr)))  # best intercept for the start
-    theta = _nls(residuals, [x0_arr], lower, upper, loss, f_scale)
+
+    def start(params: list[dict[str, float]]) -> np.ndarray:
+        x0 = np.array([0.0] + [v for f, p in zip(forms, params, strict=True) for v in _pack(f, p)])  # type: ignore[arg-type]
+        x0[0] = float(np.mean(-residuals(x0)))  # best intercept for this start
+        return x0
+
+    starts = [start([fits[d].params for d in names])]
+    for b in start_bs:
+        starts.append(
+            start([_rescaled_start(fits[d], f, b, unit) for d, f in zip(names, forms, strict=True)])
+        )  # type: ignore[arg-type]
+    theta = _nls(residuals, starts, lower, upper, loss, f_scale)
     for d, params in zip(names, split(theta), strict=True):
         fits[d].params = params
         fits[d].method = "joint_nls"
-    return float(theta[0])
+    return float(theta[0]), float(0.5 * np.sum(residuals(theta) ** 2))
 
 
-def _noise_sd(y: np.ndarray, groups: list[list[int]]) -> float | None:
-    """Pooled seed standard deviation of the objective over replicated mixtures."""
+def _rescaled_start(fit: DomainFit, form: str, b: float, unit: float) -> dict[str, float]:
+    """A start at exponent b whose drop over the domain's perturbation range matches the data."""
+    diag = fit.diagnostics
+    n0 = fit.base_tokens
+    span = abs(diag.get("drop_high", 0.0)) + abs(diag.get("drop_low", 0.0)) or 1e-3
+    if form == "power":
+        lo, hi = diag.get("factor_low", 1 / 3), diag.get("factor_high", 3.0)
+        return {"a": span * n0**b / max((lo**-b - hi**-b), 1e-9), "b": b}
+    if form == "paper":
+        return {"N0": max(n0 / unit, 1e-3), "b": b}
+    return {"b": b}
+
+
+def _noise_sd(y: np.ndarray, groups: list[list[int]], robust: bool = False) -> float | None:
+    """Pooled seed standard deviation of the objective over replicated mixtures.
+
+    Robust: 1.4826 x the median absolute deviation from each mixture's median, so one
+    diverged seed does not set the scale that is meant to discount it.
+    """
+    if robust:
+        dev = [np.abs(y[g] - np.median(y[g])) for g in groups if len(g) > 2]
+        return float(1.4826 * np.median(np.concatenate(dev))) if dev else None
     ss, dof = 0.0, 0
     for g in groups:
         if len(g) > 1:
@@ -398,21 +490,26 @@ def fit_runs(
     base_total = float(base_tokens.sum())
     unit = float(unit) if unit else base_total
     noise = _noise_sd(y, groups)
-    f_scale = noise if (loss == "huber" and noise) else 1.0
+    robust_noise = _noise_sd(y, groups, robust=True) if loss == "huber" else None
+    f_scale = robust_noise if robust_noise else 1.0
+    joint = design.kind != "algorithm1"
     fits: dict[str, DomainFit] = {}
     for j, name in enumerate(table.train_domains):
-        fits[name] = _fit_domain(j, name, table, design, groups, y, form, unit, loss, f_scale)
+        if joint:
+            fits[name] = _joint_domain_start(j, name, table, design, groups, y, form)
+        else:
+            fits[name] = _fit_domain(j, name, table, design, groups, y, form, unit, loss, f_scale)
         fits[name].base_tokens = float(base_tokens[j])
         fits[name].base_weight = float(base_tokens[j] / base_total)
         _add_noise_diagnostics(fits[name], noise)
 
     notes = []
-    if design.kind != "algorithm1" and any(f.usable for f in fits.values()):
+    if joint and any(f.usable for f in fits.values()):
         notes.append(
-            f"{design.kind} design: every perturbed run moves several domains, so the usable "
-            "domains were refined jointly by nonlinear least squares over all runs"
+            f"{design.kind} design: every perturbed run moves several domains, so the domains "
+            "were fitted jointly by nonlinear least squares over all runs"
         )
-        intercept = _joint_nls(fits, table, y, unit, loss, f_scale)
+        intercept = _fit_jointly(fits, table, y, unit, loss, f_scale, form)
     else:
         intercept = float(y[base_rows].mean()) - sum(
             f.canonical(unit).value(np.array([f.base_tokens]))[0] for f in fits.values() if f.usable
@@ -433,7 +530,7 @@ def fit_runs(
     return result
 
 
-def _fit_domain(
+def _joint_domain_start(
     j: int,
     name: str,
     table: RunTable,
@@ -441,12 +538,75 @@ def _fit_domain(
     groups: list[list[int]],
     y: np.ndarray,
     form: str,
+) -> DomainFit:
+    """Diagnostics and a starting form for one domain of a joint (fixed-total) design.
+
+    The raw drops around the base mix this domain's effect with the opposite moves of all the
+    others, so they cannot classify the domain: the joint fit does (``_fit_jointly``).
+    """
+    points = _domain_points(j, design, table, groups, y)
+    diag = _points_diagnostics(points, table)
+    drops = _drops(points)
+    if drops is None:
+        return DomainFit(
+            name,
+            "insufficient_data",
+            "needs at least one run with a smaller and one with a larger share than the base",
+            fallback=FALLBACK,
+            diagnostics=diag,
+        )
+    d1, d2, lo, hi = drops
+    diag.update({"drop_low": d1, "drop_high": d2, "factor_low": lo, "factor_high": hi})
+    diag["r_raw_note"] = "raw drops include the other domains' opposite moves; see r_model"
+    start_form = {"paper": "paper", "algorithm1": "algorithm1"}.get(form, "power")
+    fit = DomainFit(name, OK, "joint fit", form=start_form, method="joint_nls", diagnostics=diag)
+    return fit
+
+
+def _fit_jointly(
+    fits: dict[str, DomainFit],
+    table: RunTable,
+    y: np.ndarray,
     unit: float,
     loss: str,
     f_scale: float,
-) -> DomainFit:
-    points = _domain_points(j, design, table, groups, y)
-    diag: dict[str, Any] = {
+    form: str,
+) -> float:
+    """Joint fit; under ``auto``, domains whose power law collapses to b -> 0 switch to Eq. 2."""
+    for d in fits.values():
+        if d.usable:
+            d.params = _rescaled_start(d, d.form, 0.3, unit)  # type: ignore[arg-type]
+    intercept, cost = _joint_nls(fits, table, y, unit, loss, f_scale, start_bs=(0.1, 1.0))
+    if form == "auto":
+        flat = [d for d in fits.values() if d.usable and d.params["b"] <= 2 * B_BOUNDS[0]]
+        if flat:
+            saved = {d.domain: (d.form, dict(d.params)) for d in flat}
+            for d in flat:
+                d.form, d.params = "paper", _rescaled_start(d, "paper", 0.3, unit)
+            new_intercept, new_cost = _joint_nls(fits, table, y, unit, loss, f_scale, (0.1, 1.0))
+            if new_cost < cost:
+                intercept = new_intercept
+                for d in flat:
+                    d.reason = "joint fit: a power law collapsed to b -> 0; Eq. 2's shifted form"
+            else:
+                for d in flat:
+                    d.form, d.params = saved[d.domain]
+    for d in fits.values():
+        if not d.usable:
+            continue
+        lo, hi = d.diagnostics["factor_low"], d.diagnostics["factor_high"]
+        c = d.canonical(unit)
+        effect = float(c.value(lo * d.base_tokens) - c.value(hi * d.base_tokens))
+        if effect <= 1e-9 * max(1.0, float(np.abs(y).max())):
+            d.status, d.fallback = "no_gain", FALLBACK
+            d.reason = "joint fit: no measurable effect of this domain's share"
+        elif d.reason == "joint fit":
+            d.reason = f"joint fit of the {d.form} form over all runs"
+    return intercept
+
+
+def _points_diagnostics(points: _Points, table: RunTable) -> dict[str, Any]:
+    return {
         "points": [
             {
                 "factor": points.factors[i],
@@ -459,6 +619,22 @@ def _fit_domain(
             for i in range(len(points.groups))
         ]
     }
+
+
+def _fit_domain(
+    j: int,
+    name: str,
+    table: RunTable,
+    design: Design,
+    groups: list[list[int]],
+    y: np.ndarray,
+    form: str,
+    unit: float,
+    loss: str,
+    f_scale: float,
+) -> DomainFit:
+    points = _domain_points(j, design, table, groups, y, robust=loss == "huber")
+    diag = _points_diagnostics(points, table)
     drops = _drops(points)
     if drops is None:
         return DomainFit(
@@ -474,9 +650,17 @@ def _fit_domain(
     status, chosen, reason = _classify(d1, d2, lo, hi, form)
     if status != OK or chosen is None:
         return DomainFit(name, status, reason, fallback=FALLBACK, diagnostics=diag)
-    three_point = len(points.groups) == 3
-    if chosen == "power" and design.kind == "algorithm1" and three_point and loss == "linear":
+    closed = design.kind == "algorithm1" and len(points.groups) == 3 and loss == "linear"
+    if chosen == "power" and closed:
         params, method = _closed_form_power(points), "closed"
+    elif chosen == "paper" and closed and (solutions := _paper_exact_solutions(points, unit)):
+        # Several exact curves: keep the flattest tail (smallest b), the most conservative
+        # extrapolation, and show the others.
+        solutions.sort(key=lambda p: p["b"])
+        params, method = solutions[0], "closed"
+        if len(solutions) > 1:
+            diag["alternative_exact_fits"] = solutions[1:]
+            reason += f"; {len(solutions)} exact Eq. 2 curves fit, the smallest b is kept"
     else:
         params, method = _marginal_nls(points, chosen, unit, loss, f_scale, y), "nls"
     return DomainFit(name, OK, reason, form=chosen, method=method, params=params, diagnostics=diag)

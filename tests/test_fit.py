@@ -1,0 +1,208 @@
+import math
+
+import numpy as np
+import pytest
+
+from conftest import alg1_mixtures, fixed_total_mixtures, make_table, power_world
+from mixscale.design import detect_design
+from mixscale.errors import InputError
+from mixscale.fit import FitResult, bootstrap_fits, fit_runs
+from mixscale.forms import drop_ratio_power
+
+A = np.array([30.0, 50.0, 20.0, 40.0])
+B = np.array([0.30, 0.40, 0.25, 0.35])
+BASE = np.array([1e6, 1.2e6, 0.8e6, 1.1e6])
+
+
+def test_closed_form_recovers_power_law_exactly():
+    table = make_table(alg1_mixtures(BASE), power_world(A, B, c=2.5))
+    fit = fit_runs(table)
+    assert fit.design == "algorithm1"
+    assert fit.base_runs == ["base_s0"]
+    for j, d in enumerate(table.train_domains):
+        df = fit.domains[d]
+        assert df.status == "ok" and df.form == "power" and df.method == "closed"
+        assert df.params["b"] == pytest.approx(B[j], rel=1e-9)
+        assert df.params["a"] == pytest.approx(A[j], rel=1e-8)
+        # the closed form itself: r = 3^b
+        assert df.diagnostics["r"] == pytest.approx(3 ** B[j], rel=1e-9)
+    assert fit.intercept == pytest.approx(2.5, abs=1e-9)
+
+
+def test_closed_form_matches_joint_least_squares():
+    table = make_table(alg1_mixtures(BASE), power_world(A, B))
+    closed = fit_runs(table)
+    joint = fit_runs(table, loss="huber")  # forces the NLS path on the same data
+    for d in table.train_domains:
+        assert joint.domains[d].method == "nls"
+        assert joint.domains[d].params["b"] == pytest.approx(closed.domains[d].params["b"], rel=1e-6)
+
+
+def test_drop_ratio_of_power_law_is_three_to_the_b():
+    for b in (0.05, 0.3, 1.0, 2.5):
+        assert drop_ratio_power(1 / 3, 3, b) == pytest.approx(3**b, rel=1e-12)
+    assert drop_ratio_power(1 / 3, 3, 0.0) == pytest.approx(1.0)
+
+
+def test_fixed_total_design_is_detected_and_fitted_jointly():
+    world = power_world(A, B, c=1.0)
+    table = make_table(fixed_total_mixtures(BASE), world)
+    fit = fit_runs(table)
+    assert fit.design == "fixed_total"
+    assert any("jointly" in n for n in fit.notes)
+    for j, d in enumerate(table.train_domains):
+        assert fit.domains[d].status == "ok"
+        assert fit.domains[d].method == "joint_nls"
+        assert fit.domains[d].params["b"] == pytest.approx(B[j], rel=1e-5)
+    # the joint model reproduces every run
+    assert np.allclose(fit.predict(table.tokens, table.train_domains), table.losses[:, 0], atol=1e-9)
+
+
+def test_shuffled_rows_and_replicates_find_the_same_base():
+    table = make_table(alg1_mixtures(BASE), power_world(A, B), seeds=3)
+    order = np.random.default_rng(1).permutation(table.n_runs)
+    shuffled = type(table)(
+        source="s",
+        train_domains=table.train_domains,
+        eval_domains=table.eval_domains,
+        tokens=table.tokens[order],
+        losses=table.losses[order],
+        run_ids=[table.run_ids[i] for i in order],
+        seeds=[table.seeds[i] for i in order],
+    )
+    fit = fit_runs(shuffled)
+    assert sorted(fit.base_runs) == ["base_s0", "base_s1", "base_s2"]
+
+
+def test_explicit_base_overrides_detection():
+    table = make_table(alg1_mixtures(BASE), power_world(A, B))
+    design = detect_design(table, base_run="d0_up_s0")
+    assert design.base_group == 1
+    with pytest.raises(InputError, match="no run with that id"):
+        detect_design(table, base_run="nope")
+
+
+def paper_world(n0: np.ndarray, b: np.ndarray, unit: float, c: float = 3.0):
+    return lambda n: float(c + np.sum((n0 + n / unit) ** -b))
+
+
+def test_near_linear_regime_uses_the_shifted_form_and_recovers_it():
+    # Large N0 relative to the domain's own tokens: 1/3 < r < 1, no pure power law fits.
+    n0 = np.array([2.0, 1.0, 3.0, 0.5])
+    b = np.array([0.5, 0.3, 0.8, 0.2])
+    unit = BASE.sum()
+    table = make_table(alg1_mixtures(BASE), paper_world(n0, b, unit))
+    fit = fit_runs(table)
+    for j, d in enumerate(table.train_domains):
+        df = fit.domains[d]
+        assert 1 / 3 < df.diagnostics["r"] < 1
+        assert df.status == "ok" and df.form == "paper", df.reason
+        # Three points can admit two exact Eq. 2 curves; the truth must be one of those shown.
+        exact = [df.params, *df.diagnostics.get("alternative_exact_fits", [])]
+        assert any(
+            p["N0"] == pytest.approx(n0[j], rel=1e-6) and p["b"] == pytest.approx(b[j], rel=1e-6)
+            for p in exact
+        ), exact
+        assert df.params["b"] == min(p["b"] for p in exact)
+        assert df.diagnostics["max_abs_residual"] < 1e-9
+    # A pure power law cannot describe it: the power form refuses with a named status.
+    strict = fit_runs(table, form="closed")
+    assert {d.status for d in strict.domains.values()} == {"accelerating"}
+
+
+def test_unit_changes_what_the_paper_form_can_express():
+    # Eq. 2 is not scale-free: with u = 1 token the same data cannot be matched.
+    n0 = np.array([2.0, 1.0, 3.0, 0.5])
+    b = np.array([0.5, 0.3, 0.8, 0.2])
+    table = make_table(alg1_mixtures(BASE), paper_world(n0, b, BASE.sum()))
+    good = fit_runs(table, form="paper")
+    bad = fit_runs(table, form="paper", unit=1.0)
+    worst_good = max(d.diagnostics["max_abs_residual"] for d in good.domains.values())
+    worst_bad = max(d.diagnostics["max_abs_residual"] for d in bad.domains.values())
+    assert worst_good < 1e-9 < 1e-3 < worst_bad
+
+
+@pytest.mark.parametrize(
+    ("responses", "status"),
+    [
+        ((0.02, 0.10), "accelerating"),  # r = 0.2 <= 1/3: returns grow with data
+        ((-0.01, -0.02), "no_gain"),  # objective does not fall with more data
+        ((0.05, -0.03), "non_monotone"),
+    ],
+)
+def test_unusable_domains_get_named_status_and_fallback(responses, status):
+    d1, d2 = responses
+    base = np.array([1e6, 1e6, 1e6])
+    others = power_world(np.array([30.0, 30.0]), np.array([0.3, 0.3]))
+
+    def world(n):  # domain 0's response is given directly at its three token counts
+        own = d1 if n[0] < base[0] else (-d2 if n[0] > base[0] else 0.0)
+        return others(n[1:]) + own
+
+    table = make_table(alg1_mixtures(base), world)
+    fit = fit_runs(table)
+    df = fit.domains["d0"]
+    assert df.status == status
+    assert df.fallback == "hold_base_weight"
+    assert df.diagnostics["drop_low"] == pytest.approx(d1)
+    assert fit.domains["d1"].status == "ok"
+    assert math.isfinite(fit.intercept)
+
+
+def test_insufficient_data_without_both_sides():
+    runs = alg1_mixtures(BASE)
+    runs = [r for r in runs if r[0] != "d2_down"]
+    fit = fit_runs(make_table(runs, power_world(A, B)))
+    assert fit.domains["d2"].status == "insufficient_data"
+    assert fit.domains["d0"].status == "ok"
+
+
+def test_huber_resists_an_outlier_seed():
+    rng = np.random.default_rng(3)
+    world = power_world(A, B)
+    table = make_table(alg1_mixtures(BASE), world, seeds=4, noise=0.002, rng=rng)
+    losses = table.losses.copy()
+    losses[table.run_ids.index("d1_up_s2"), 0] += 0.5  # one diverged seed
+    broken = type(table)(**{**table.__dict__, "losses": losses})
+    plain = fit_runs(broken)
+    robust = fit_runs(broken, loss="huber")
+    err_plain = abs(plain.domains["d1"].params["b"] - B[1]) if plain.domains["d1"].usable else 1.0
+    err_robust = abs(robust.domains["d1"].params["b"] - B[1])
+    assert err_robust < 0.5 * err_plain
+
+
+def test_bootstrap_over_seeds_brackets_the_truth():
+    rng = np.random.default_rng(7)
+    table = make_table(alg1_mixtures(BASE), power_world(A, B), seeds=5, noise=0.001, rng=rng)
+    boots = bootstrap_fits(table, 60, seed=1)
+    assert len(boots) == 60
+    bs = np.array([f.domains["d1"].params["b"] for f in boots if f.domains["d1"].usable])
+    assert np.quantile(bs, 0.02) < B[1] < np.quantile(bs, 0.98)
+    single = make_table(alg1_mixtures(BASE), power_world(A, B))
+    assert bootstrap_fits(single, 10) == []
+
+
+def test_noise_diagnostics_report_effect_over_seed_noise():
+    rng = np.random.default_rng(5)
+    table = make_table(alg1_mixtures(BASE), power_world(A, B), seeds=3, noise=0.01, rng=rng)
+    fit = fit_runs(table)
+    diag = fit.domains["d0"].diagnostics
+    assert 0.003 < diag["seed_sd"] < 0.03
+    assert diag["effect_high_over_se"] > 3
+
+
+def test_fit_json_round_trip_keeps_the_model():
+    table = make_table(alg1_mixtures(BASE), power_world(A, B))
+    fit = fit_runs(table)
+    again = FitResult.from_json(fit.to_json())
+    tokens = table.tokens * 1.7
+    assert np.allclose(
+        again.predict(tokens, table.train_domains), fit.predict(tokens, table.train_domains)
+    )
+
+
+def test_no_base_found_is_a_clear_error():
+    rng = np.random.default_rng(0)
+    mixtures = [(f"r{i}", rng.uniform(1e5, 1e6, size=3)) for i in range(5)]
+    with pytest.raises(InputError, match="no base run found"):
+        fit_runs(make_table(mixtures, power_world(A[:3], B[:3])))
