@@ -35,7 +35,9 @@ def test_closed_form_matches_joint_least_squares():
     joint = fit_runs(table, loss="huber")  # forces the NLS path on the same data
     for d in table.train_domains:
         assert joint.domains[d].method == "nls"
-        assert joint.domains[d].params["b"] == pytest.approx(closed.domains[d].params["b"], rel=1e-6)
+        assert joint.domains[d].params["b"] == pytest.approx(
+            closed.domains[d].params["b"], rel=1e-6
+        )
 
 
 def test_drop_ratio_of_power_law_is_three_to_the_b():
@@ -55,7 +57,9 @@ def test_fixed_total_design_is_detected_and_fitted_jointly():
         assert fit.domains[d].method == "joint_nls"
         assert fit.domains[d].params["b"] == pytest.approx(B[j], rel=1e-5)
     # the joint model reproduces every run
-    assert np.allclose(fit.predict(table.tokens, table.train_domains), table.losses[:, 0], atol=1e-9)
+    assert np.allclose(
+        fit.predict(table.tokens, table.train_domains), table.losses[:, 0], atol=1e-9
+    )
 
 
 def test_shuffled_rows_and_replicates_find_the_same_base():

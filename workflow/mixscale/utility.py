@@ -197,8 +197,11 @@ def gains_by_budget(table: AnnealTable, direction: str) -> dict[str, dict[float,
     return out
 
 
-def fit_curve(budgets: np.ndarray, gains: np.ndarray) -> Curve:
-    """Least-squares fit of G (1 - (1 + D/D0)^-alpha) over all (budget, gain) pairs."""
+def fit_curve(budgets: np.ndarray, gains: np.ndarray, start: Curve | None = None) -> Curve:
+    """Least-squares fit of G (1 - (1 + D/D0)^-alpha) over all (budget, gain) pairs.
+
+    Multi-start from a grid, or from ``start`` alone (bootstrap refits start at the estimate).
+    """
     order = np.unique(budgets)
     if len(order) < 3:
         return Curve("insufficient_data", reason=f"{len(order)} budgets; needs >= 3")
@@ -211,15 +214,20 @@ def fit_curve(budgets: np.ndarray, gains: np.ndarray) -> Curve:
         G, D0, alpha = np.exp(theta)
         return G * (1 - np.power(1 + budgets / (D0 * scale), -alpha)) - gains
 
+    if start is not None:
+        grid = [np.log([start.G, start.D0 / scale, start.alpha])]
+    else:
+        grid = [
+            np.log([max(means.max(), 1e-9) * 1.5, d0, alpha])
+            for d0 in (0.01, 0.1, 1.0, 10.0)
+            for alpha in (0.3, 1.0, 2.0)
+        ]
     best = None
-    for d0 in (0.01, 0.1, 1.0, 10.0):
-        for alpha in (0.3, 1.0, 2.0):
-            x0 = np.log([max(means.max(), 1e-9) * 1.5, d0, alpha])
-            res = least_squares(
-                residuals, x0, bounds=(np.log([1e-12, 1e-6, 1e-3]), np.log([1e6, 1e6, 10.0]))
-            )
-            if best is None or res.cost < best.cost:
-                best = res
+    for x0 in grid:
+        lower, upper = np.log([1e-12, 1e-6, 1e-3]), np.log([1e6, 1e6, 10.0])
+        res = least_squares(residuals, np.clip(x0, lower, upper), bounds=(lower, upper))
+        if best is None or res.cost < best.cost:
+            best = res
     G, D0, alpha = np.exp(best.x)
     curve = Curve("ok", G=float(G), D0=float(D0 * scale), alpha=float(alpha))
     if np.any(np.diff(means) < 0):
@@ -228,7 +236,7 @@ def fit_curve(budgets: np.ndarray, gains: np.ndarray) -> Curve:
 
 
 def _bootstrap_curves(
-    per_budget: dict[float, list[float]], n_boot: int, rng: np.random.Generator
+    per_budget: dict[float, list[float]], n_boot: int, rng: np.random.Generator, estimate: Curve
 ) -> list[Curve]:
     if all(len(v) < 2 for v in per_budget.values()):
         return []
@@ -239,7 +247,7 @@ def _bootstrap_curves(
             pick = rng.choice(values, size=len(values), replace=True)
             b += [budget] * len(pick)
             g += list(pick)
-        curve = fit_curve(np.array(b), np.array(g))
+        curve = fit_curve(np.array(b), np.array(g), start=estimate)
         if curve.usable:
             out.append(curve)
     return out
@@ -345,7 +353,7 @@ def analyse(
         b = np.concatenate([[k] * len(v) for k, v in per_budget.items()])
         g = np.concatenate(list(per_budget.values()))
         curve = fit_curve(b, g)
-        boots = _bootstrap_curves(per_budget, n_boot, rng) if curve.usable else []
+        boots = _bootstrap_curves(per_budget, n_boot, rng, curve) if curve.usable else []
         if boots:
             for name in ("G", "D0", "alpha"):
                 vals = [getattr(c, name) for c in boots]
