@@ -17,11 +17,17 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
+# Until the Snakemake workflow lands (issue 5), the demo runs the math core end to end on the
+# worked example: DDO at two scales, then AutoScale to 1B tokens.
+EX := examples
+OUT := results/demo
 demo: $(STAMP)
-	@echo "make demo: the Snakemake workflow arrives with issue 5; until then this runs the math core"
-	$(PY) -m mixscale fit --runs tests/data/demo_runs.tsv --out results/demo/fit.json
-	$(PY) -m mixscale solve --fit results/demo/fit.json --tokens 3e6 --out results/demo/weights.json
-	@cat results/demo/weights.json
+	$(PY) -m mixscale ddo --runs $(EX)/runs_10M.tsv --tokens 1e7 --out $(OUT)/ddo_10M.json
+	$(PY) -m mixscale ddo --runs $(EX)/runs_30M.tsv --tokens 3e7 --out $(OUT)/ddo_30M.json
+	$(PY) -m mixscale predict --optimum $(OUT)/ddo_10M.json --optimum $(OUT)/ddo_30M.json \
+		--target 1e9 --out $(OUT)/autoscale_1B.json
+	$(PY) -c "import json; p = json.load(open('$(OUT)/autoscale_1B.json')); \
+		print('AutoScale weights at 1B tokens:', {d: round(w, 4) for d, w in p['weights'].items()})"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
