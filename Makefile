@@ -17,21 +17,18 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
-# Until the Snakemake workflow lands (issue 5), the demo runs the math core end to end on the
-# worked example: DDO at two scales, then AutoScale to 1B tokens.
-EX := examples
-OUT := results/demo
+# Until the training stages land (issues 3-5), the workflow's DDO sweeps are the run tables of
+# the worked example: Snakemake runs DDO at 10M and 30M tokens, then AutoScale to 1B and 10B.
 demo: $(STAMP)
-	$(PY) -m mixscale ddo --runs $(EX)/runs_10M.tsv --tokens 1e7 --out $(OUT)/ddo_10M.json
-	$(PY) -m mixscale ddo --runs $(EX)/runs_30M.tsv --tokens 3e7 --out $(OUT)/ddo_30M.json
-	$(PY) -m mixscale predict --optimum $(OUT)/ddo_10M.json --optimum $(OUT)/ddo_30M.json \
-		--target 1e9 --out $(OUT)/autoscale_1B.json
-	$(PY) -c "import json; p = json.load(open('$(OUT)/autoscale_1B.json')); \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --profile profiles/local
+	$(PY) -c "import json; p = json.load(open('results/demo/autoscale/1e+09.json')); \
 		print('AutoScale weights at 1B tokens:', {d: round(w, 4) for d, w in p['weights'].items()})"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/snakefmt --check Snakefile workflow/rules/
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --lint
 
 format: $(STAMP)
 	$(PY) -m ruff format .

@@ -49,11 +49,16 @@ def scipy_solve(problem: Problem) -> np.ndarray:
     x0 = np.full(m, 1 / m)
     if m <= 100:
         res = minimize(
-            f, x0, jac=grad, method="SLSQP", bounds=[(0, 1)] * m,
+            f,
+            x0,
+            jac=grad,
+            method="SLSQP",
+            bounds=[(0, 1)] * m,
             constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1, "jac": lambda w: np.ones(m)}],
             options={"ftol": 1e-15, "maxiter": 1000},
         )
     else:
+
         def hess(w):
             n = np.maximum(w, 1e-15) * N
             d = problem.A * problem.b * (problem.b + 1) * np.power(problem.S + n, -problem.b - 2)
@@ -62,7 +67,12 @@ def scipy_solve(problem: Problem) -> np.ndarray:
             return diags(d * N * N)
 
         res = minimize(
-            f, x0, jac=grad, hess=hess, method="trust-constr", bounds=Bounds(0, 1),
+            f,
+            x0,
+            jac=grad,
+            hess=hess,
+            method="trust-constr",
+            bounds=Bounds(0, 1),
             constraints=[LinearConstraint(csr_matrix(np.ones((1, m))), 1, 1)],
             options={"gtol": 1e-12, "xtol": 1e-14, "maxiter": 3000},
         )
@@ -82,10 +92,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=21)
     args = parser.parse_args()
-    print(f"# solve speed: python {platform.python_version()}, numpy {np.__version__}, "
-          f"scipy {scipy.__version__}, {platform.machine()}")
-    print(f"{'m':>6} {'mixscale_ms':>12} {'scipy_ms':>10} {'speedup':>9} {'rel_gap':>10} "
-          f"{'sum_w-1':>9}  scipy_method")
+    print(
+        f"# solve speed: python {platform.python_version()}, numpy {np.__version__}, "
+        f"scipy {scipy.__version__}, {platform.machine()}"
+    )
+    print(
+        f"{'m':>6} {'mixscale_ms':>12} {'scipy_ms':>10} {'speedup':>9} {'rel_gap':>10} "
+        f"{'sum_w-1':>9}  scipy_method"
+    )
     for m in (7, 100, 10_000):
         problem = instance(m, seed=m)
         ours_t, ours = timed(solve, problem, args.repeats)
@@ -94,8 +108,11 @@ def main() -> None:
         ref = ref * problem.resource / ref.sum()  # scipy's constraint slack would flatter it
         gap = objective_value(problem, ours) - objective_value(problem, ref)
         method = "SLSQP" if m <= 100 else "trust-constr"
-        print(f"{m:>6} {ours_t * 1e3:>12.3f} {ref_t * 1e3:>10.1f} {ref_t / ours_t:>8.0f}x "
-              f"{gap / objective_value(problem, ref):>10.1e} {ours.sum() / problem.resource - 1:>9.1e}  {method}")
+        print(
+            f"{m:>6} {ours_t * 1e3:>12.3f} {ref_t * 1e3:>10.1f} {ref_t / ours_t:>8.0f}x "
+            f"{gap / objective_value(problem, ref):>10.1e} "
+            f"{ours.sum() / problem.resource - 1:>9.1e}  {method}"
+        )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def write_sweep(path: Path, total: float, rng: np.random.Generator) -> None:
             # two evaluation domains whose mean is the objective; shared seed noise
             noise = rng.normal(0, 0.002)
             web, wiki = total + 0.1 + noise, total - 0.1 + noise
-            tok = "\t".join(str(int(round(x))) for x in n)
+            tok = "\t".join(str(round(x)) for x in n)
             lines.append(f"{name}_s{seed}\t{seed}\t{tok}\t{web:.5f}\t{wiki:.5f}")
     path.write_text("\n".join(lines) + "\n")
 
