@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from mixscale.errors import InputError
 from mixscale.fileio import read_json, write_json
 
@@ -186,6 +188,31 @@ def cmd_utility(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def cmd_world(args: argparse.Namespace) -> dict[str, Any]:
+    from mixscale.world import load_world, score
+
+    world = load_world(args.world)
+    if args.tokens <= 0:
+        raise InputError("--tokens", f"{args.tokens:g}", "must be > 0", "")
+    optimum = world.optimum(args.tokens)
+    out: dict[str, Any] = {
+        "world": world.name,
+        "total_tokens": args.tokens,
+        "weights": dict(zip(world.domains, map(float, optimum / args.tokens), strict=True)),
+        "tokens": dict(zip(world.domains, map(float, optimum), strict=True)),
+        "loss": world.loss(optimum),
+        "uniform_loss": world.loss(np.full(len(world.domains), args.tokens / len(world.domains))),
+    }
+    if args.action == "score":
+        if not args.weights:
+            raise InputError("world score", "--weights", "missing", "pass WEIGHTS.json files")
+        out["scores"] = {
+            path: score(world, read_json(path).get("weights", {}), args.tokens, optimum)
+            for path in args.weights
+        }
+    return out
+
+
 def _multiples(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
@@ -247,6 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_utility)
+
+    p = sub.add_parser("world", help="a simulated world: true optimum, and scores of weights")
+    p.add_argument("action", choices=["optimum", "score"])
+    p.add_argument("--world", required=True, help="world YAML or a shipped name (separable, ...)")
+    p.add_argument("--tokens", type=_float, required=True, help="total tokens")
+    p.add_argument("--weights", action="append", help="score: WEIGHTS.json (repeatable)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_world)
     return parser
 
 
