@@ -11,8 +11,10 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
 include: "workflow/rules/ddo.smk"
 include: "workflow/rules/autoscale.smk"
+include: "workflow/rules/verify.smk"
 
 
 rule all:

@@ -11,8 +11,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 from mixscale.errors import InputError
 from mixscale.fileio import read_json, write_json
 
@@ -56,7 +54,7 @@ def _add_objective_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_fit_args(p: argparse.ArgumentParser) -> None:
-    from mixscale.fit import FORM_CHOICES
+    from mixscale.forms import FORM_CHOICES
 
     p.add_argument("--runs", required=True, help="run table (TSV): tokens.<d>, loss.<d>, run, seed")
     p.add_argument("--base", help="run id of the base run (default: found from the design)")
@@ -189,6 +187,8 @@ def cmd_utility(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_world(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+
     from mixscale.world import load_world, score
 
     world = load_world(args.world)
@@ -211,6 +211,45 @@ def cmd_world(args: argparse.Namespace) -> dict[str, Any]:
             for path in args.weights
         }
     return out
+
+
+def _spec(text: str) -> dict[str, Any]:
+    import json
+
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            "--spec", "", f"invalid JSON ({exc.msg})", "pass the run's plan entry"
+        ) from exc
+    for key in ("id", "stage", "seed", "total_tokens"):
+        if key not in spec:
+            raise InputError("--spec", key, "missing", "pass the run's plan entry")
+    return spec
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from mixscale.experiment import train
+
+    return train(_spec(args.spec), args.backend, args.world, args.eval_points, args.weights)
+
+
+def cmd_table(args: argparse.Namespace) -> None:
+    from mixscale.experiment import run_table
+
+    run_table(args.metrics, args.out)
+
+
+def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
+    from mixscale.experiment import compare
+
+    return compare(args.metrics, args.target, args.world)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from mixscale.report import write_summary
+
+    write_summary(args.experiment, args.ddo, args.autoscale, args.compare, args.out)
 
 
 def _multiples(text: str) -> tuple[float, ...]:
@@ -282,6 +321,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", action="append", help="score: WEIGHTS.json (repeatable)")
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_world)
+
+    p = sub.add_parser("train", help="one training run of the plan (backend: simulate)")
+    p.add_argument("--spec", required=True, help="the run's plan entry as JSON")
+    p.add_argument("--backend", default="simulate")
+    p.add_argument("--world", help="world YAML or shipped name (backend simulate)")
+    p.add_argument("--eval-points", type=int, default=10, help="evaluations along the run")
+    p.add_argument("--weights", help="WEIGHTS.json giving the mixture (verification runs)")
+    p.add_argument("--out", required=True, help="metrics.json")
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("table", help="gather runs' metrics.json into a run table (TSV)")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_table)
+
+    p = sub.add_parser("compare", help="verification runs at one target scale")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--target", type=_float, required=True)
+    p.add_argument("--world", help="score against this world's optimum (backend simulate)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_compare)
+
+    p = sub.add_parser("report", help="summary.md of an experiment")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--ddo", nargs="+", required=True, help="DDO WEIGHTS.json per scale")
+    p.add_argument("--autoscale", nargs="*", default=[], help="PRED.json per target")
+    p.add_argument("--compare", nargs="*", default=[], help="compare JSON per target")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_report)
     return parser
 
 
@@ -290,7 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.handler(args)
-        write_json(args.out, result)
+        if result is not None:  # commands that write their own format return None
+            write_json(args.out, result)
     except InputError as exc:
         print(f"mixscale {args.command}: error: {exc.one_line()}", file=sys.stderr)
         return 2

@@ -35,6 +35,7 @@ from scipy.optimize import brentq, least_squares
 from mixscale.design import Design, detect_design
 from mixscale.errors import InputError
 from mixscale.forms import (
+    FORM_CHOICES,
     FORMS,
     Canonical,
     canonical,
@@ -45,7 +46,6 @@ from mixscale.forms import (
 from mixscale.objective import Objective
 from mixscale.runtable import RunTable
 
-FORM_CHOICES = ("auto", "closed", "power", "paper", "algorithm1")
 OK = "ok"
 FALLBACK = "hold_base_weight"
 B_BOUNDS = (1e-4, 5.0)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 FORMS = ("power", "paper", "algorithm1")
+FORM_CHOICES = ("auto", "closed", "power", "paper", "algorithm1")
 
 
 @dataclass(frozen=True)

@@ -50,14 +50,11 @@ def optimum_from_json(data: dict[str, Any], source: str) -> Optimum:
         raise InputError(source, "tokens", "values must be numbers", "") from exc
     if not domains:
         raise InputError(source, "tokens", "no domains", "")
-    bad = [d for d, v in zip(domains, values, strict=True) if not np.isfinite(v) or v <= 0]
+    bad = [d for d, v in zip(domains, values, strict=True) if not np.isfinite(v) or v < 0]
     if bad:
-        raise InputError(
-            source,
-            f"tokens.{bad[0]}",
-            "must be a finite number > 0",
-            "AutoScale extrapolates log tokens; a domain at 0 stays at 0 (drop it)",
-        )
+        raise InputError(source, f"tokens.{bad[0]}", "must be a finite number >= 0", "")
+    if values.sum() <= 0:
+        raise InputError(source, "tokens", "all zero", "")
     return Optimum(source, domains, values)
 
 
@@ -151,7 +148,8 @@ def predict_discrete(optima: list[Optimum], target: float) -> dict[str, Any]:
     """Algorithm 2: N(x+1) = N(x) * N(2) / N(1), from the two largest scales, until >= target."""
     optima = _check_order(optima, target)
     domains, matrix = _aligned(optima[-2:])
-    ratio = matrix[1] / matrix[0]
+    keep, zero = _split_zero(domains, matrix)
+    ratio = np.where(keep, matrix[1] / np.where(keep, matrix[0], 1.0), 0.0)
     current = matrix[1].copy()
     path = [float(current.sum())]
     for _ in range(MAX_DISCRETE_STEPS):
@@ -165,23 +163,40 @@ def predict_discrete(optima: list[Optimum], target: float) -> dict[str, Any]:
     out["steps"] = len(path) - 1
     out["path_totals"] = path
     out["overshoot"] = float(current.sum() / target - 1.0)
+    out["zero_domains"] = zero
     return out
+
+
+def _split_zero(domains: list[str], matrix: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Columns with tokens > 0 at every scale, and the names of the others.
+
+    log N cannot be extrapolated through zero: a domain the optimum drops at any input scale is
+    predicted at 0 and listed under ``zero_domains``.
+    """
+    keep = np.all(matrix > 0, axis=0)
+    if not np.any(keep):
+        raise InputError("--optimum", "tokens", "no domain is positive at every scale", "")
+    return keep, [d for d, k in zip(domains, keep, strict=True) if not k]
 
 
 def predict_continuous(optima: list[Optimum], target: float) -> dict[str, Any]:
     optima = _check_order(optima, target)
     domains, matrix = _aligned(optima)
-    model = fit_loglinear(matrix)
+    keep, zero = _split_zero(domains, matrix)
+    model = fit_loglinear(matrix[:, keep])
     k = model.k_for_total(target)
-    tokens = model.tokens(k)
+    tokens = np.zeros(len(domains))
+    tokens[keep] = model.tokens(k)
     tokens *= target / tokens.sum()  # remove the last ulp of the root search
     out = _result(domains, tokens, target, "continuous")
+    out["zero_domains"] = zero
     out["k"] = float(k)
     out["scales"] = [float(t) for t in matrix.sum(axis=1)]
     out["latent_k_of_scales"] = [float(v) for v in model.ks]
     if len(optima) >= 3:
+        fitted = model.alpha + np.outer(model.ks, model.beta)
         out["fit_rmse_log_tokens"] = float(
-            np.sqrt(np.mean((np.log(matrix) - (model.alpha + np.outer(model.ks, model.beta))) ** 2))
+            np.sqrt(np.mean((np.log(matrix[:, keep]) - fitted) ** 2))
         )
         out["leave_one_out"] = leave_one_scale_out(optima)
     return out
@@ -190,13 +205,15 @@ def predict_continuous(optima: list[Optimum], target: float) -> dict[str, Any]:
 def leave_one_scale_out(optima: list[Optimum]) -> list[dict[str, Any]]:
     """Predict each scale above the two smallest from the others; report the weight error."""
     domains, matrix = _aligned(optima)
+    cols, _ = _split_zero(domains, matrix)
     rows = []
     for held in range(2, len(optima)):
         keep = [i for i in range(len(optima)) if i != held]
-        model = fit_loglinear(matrix[keep])
+        model = fit_loglinear(matrix[keep][:, cols])
         target = float(matrix[held].sum())
         k = _k_for_total_any(model, target)
-        pred = model.tokens(k)
+        pred = np.zeros(len(domains))
+        pred[cols] = model.tokens(k)
         pred_w = pred / pred.sum()
         true_w = matrix[held] / matrix[held].sum()
         rows.append(

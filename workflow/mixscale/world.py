@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import yaml
-from scipy.optimize import minimize, root
 
 from mixscale.errors import InputError
 
@@ -72,6 +71,8 @@ class World:
 
     def optimum(self, total: float) -> np.ndarray:
         """True optimal tokens per domain at ``total`` (scipy SLSQP, then a KKT polish)."""
+        from scipy.optimize import minimize  # lazily: simulated training jobs never need scipy
+
         m = len(self.domains)
 
         def f(w):
@@ -95,6 +96,8 @@ class World:
 
     def _polish(self, n: np.ndarray, total: float) -> np.ndarray:
         """Newton on the KKT system of the support: grad_i = -mu for active i, sum n = total."""
+        from scipy.optimize import root
+
         active = n > 1e-7 * total
         idx = np.flatnonzero(active)
 

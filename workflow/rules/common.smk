@@ -1,18 +1,45 @@
 # Config access and input functions. Rules hold no logic: they wire files to `python -m mixscale`.
+import json
+
+from mixscale.experiment import run_specs
+from mixscale.plan import target_label
 
 EXP = config["experiment"]
 OUT = f"results/{EXP}"
 SCALES = {s["name"]: s for s in config["ddo"]["scales"]}
-TARGETS = {f"{t:.6g}": t for t in config["autoscale"]["targets"]}
+LARGEST_SCALE = config["ddo"]["scales"][-1]["name"]
+TARGETS = {target_label(t): t for t in config["autoscale"]["targets"]}
+SPECS = run_specs(config)
+WORLD = config.get("world", "")
 
 
 wildcard_constraints:
     scale="[A-Za-z0-9_.-]+",
     target="[0-9.e+]+",
+    run="[A-Za-z0-9_.+-]+",
+
+
+def runs_of(stage, scale):
+    return [i for i, s in SPECS.items() if s["stage"] == stage and s["scale"] == scale]
 
 
 def scale_runs(wildcards):
-    return SCALES[wildcards.scale]["runs"]
+    scale = SCALES[wildcards.scale]
+    if "runs" in scale:  # a run table from the user's own sweep
+        return scale["runs"]
+    return f"{OUT}/tables/{wildcards.scale}.tsv"
+
+
+def scale_metrics(wildcards):
+    return expand(
+        f"{OUT}/runs/{{run}}/metrics.json", run=runs_of("ddo", wildcards.scale)
+    )
+
+
+def verify_metrics(wildcards):
+    return expand(
+        f"{OUT}/runs/{{run}}/metrics.json", run=runs_of("verify", wildcards.target)
+    )
 
 
 def scale_tokens(wildcards):
@@ -23,12 +50,34 @@ def ddo_optima(wildcards):
     return expand(f"{OUT}/ddo/{{scale}}/weights.json", scale=SCALES)
 
 
+def run_spec(wildcards):
+    return json.dumps(SPECS[wildcards.run], separators=(",", ":"))
+
+
+def run_weights(wildcards):
+    """The file a verification run takes its mixture from (none for explicit mixtures)."""
+    method = SPECS[wildcards.run].get("method")
+    if method == "autoscale":
+        return [f"{OUT}/autoscale/{SPECS[wildcards.run]['scale']}.json"]
+    if method == "ddo_largest":
+        return [f"{OUT}/ddo/{LARGEST_SCALE}/weights.json"]
+    return []
+
+
+def weights_arg(wildcards, input):
+    return f"--weights {input.weights}" if input.weights else ""
+
+
 def optimum_args(wildcards, input):
     return " ".join(f"--optimum {path}" for path in input)
 
 
 def target_tokens(wildcards):
     return TARGETS[wildcards.target]
+
+
+def world_arg():
+    return f"--world {WORLD}" if WORLD else ""
 
 
 def objective_args():
@@ -39,5 +88,11 @@ def objective_args():
     return args
 
 
+def compare_outputs():
+    if not config["verify"]["methods"]:
+        return []
+    return expand(f"{OUT}/verify/{{target}}.json", target=TARGETS)
+
+
 def all_outputs():
-    return ddo_optima(None) + expand(f"{OUT}/autoscale/{{target}}.json", target=TARGETS)
+    return [f"{OUT}/report/summary.md"]

@@ -1,0 +1,174 @@
+"""Commands that turn an experiment's files into the next: plan files, training, run tables,
+verification comparison. Snakemake rules call these through the CLI; all logic lives here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from mixscale.errors import InputError
+from mixscale.fileio import read_json
+from mixscale.plan import make_plan, target_label
+from mixscale.runtable import RunTable
+
+
+def load_config(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(path, "", "config file not found", "check --configfile")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InputError(path, "", f"malformed YAML ({exc.__class__.__name__})", "") from exc
+    if not isinstance(data, dict):
+        raise InputError(path, "", "a config is a mapping of keys", "see config/README.md")
+    return data
+
+
+def config_domains(config: dict[str, Any]) -> list[str]:
+    if config.get("backend", "tables") == "simulate":
+        from mixscale.world import load_world
+
+        return list(load_world(config["world"]).domains)
+    return list(config.get("domains", []))
+
+
+def fixed_weights(config: dict[str, Any], method: str, domains: list[str]) -> dict[str, float]:
+    verify = config.get("verify", {})
+    if method == "uniform":
+        return {d: 1 / len(domains) for d in domains}
+    if method in ("natural", "reference"):
+        weights = verify.get(method)
+        if not weights:
+            raise InputError("config", f"verify.{method}", "missing", f"give {method} weights")
+        total = sum(weights.values())
+        return {d: float(weights.get(d, 0.0)) / total for d in domains}
+    raise ValueError(method)
+
+
+def run_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every planned run's spec (JSON-able), with fixed verification mixtures filled in.
+
+    Each training job gets only its own spec as a parameter, so changing one run (or adding a
+    target) reruns that job alone.
+    """
+    domains = config_domains(config)
+    specs = {}
+    for run in make_plan(config, domains):
+        spec = run.to_json()
+        if run.stage == "verify" and run.method in ("uniform", "natural", "reference"):
+            weights = fixed_weights(config, run.method, domains)
+            spec["tokens"] = {d: w * run.total_tokens for d, w in weights.items()}
+        specs[run.id] = spec
+    return specs
+
+
+def train(
+    spec: dict[str, Any],
+    backend: str,
+    world_name: str | None,
+    eval_points: int,
+    weights_path: str | None,
+) -> dict[str, Any]:
+    tokens = spec.get("tokens") or {}
+    if weights_path:
+        weights = read_json(weights_path).get("weights")
+        if not isinstance(weights, dict) or not weights:
+            raise InputError(weights_path, "weights", "missing", "regenerate the method's output")
+        total = float(spec["total_tokens"])
+        tokens = {d: float(w) * total for d, w in weights.items()}
+    if not tokens:
+        raise InputError("--spec", "tokens", "no mixture", "pass --weights for this run")
+    if backend != "simulate":
+        raise InputError(
+            "config", "backend", f"'{backend}' cannot train yet", "use backend: simulate"
+        )
+    if not world_name:
+        raise InputError("config", "world", "missing", "name a world for backend: simulate")
+    from mixscale.simulate import simulate_run
+    from mixscale.world import load_world
+
+    metrics = simulate_run(load_world(world_name), tokens, int(spec["seed"]), eval_points)
+    metrics.update({"run": spec["id"], "stage": spec["stage"], "method": spec.get("method")})
+    return metrics
+
+
+def run_table(metrics_paths: list[str], out: str) -> RunTable:
+    rows = [read_json(p) for p in metrics_paths]
+    if not rows:
+        raise InputError("table", "--metrics", "no metrics files", "")
+    domains = list(rows[0]["tokens"])
+    evals = list(rows[0]["final_losses"])
+    table = RunTable(
+        source=out,
+        train_domains=domains,
+        eval_domains=evals,
+        tokens=np.array([[r["tokens"][d] for d in domains] for r in rows]),
+        losses=np.array([[r["final_losses"][e] for e in evals] for r in rows]),
+        run_ids=[r["run"] for r in rows],
+        seeds=[str(r["seed"]) for r in rows],
+    )
+    table.save(out)
+    return table
+
+
+def steps_to_reach(curve: list[dict[str, Any]], level: float) -> float | None:
+    """First fraction of the run (linearly interpolated) at which the objective <= level."""
+    prev_t, prev_v = 0.0, None
+    for point in curve:
+        t, v = point["fraction"], point["objective"]
+        if v <= level:
+            if prev_v is None or prev_v == v:
+                return t
+            return prev_t + (t - prev_t) * (prev_v - level) / (prev_v - v)
+        prev_t, prev_v = t, v
+    return None
+
+
+def compare(metrics_paths: list[str], target: float, world_name: str | None) -> dict[str, Any]:
+    """Verification at one target scale: losses, perplexities, steps saved, world scores."""
+    runs = [read_json(p) for p in metrics_paths]
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_method.setdefault(r["method"], []).append(r)
+    methods: dict[str, Any] = {}
+    for method, items in by_method.items():
+        evals = list(items[0]["final_losses"])
+        losses = np.array([[r["final_losses"][e] for e in evals] for r in items]).mean(axis=0)
+        curve = [
+            {
+                "fraction": p["fraction"],
+                "objective": float(np.mean([r["curve"][k]["objective"] for r in items])),
+            }
+            for k, p in enumerate(items[0]["curve"])
+        ]
+        methods[method] = {
+            "weights": items[0]["weights"],
+            "seeds": len(items),
+            "objective": float(np.mean([r["objective"] for r in items])),
+            "perplexity": {e: float(np.exp(v)) for e, v in zip(evals, losses, strict=True)},
+            "mean_perplexity": float(np.exp(losses).mean()),
+            "worst_perplexity": float(np.exp(losses).max()),
+            "curve": curve,
+        }
+    out: dict[str, Any] = {"target_tokens": target, "methods": methods}
+    if "uniform" in methods:
+        level = methods["uniform"]["objective"]
+        for m in methods.values():
+            reached = steps_to_reach(m["curve"], level)
+            m["steps_saved_pct"] = None if reached is None else 100 * (1 - reached)
+    if world_name:
+        from mixscale.world import load_world, score
+
+        world = load_world(world_name)
+        optimum = world.optimum(target)
+        for m in methods.values():
+            m["world_score"] = score(world, m["weights"], target, optimum)
+    return out
+
+
+def label(target: float) -> str:
+    return target_label(target)

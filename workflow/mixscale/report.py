@@ -1,0 +1,115 @@
+"""The plain summary page of an experiment (results/<exp>/report/summary.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mixscale.fileio import atomic_write_text, read_json
+
+NOISE_SE = 2.0  # an effect below 2 standard errors of the seed noise is not evidence
+
+
+def scale_verdict(fit: dict[str, Any]) -> str:
+    """usable / noise-dominated / outside the power-law regime, from a FIT.json."""
+    domains = fit["domains"].values()
+    bad = [d["domain"] for d in domains if d["status"] != "ok"]
+    if bad:
+        return f"outside the power-law regime for {', '.join(bad)} (held at base weight)"
+    effects = [d["diagnostics"].get("effect_high_over_se") for d in domains]
+    if any(e is None for e in effects):
+        return "usable (no replicate seeds: noise not measured)"
+    weak = [d["domain"] for d, e in zip(domains, effects, strict=True) if abs(e) < NOISE_SE]
+    if weak:
+        return f"noise-dominated for {', '.join(weak)} (x3 effect < {NOISE_SE:g} SE)"
+    return "usable"
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def write_summary(
+    experiment: str, ddo: list[str], autoscale: list[str], compares: list[str], out: str
+) -> None:
+    lines = [f"# mixscale report: {experiment}", ""]
+    lines += ["## DDO per scale", ""]
+    domains: list[str] = []
+    for path in ddo:
+        data = read_json(path)
+        fit = data["fit"]
+        domains = list(data["weights"])
+        scale = Path(path).parent.name
+        lines += [f"### {scale}: {data['total_tokens']:.4g} tokens", ""]
+        lines += [f"Signal: **{scale_verdict(fit)}**. Design: {fit['design']}.", ""]
+        rows = []
+        for d in domains:
+            f = fit["domains"][d]
+            diag = f["diagnostics"]
+            interval = data.get("weight_intervals_90", {}).get(d)
+            rows.append(
+                [
+                    d,
+                    data["weights"][d],
+                    f"[{interval['low']:.4f}, {interval['high']:.4f}]" if interval else "-",
+                    f["status"],
+                    f["form"],
+                    diag.get("r"),
+                    diag.get("b"),
+                    diag.get("effect_high_over_se"),
+                ]
+            )
+        lines += _table(
+            ["domain", "weight", "90% interval", "status", "form", "r", "b", "x3 effect / SE"],
+            rows,
+        )
+        lines.append("")
+    if autoscale:
+        lines += ["## AutoScale predictions", ""]
+        rows = []
+        for path in autoscale:
+            p = read_json(path)
+            rows.append([f"{p['target_tokens']:.4g}", *(p["weights"][d] for d in domains)])
+        lines += _table(["target tokens", *domains], rows)
+        lines.append("")
+    for path in compares:
+        c = read_json(path)
+        lines += [f"## Verification at {c['target_tokens']:.4g} tokens", ""]
+        rows = []
+        for method, m in c["methods"].items():
+            score = m.get("world_score") or {}
+            rows.append(
+                [
+                    method,
+                    m["objective"],
+                    m["mean_perplexity"],
+                    m["worst_perplexity"],
+                    m.get("steps_saved_pct"),
+                    score.get("excess_loss"),
+                    score.get("captured_gain"),
+                ]
+            )
+        lines += _table(
+            [
+                "method",
+                "objective",
+                "mean ppl",
+                "worst ppl",
+                "steps saved vs uniform %",
+                "excess loss (world)",
+                "captured gain (world)",
+            ],
+            rows,
+        )
+        lines.append("")
+    atomic_write_text(out, "\n".join(lines) + "\n")

@@ -1,0 +1,38 @@
+rule train:
+    """One training run of the plan; its spec is a parameter, so only changed runs rerun."""
+    input:
+        weights=run_weights,
+    output:
+        f"{OUT}/runs/{{run}}/metrics.json",
+    log:
+        f"{OUT}/logs/train/{{run}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/train/{{run}}.tsv"
+    conda:
+        "../../envs/mixscale.yaml"
+    params:
+        spec=run_spec,
+        backend=config["backend"],
+        world=world_arg(),
+        eval_points=config["eval_points"],
+        weights=weights_arg,
+    shell:
+        "python -m mixscale train --spec {params.spec:q} --backend {params.backend} "
+        "{params.world} --eval-points {params.eval_points} {params.weights} "
+        "--out {output} > {log} 2>&1"
+
+
+rule run_table:
+    """Gather one DDO scale's runs into its run table."""
+    input:
+        scale_metrics,
+    output:
+        f"{OUT}/tables/{{scale}}.tsv",
+    log:
+        f"{OUT}/logs/tables/{{scale}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/tables/{{scale}}.tsv"
+    conda:
+        "../../envs/mixscale.yaml"
+    shell:
+        "python -m mixscale table --metrics {input} --out {output} > {log} 2>&1"
