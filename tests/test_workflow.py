@@ -55,7 +55,7 @@ def write_config(workdir: Path, scales: int = 2, targets=(1.0e9,), **extra) -> P
     return path
 
 
-@pytest.mark.parametrize(("targets", "expected"), [((1e9,), 4), ((1e9, 5e9, 1e10), 6)])
+@pytest.mark.parametrize(("targets", "expected"), [((1e9,), 5), ((1e9, 5e9, 1e10), 7)])
 def test_dry_run_lists_every_job(tmp_path, targets, expected):
     res = snakemake(tmp_path, "-n", "--configfile", str(write_config(tmp_path, targets=targets)))
     assert res.returncode == 0, res.stderr
@@ -115,3 +115,70 @@ def test_lint_and_format_clean():
         check=False,
     )
     assert fmt.returncode == 0, fmt.stderr
+
+
+def simulated_config(workdir: Path, world="separable", seeds=2, design="algorithm1") -> Path:
+    config = {
+        "experiment": "sim",
+        "backend": "simulate",
+        "world": world,
+        "eval_points": 10,
+        "fit": {"bootstrap": 20},
+        "ddo": {
+            "design": design,
+            "seeds": seeds,
+            "scales": [{"name": "30M", "tokens": 3.0e7}, {"name": "100M", "tokens": 1.0e8}],
+        },
+        "autoscale": {"targets": [1.0e9, 1.0e10]},
+        "verify": {
+            "methods": ["autoscale", "ddo_largest", "uniform", "reference"],
+            "reference": {"web": 0.4, "wiki": 0.1, "code": 0.2, "books": 0.2, "science": 0.1},
+        },
+    }
+    path = workdir / "sim.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    counts = {}
+    started = False
+    for line in stdout.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            started = True
+            continue
+        if started and len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.mark.parametrize(("seeds", "design"), [(1, "algorithm1"), (3, "fixed_total")])
+def test_dry_run_has_s_times_1_plus_2m_times_seeds_ddo_runs(tmp_path, seeds, design):
+    res = snakemake(
+        tmp_path, "-n", "--configfile", str(simulated_config(tmp_path, seeds=seeds, design=design))
+    )
+    assert res.returncode == 0, res.stderr
+    counts = job_counts(res.stdout)
+    scales, m, targets, methods = 2, 5, 2, 4
+    assert counts["train"] == scales * (1 + 2 * m) * seeds + targets * methods
+    assert counts["ddo"] == scales
+    assert counts["compare"] == targets
+
+
+def test_simulated_dag_end_to_end_recovers_the_true_optimum(tmp_path):
+    config = simulated_config(tmp_path)
+    res = snakemake(tmp_path, "--configfile", str(config), "-c2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "results/sim"
+    summary = (out / "report/summary.md").read_text()
+    assert "## Verification at 1e+10 tokens" in summary
+    compare = json.loads((out / "verify/1e+10.json").read_text())
+    autoscale = compare["methods"]["autoscale"]
+    # noiseless separable world: DDO + AutoScale are exact, so nothing beats them
+    assert autoscale["world_score"]["excess_loss"] < 1e-9
+    assert autoscale["world_score"]["captured_gain"] == pytest.approx(1.0, abs=1e-6)
+    assert compare["methods"]["uniform"]["steps_saved_pct"] == pytest.approx(0.0)
+    assert autoscale["steps_saved_pct"] > compare["methods"]["reference"]["steps_saved_pct"]
+    again = snakemake(tmp_path, "--configfile", str(config))
+    assert "Nothing to be done" in again.stdout + again.stderr

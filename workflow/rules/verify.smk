@@ -32,6 +32,8 @@ rule report:
         f"{OUT}/benchmarks/report.tsv"
     conda:
         "../../envs/mixscale.yaml"
+    params:
+        experiment=EXP,
     shell:
-        "python -m mixscale report --experiment {EXP} --ddo {input.ddo} "
+        "python -m mixscale report --experiment {params.experiment} --ddo {input.ddo} "
         "--autoscale {input.autoscale} --compare {input.compare} --out {output} > {log} 2>&1"

@@ -1,0 +1,67 @@
+import pytest
+
+from mixscale.errors import InputError
+from mixscale.experiment import steps_to_reach
+from mixscale.plan import make_plan, perturb
+
+DOMAINS = ["a", "b", "c"]
+
+
+def config(**ddo):
+    return {
+        "ddo": {"scales": [{"name": "s1", "tokens": 3e6}, {"name": "s2", "tokens": 9e6}], **ddo},
+        "autoscale": {"targets": [1e8]},
+        "verify": {"methods": ["uniform"], "seeds": 2},
+    }
+
+
+def test_designs_keep_what_they_should():
+    base = {"a": 1e6, "b": 1e6, "c": 1e6}
+    up = perturb(base, "a", 3, "algorithm1")
+    assert up == {"a": 3e6, "b": 1e6, "c": 1e6}
+    fixed = perturb({"a": 1e6, "b": 2e6, "c": 2e6}, "a", 3, "fixed_total")
+    assert fixed == pytest.approx({"a": 3e6, "b": 1e6, "c": 1e6})  # share 0.2 -> 0.6, total kept
+    with pytest.raises(InputError, match="exceeds the whole mixture"):
+        perturb({"a": 2e6, "b": 1e6}, "a", 3, "fixed_total")
+
+
+def test_plan_counts_and_ids_are_unique():
+    runs = make_plan(config(seeds=3), DOMAINS)
+    ddo = [r for r in runs if r.stage == "ddo"]
+    assert len(ddo) == 2 * (1 + 2 * 3) * 3
+    assert len([r for r in runs if r.stage == "verify"]) == 2
+    assert len({r.id for r in runs}) == len(runs)
+    assert all("/" not in r.id and " " not in r.id for r in runs)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"ddo": {"scales": [{"name": "s1", "tokens": 9e6}, {"name": "s2", "tokens": 3e6}]}},
+            "scales must increase",
+        ),
+        (
+            {"ddo": {"scales": [{"name": "s", "tokens": 3e6}, {"name": "s", "tokens": 9e6}]}},
+            "duplicate scale names",
+        ),
+        ({"autoscale": {"targets": [5e6]}}, "not above the largest DDO scale"),
+        (
+            {"verify": {"methods": ["reference"], "reference": {"a": 0.5, "b": 0.2, "c": 0.2}}},
+            "sum to 1",
+        ),
+        ({"verify": {"methods": ["reference"], "reference": {"z": 1.0}}}, "unknown domain"),
+    ],
+)
+def test_config_checks(change, message):
+    cfg = config()
+    cfg.update(change)
+    with pytest.raises(InputError, match=message):
+        make_plan(cfg, DOMAINS)
+
+
+def test_steps_to_reach_interpolates():
+    curve = [{"fraction": 0.5, "objective": 3.0}, {"fraction": 1.0, "objective": 2.0}]
+    assert steps_to_reach(curve, 2.5) == pytest.approx(0.75)
+    assert steps_to_reach(curve, 3.5) == pytest.approx(0.5)
+    assert steps_to_reach(curve, 1.0) is None
