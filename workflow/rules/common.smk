@@ -10,7 +10,7 @@ SCALES = {s["name"]: s for s in config["ddo"]["scales"]}
 LARGEST_SCALE = config["ddo"]["scales"][-1]["name"]
 TARGETS = {target_label(t): t for t in config["autoscale"]["targets"]}
 SPECS = run_specs(config)
-WORLD = config.get("world", "")
+WORLD = config.get("world", "") if config["backend"] == "simulate" else ""
 
 
 wildcard_constraints:
