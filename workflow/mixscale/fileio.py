@@ -99,3 +99,21 @@ def write_tsv(path: str | os.PathLike[str], header: list[str], rows: list[list[A
 
     lines = ["\t".join(header)] + ["\t".join(fmt(v) for v in row) for row in rows]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def parse_number(source: str, row: int, column: str, text: str) -> float:
+    """A finite number from a table cell, or an InputError naming the row and column."""
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise InputError(
+            source, f"row {row}, column {column}", f"'{text}' is not a number", "write a number"
+        ) from exc
+    if not math.isfinite(value):
+        raise InputError(
+            source,
+            f"row {row}, column {column}",
+            f"value is {text} (not finite)",
+            "rerun or drop that run; NaN/inf usually means the run diverged",
+        )
+    return value

@@ -530,6 +530,29 @@ def fit_runs(
     return result
 
 
+def _observe(
+    j: int,
+    design: Design,
+    table: RunTable,
+    groups: list[list[int]],
+    y: np.ndarray,
+    robust: bool = False,
+) -> tuple[_Points, dict[str, Any], tuple[float, float, float, float] | None]:
+    """One domain's points, their diagnostics, and the drops around the base (if both sides)."""
+    points = _domain_points(j, design, table, groups, y, robust)
+    diag = _points_diagnostics(points, table)
+    drops = _drops(points)
+    if drops is not None:
+        d1, d2, lo, hi = drops
+        diag.update({"drop_low": d1, "drop_high": d2, "factor_low": lo, "factor_high": hi})
+    return points, diag, drops
+
+
+def _insufficient(name: str, diag: dict[str, Any], what: str) -> DomainFit:
+    reason = f"needs at least one run with {what} than the base"
+    return DomainFit(name, "insufficient_data", reason, fallback=FALLBACK, diagnostics=diag)
+
+
 def _joint_domain_start(
     j: int,
     name: str,
@@ -544,19 +567,9 @@ def _joint_domain_start(
     The raw drops around the base mix this domain's effect with the opposite moves of all the
     others, so they cannot classify the domain: the joint fit does (``_fit_jointly``).
     """
-    points = _domain_points(j, design, table, groups, y)
-    diag = _points_diagnostics(points, table)
-    drops = _drops(points)
+    _, diag, drops = _observe(j, design, table, groups, y)
     if drops is None:
-        return DomainFit(
-            name,
-            "insufficient_data",
-            "needs at least one run with a smaller and one with a larger share than the base",
-            fallback=FALLBACK,
-            diagnostics=diag,
-        )
-    d1, d2, lo, hi = drops
-    diag.update({"drop_low": d1, "drop_high": d2, "factor_low": lo, "factor_high": hi})
+        return _insufficient(name, diag, "a smaller and one with a larger share")
     diag["r_raw_note"] = "raw drops include the other domains' opposite moves; see r_model"
     start_form = {"paper": "paper", "algorithm1": "algorithm1"}.get(form, "power")
     fit = DomainFit(name, OK, "joint fit", form=start_form, method="joint_nls", diagnostics=diag)
@@ -633,19 +646,10 @@ def _fit_domain(
     loss: str,
     f_scale: float,
 ) -> DomainFit:
-    points = _domain_points(j, design, table, groups, y, robust=loss == "huber")
-    diag = _points_diagnostics(points, table)
-    drops = _drops(points)
+    points, diag, drops = _observe(j, design, table, groups, y, robust=loss == "huber")
     if drops is None:
-        return DomainFit(
-            name,
-            "insufficient_data",
-            "needs at least one run with fewer and one with more of this domain than the base",
-            fallback=FALLBACK,
-            diagnostics=diag,
-        )
+        return _insufficient(name, diag, "fewer and one with more of this domain")
     d1, d2, lo, hi = drops
-    diag.update({"drop_low": d1, "drop_high": d2, "factor_low": lo, "factor_high": hi})
     diag["r"] = d1 / d2 if d2 != 0 else None
     status, chosen, reason = _classify(d1, d2, lo, hi, form)
     if status != OK or chosen is None:

@@ -7,14 +7,13 @@ domains), optional ``run`` (unique id), ``seed`` and ``step``. Any other column 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mixscale.errors import InputError
-from mixscale.fileio import read_tsv_rows, write_tsv
+from mixscale.fileio import parse_number, read_tsv_rows, write_tsv
 
 TOKENS_PREFIX = "tokens."
 LOSS_PREFIX = "loss."
@@ -55,23 +54,6 @@ class RunTable:
         write_tsv(path, header, rows)
 
 
-def _parse_number(source: str, value: str, column: str, row: int) -> float:
-    try:
-        number = float(value)
-    except ValueError as exc:
-        raise InputError(
-            source, f"row {row}, column {column}", f"'{value}' is not a number", "write a number"
-        ) from exc
-    if not math.isfinite(number):
-        raise InputError(
-            source,
-            f"row {row}, column {column}",
-            f"value is {value} (not finite)",
-            "rerun or drop that run; NaN/inf losses usually mean the run diverged",
-        )
-    return number
-
-
 def load_run_table(path: str | Path) -> RunTable:
     source = str(path)
     header, rows = read_tsv_rows(path)
@@ -101,7 +83,7 @@ def parse_run_table(source: str, header: list[str], rows: list[list[str]]) -> Ru
     for r, cells in enumerate(rows):
         row_no = r + 2  # header is line 1
         for j, col in enumerate(token_cols):
-            value = _parse_number(source, cells[index[col]], col, row_no)
+            value = parse_number(source, row_no, col, cells[index[col]])
             if value <= 0:
                 raise InputError(
                     source,
@@ -111,7 +93,7 @@ def parse_run_table(source: str, header: list[str], rows: list[list[str]]) -> Ru
                 )
             tokens[r, j] = value
         for j, col in enumerate(loss_cols):
-            value = _parse_number(source, cells[index[col]], col, row_no)
+            value = parse_number(source, row_no, col, cells[index[col]])
             if value < 0:
                 raise InputError(
                     source,

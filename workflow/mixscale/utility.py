@@ -27,7 +27,7 @@ from scipy.optimize import least_squares
 from scipy.stats import kendalltau
 
 from mixscale.errors import InputError
-from mixscale.fileio import read_tsv_rows
+from mixscale.fileio import parse_number, read_tsv_rows
 from mixscale.solve import Problem, solve
 
 CONTROL = "control"
@@ -57,16 +57,7 @@ class SourceCost:
 
 
 def _number(source: str, row: int, column: str, text: str, minimum: float | None = None) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise InputError(
-            source, f"row {row}, column {column}", f"'{text}' is not a number", ""
-        ) from exc
-    if not math.isfinite(value):
-        raise InputError(
-            source, f"row {row}, column {column}", f"{text} is not finite", "rerun or drop it"
-        )
+    value = parse_number(source, row, column, text)
     if minimum is not None and value < minimum:
         raise InputError(source, f"row {row}, column {column}", f"must be >= {minimum}", "")
     return value
