@@ -12,7 +12,14 @@ from typing import Any
 
 from mixscale.errors import InputError
 
-VERIFY_METHODS = ("autoscale", "ddo_largest", "uniform", "natural", "reference")
+VERIFY_METHODS = (
+    "autoscale",
+    "ddo_largest",
+    "ddo_smallest",
+    "uniform",
+    "natural",
+    "reference",
+)
 
 
 @dataclass(frozen=True)

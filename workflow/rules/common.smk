@@ -7,6 +7,7 @@ from mixscale.plan import target_label
 EXP = config["experiment"]
 OUT = f"results/{EXP}"
 SCALES = {s["name"]: s for s in config["ddo"]["scales"]}
+SMALLEST_SCALE = config["ddo"]["scales"][0]["name"]
 LARGEST_SCALE = config["ddo"]["scales"][-1]["name"]
 TARGETS = {target_label(t): t for t in config["autoscale"]["targets"]}
 SPECS = run_specs(config)
@@ -61,6 +62,8 @@ def run_weights(wildcards):
         return [f"{OUT}/autoscale/{SPECS[wildcards.run]['scale']}.json"]
     if method == "ddo_largest":
         return [f"{OUT}/ddo/{LARGEST_SCALE}/weights.json"]
+    if method == "ddo_smallest":
+        return [f"{OUT}/ddo/{SMALLEST_SCALE}/weights.json"]
     return []
 
 
