@@ -173,6 +173,7 @@ def test_simulated_dag_end_to_end_recovers_the_true_optimum(tmp_path):
     out = tmp_path / "results/sim"
     summary = (out / "report/summary.md").read_text()
     assert "## Verification at 1e+10 tokens" in summary
+    assert (out / "report/weights_vs_scale.png").stat().st_size > 10_000
     compare = json.loads((out / "verify/1e+10.json").read_text())
     autoscale = compare["methods"]["autoscale"]
     # noiseless separable world: DDO + AutoScale are exact, so nothing beats them

@@ -249,7 +249,7 @@ def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_report(args: argparse.Namespace) -> None:
     from mixscale.report import write_summary
 
-    write_summary(args.experiment, args.ddo, args.autoscale, args.compare, args.out)
+    write_summary(args.experiment, args.ddo, args.autoscale, args.compare, args.out, args.world)
 
 
 def _multiples(text: str) -> tuple[float, ...]:
@@ -348,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ddo", nargs="+", required=True, help="DDO WEIGHTS.json per scale")
     p.add_argument("--autoscale", nargs="*", default=[], help="PRED.json per target")
     p.add_argument("--compare", nargs="*", default=[], help="compare JSON per target")
+    p.add_argument("--world", help="draw this world's true optimum (backend simulate)")
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_report)
     return parser

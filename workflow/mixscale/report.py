@@ -39,10 +39,66 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
+def plot_weights_vs_scale(
+    ddo: list[dict[str, Any]],
+    autoscale: list[dict[str, Any]],
+    png: Path,
+    world_name: str | None = None,
+) -> None:
+    """DDO optima per proxy scale, AutoScale's predictions and (simulated) the true optimum."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    domains = list(ddo[0]["weights"])
+    scales = [d["total_tokens"] for d in ddo]
+    targets = [p["target_tokens"] for p in autoscale]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    world = None
+    if world_name:
+        from mixscale.world import load_world
+
+        world = load_world(world_name)
+        grid = np.geomspace(min(scales), max(targets or scales), 30)
+        truth = np.array([world.optimum(n) / n for n in grid])
+    for i, d in enumerate(domains):
+        color = colors[i % len(colors)]
+        ax.plot(scales, [x["weights"][d] for x in ddo], "o-", color=color, label=d)
+        if targets:
+            ax.plot(targets, [p["weights"][d] for p in autoscale], "s--", color=color, mfc="none")
+        if world is not None:
+            ax.plot(grid, truth[:, world.domains.index(d)], ":", color=color, alpha=0.7)
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("domain weight")
+    note = "o DDO at proxy scales, □ AutoScale" + (", ··· true optimum" if world else "")
+    ax.set_title(note, fontsize=9)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(png)
+
+
 def write_summary(
-    experiment: str, ddo: list[str], autoscale: list[str], compares: list[str], out: str
+    experiment: str,
+    ddo: list[str],
+    autoscale: list[str],
+    compares: list[str],
+    out: str,
+    world: str | None = None,
 ) -> None:
     lines = [f"# mixscale report: {experiment}", ""]
+    png = Path(out).with_name("weights_vs_scale.png")
+    plot_weights_vs_scale(
+        [read_json(p) for p in ddo], [read_json(p) for p in autoscale], png, world
+    )
+    lines += ["![weights against scale](weights_vs_scale.png)", ""]
     lines += ["## DDO per scale", ""]
     domains: list[str] = []
     for path in ddo:

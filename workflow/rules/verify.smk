@@ -25,7 +25,8 @@ rule report:
         autoscale=expand(f"{OUT}/autoscale/{{target}}.json", target=TARGETS),
         compare=compare_outputs(),
     output:
-        f"{OUT}/report/summary.md",
+        summary=f"{OUT}/report/summary.md",
+        figure=f"{OUT}/report/weights_vs_scale.png",
     log:
         f"{OUT}/logs/report.log",
     benchmark:
@@ -34,6 +35,8 @@ rule report:
         "../../envs/mixscale.yaml"
     params:
         experiment=EXP,
+        world=world_arg(),
     shell:
         "python -m mixscale report --experiment {params.experiment} --ddo {input.ddo} "
-        "--autoscale {input.autoscale} --compare {input.compare} --out {output} > {log} 2>&1"
+        "--autoscale {input.autoscale} --compare {input.compare} {params.world} "
+        "--out {output.summary} > {log} 2>&1"
