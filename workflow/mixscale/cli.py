@@ -252,6 +252,26 @@ def cmd_report(args: argparse.Namespace) -> None:
     write_summary(args.experiment, args.ddo, args.autoscale, args.compare, args.out, args.world)
 
 
+def cmd_budget(args: argparse.Namespace) -> dict[str, Any]:
+    from mixscale.budget import budget_table, format_table
+    from mixscale.experiment import load_config
+
+    config: dict[str, Any] = {}
+    for path in args.configfile:  # later files override earlier ones, as in Snakemake
+        _merge(config, load_config(path))
+    result = budget_table(config)
+    print(format_table(result))
+    return result
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
 def _multiples(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
@@ -342,6 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world", help="score against this world's optimum (backend simulate)")
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_compare)
+
+    p = sub.add_parser("budget", help="tokens, FLOPs and GPU-hours per stage of a config")
+    p.add_argument(
+        "--configfile",
+        action="append",
+        required=True,
+        help="config YAML (repeat to merge, e.g. config/config.yaml then yours)",
+    )
+    p.add_argument("--out", required=True, help="budget JSON")
+    p.set_defaults(handler=cmd_budget)
 
     p = sub.add_parser("report", help="summary.md of an experiment")
     p.add_argument("--experiment", required=True)

@@ -84,7 +84,10 @@ def train(
         raise InputError("--spec", "tokens", "no mixture", "pass --weights for this run")
     if backend != "simulate":
         raise InputError(
-            "config", "backend", f"'{backend}' cannot train yet", "use backend: simulate"
+            "config",
+            "backend",
+            f"'{backend}' cannot train yet (the trainer arrives with issue 3)",
+            "use backend: simulate, or give run tables (backend: tables)",
         )
     if not world_name:
         raise InputError("config", "world", "missing", "name a world for backend: simulate")

@@ -1,0 +1,71 @@
+"""Price the plan before anything runs: tokens, FLOPs and GPU-hours per stage.
+
+FLOPs of a training run = 6 x parameters x tokens (forward + backward), plus evaluation
+(2 x parameters x evaluated tokens per evaluation point). GPU-hours = FLOPs / (peak x utilisation)
+/ 3600. The proxy overhead is the DDO cost as a share of the verification (target) training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mixscale.errors import InputError
+from mixscale.experiment import config_domains, run_specs
+
+DEFAULT_ACCELERATOR = {"name": "A100-80GB", "peak_tflops": 312.0, "utilisation": 0.4}
+
+
+def _model_params(config: dict[str, Any], key: str) -> float:
+    model = config.get("model", {})
+    value = model.get(key, model.get("params"))
+    if not value:
+        raise InputError("config", f"model.{key}", "missing", "give the parameter count")
+    return float(value)
+
+
+def run_flops(config: dict[str, Any], spec: dict[str, Any]) -> float:
+    key = "proxy_params" if spec["stage"] == "ddo" else "params"
+    params = _model_params(config, key)
+    evaluation = config.get("evaluation", {})
+    eval_tokens = float(evaluation.get("tokens_per_domain", 0)) * len(config_domains(config))
+    points = int(config.get("eval_points", 10))
+    return 6 * params * float(spec["total_tokens"]) + 2 * params * eval_tokens * points
+
+
+def budget_table(config: dict[str, Any]) -> dict[str, Any]:
+    acc = {**DEFAULT_ACCELERATOR, **config.get("accelerator", {})}
+    flops_per_gpu_hour = acc["peak_tflops"] * 1e12 * acc["utilisation"] * 3600
+    stages: dict[str, dict[str, float]] = {}
+    for spec in run_specs(config).values():
+        stage = f"ddo {spec['scale']}" if spec["stage"] == "ddo" else f"verify {spec['scale']}"
+        row = stages.setdefault(stage, {"runs": 0, "tokens": 0.0, "flops": 0.0})
+        row["runs"] += 1
+        row["tokens"] += float(spec["total_tokens"])
+        row["flops"] += run_flops(config, spec)
+    for row in stages.values():
+        row["gpu_hours"] = row["flops"] / flops_per_gpu_hour
+    ddo = sum(r["gpu_hours"] for s, r in stages.items() if s.startswith("ddo"))
+    verify = sum(r["gpu_hours"] for s, r in stages.items() if s.startswith("verify"))
+    return {
+        "accelerator": acc,
+        "stages": stages,
+        "total_gpu_hours": ddo + verify,
+        "proxy_overhead_pct": 100 * ddo / verify if verify else None,
+    }
+
+
+def format_table(budget: dict[str, Any]) -> str:
+    acc = budget["accelerator"]
+    lines = [
+        f"accelerator: {acc['name']}, {acc['peak_tflops']:g} TFLOP/s peak at "
+        f"{100 * acc['utilisation']:.0f}% utilisation",
+        f"{'stage':<22}{'runs':>6}{'tokens':>12}{'FLOPs':>12}{'GPU-hours':>12}",
+    ]
+    for stage, r in budget["stages"].items():
+        lines.append(
+            f"{stage:<22}{r['runs']:>6}{r['tokens']:>12.3g}{r['flops']:>12.3g}{r['gpu_hours']:>12.1f}"
+        )
+    lines.append(f"{'total':<52}{budget['total_gpu_hours']:>12.1f}")
+    if budget["proxy_overhead_pct"] is not None:
+        lines.append(f"proxy (DDO) overhead: {budget['proxy_overhead_pct']:.1f}% of verification")
+    return "\n".join(lines)
