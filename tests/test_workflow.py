@@ -183,3 +183,17 @@ def test_simulated_dag_end_to_end_recovers_the_true_optimum(tmp_path):
     assert autoscale["steps_saved_pct"] > compare["methods"]["reference"]["steps_saved_pct"]
     again = snakemake(tmp_path, "--configfile", str(config))
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_cluster_config_dry_runs_through_the_slurm_profile(tmp_path):
+    res = snakemake(
+        tmp_path,
+        "-n",
+        "--profile",
+        str(ROOT / "profiles/slurm"),
+        "--configfile",
+        str(ROOT / "config/examples/gpt2-large-redpajama.yaml"),
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    counts = job_counts(res.stdout)
+    assert counts["train"] == 3 * (1 + 2 * 7) + 3 * 4
