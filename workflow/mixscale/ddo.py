@@ -81,7 +81,9 @@ def optimize(
     bounds = {d: _token_bounds(constraints, d, total_tokens) for d in domains}
     tokens: dict[str, float] = {}
     resource = float(total_tokens if total_tokens is not None else budget)  # type: ignore[arg-type]
-    scale_for_held = total_tokens if total_tokens is not None else _budget_scale(fit, budget)
+    # In budget mode a held domain keeps its base weight of the base run's total: the only
+    # scale the data speak for.
+    scale_for_held = total_tokens if total_tokens is not None else fit.base_total_tokens
     for d in held:
         lo, hi = bounds[d]
         tokens[d] = float(np.clip(fit.domains[d].base_weight * scale_for_held, lo, hi))
@@ -124,12 +126,6 @@ def optimize(
             sum(constraints.lookup(constraints.cost, d, 1.0) * v for d, v in ordered.items())
         )
     return out
-
-
-def _budget_scale(fit: FitResult, budget: float | None) -> float:
-    # In budget mode a held domain keeps its base weight of the base run's total: the only
-    # scale the data speak for.
-    return fit.base_total_tokens
 
 
 def weight_intervals(

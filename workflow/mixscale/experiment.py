@@ -11,7 +11,7 @@ import yaml
 
 from mixscale.errors import InputError
 from mixscale.fileio import read_json
-from mixscale.plan import make_plan, target_label
+from mixscale.plan import make_plan
 from mixscale.runtable import RunTable
 
 
@@ -171,7 +171,3 @@ def compare(metrics_paths: list[str], target: float, world_name: str | None) -> 
         for m in methods.values():
             m["world_score"] = score(world, m["weights"], target, optimum)
     return out
-
-
-def label(target: float) -> str:
-    return target_label(target)

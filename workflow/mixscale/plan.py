@@ -151,6 +151,11 @@ def check_config(config: dict[str, Any], domains: list[str]) -> None:
                 f"target {t:g} is not above the largest DDO scale {totals[-1]:g}",
                 "AutoScale predicts larger scales; use a DDO scale for this one",
             )
+    unknown = [m for m in config.get("verify", {}).get("methods", []) if m not in VERIFY_METHODS]
+    if unknown:
+        raise InputError(
+            "config", "verify.methods", f"unknown method '{unknown[0]}'", f"use {VERIFY_METHODS}"
+        )
     reference = config.get("verify", {}).get("reference")
     if "reference" in config.get("verify", {}).get("methods", []):
         if not reference:
