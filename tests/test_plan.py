@@ -85,3 +85,20 @@ def test_budget_prices_the_plan_like_the_paper():
     ddo = sum(r["gpu_hours"] for s, r in stages.items() if s.startswith("ddo"))
     verify = sum(r["gpu_hours"] for s, r in stages.items() if s.startswith("verify"))
     assert budget["proxy_overhead_pct"] == pytest.approx(100 * ddo / verify)
+
+
+def test_train_resources_come_from_the_cost_model():
+    from conftest import ROOT
+    from mixscale.budget import train_resources
+    from mixscale.experiment import load_config, run_specs
+
+    config = load_config(str(ROOT / "config/examples/gpt2-large-redpajama.yaml"))
+    spec = run_specs(config)["verify-3e+09-uniform-s0"]
+    first = train_resources(config, spec, attempt=1)
+    assert first["gpu"] == 8
+    # 125 GPU-hours on 8 GPUs = 15.6 h, x1.5 safety
+    assert 15.0 * 60 * 1.5 < first["runtime"] < 16.5 * 60 * 1.5
+    assert train_resources(config, spec, attempt=2)["runtime"] == pytest.approx(
+        2 * first["runtime"], abs=1
+    )
+    assert train_resources({"backend": "simulate"}, spec, 1)["gpu"] == 0

@@ -32,9 +32,33 @@ def run_flops(config: dict[str, Any], spec: dict[str, Any]) -> float:
     return 6 * params * float(spec["total_tokens"]) + 2 * params * eval_tokens * points
 
 
+def _flops_per_gpu_hour(config: dict[str, Any]) -> float:
+    acc = {**DEFAULT_ACCELERATOR, **config.get("accelerator", {})}
+    return acc["peak_tflops"] * 1e12 * acc["utilisation"] * 3600
+
+
+def train_resources(config: dict[str, Any], spec: dict[str, Any], attempt: int) -> dict[str, Any]:
+    """SLURM resources of one training job from the cost model.
+
+    runtime = GPU-hours / GPUs x safety factor x attempt (a retry after a timeout gets more),
+    at least 10 minutes; simulated runs need no GPU and a few minutes.
+    """
+    if config.get("backend") != "torch":
+        return {"runtime": 10 * attempt, "gpu": 0, "mem_mb": 2000}
+    acc = config.get("accelerator", {})
+    gpus = int(acc.get("gpus_per_run", 1))
+    hours = run_flops(config, spec) / _flops_per_gpu_hour(config) / gpus
+    minutes = hours * 60 * float(acc.get("runtime_safety", 1.5)) * attempt
+    return {
+        "runtime": max(10, round(minutes)),
+        "gpu": gpus,
+        "mem_mb": int(acc.get("mem_mb", 64000)),
+    }
+
+
 def budget_table(config: dict[str, Any]) -> dict[str, Any]:
     acc = {**DEFAULT_ACCELERATOR, **config.get("accelerator", {})}
-    flops_per_gpu_hour = acc["peak_tflops"] * 1e12 * acc["utilisation"] * 3600
+    flops_per_gpu_hour = _flops_per_gpu_hour(config)
     stages: dict[str, dict[str, float]] = {}
     for spec in run_specs(config).values():
         stage = f"ddo {spec['scale']}" if spec["stage"] == "ddo" else f"verify {spec['scale']}"

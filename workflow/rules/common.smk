@@ -1,6 +1,7 @@
 # Config access and input functions. Rules hold no logic: they wire files to `python -m mixscale`.
 import json
 
+from mixscale.budget import train_resources
 from mixscale.experiment import run_specs
 from mixscale.plan import target_label
 
@@ -53,6 +54,18 @@ def ddo_optima(wildcards):
 
 def run_spec(wildcards):
     return json.dumps(SPECS[wildcards.run], separators=(",", ":"))
+
+
+def train_runtime(wildcards, attempt):
+    return train_resources(config, SPECS[wildcards.run], attempt)["runtime"]
+
+
+def train_gpus(wildcards):
+    return train_resources(config, SPECS[wildcards.run], 1)["gpu"]
+
+
+def train_mem_mb(wildcards, attempt):
+    return train_resources(config, SPECS[wildcards.run], attempt)["mem_mb"]
 
 
 def run_weights(wildcards):

@@ -10,6 +10,10 @@ rule train:
         f"{OUT}/benchmarks/train/{{run}}.tsv"
     conda:
         "../../envs/mixscale.yaml"
+    resources:
+        runtime=train_runtime,
+        gpu=train_gpus,
+        mem_mb=train_mem_mb,
     params:
         spec=run_spec,
         backend=config["backend"],
