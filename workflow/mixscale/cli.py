@@ -231,7 +231,84 @@ def _spec(text: str) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from mixscale.experiment import train
 
-    return train(_spec(args.spec), args.backend, args.world, args.eval_points, args.weights)
+    settings = _settings(args.settings) if args.settings else None
+    if settings is not None and args.threads:
+        settings.setdefault("train", {})["threads"] = args.threads
+    return train(
+        _spec(args.spec),
+        args.backend,
+        args.world,
+        args.eval_points,
+        args.weights,
+        settings,
+        args.out,
+    )
+
+
+def _settings(text: str) -> dict[str, Any]:
+    """Training settings as JSON text, or a JSON/YAML file holding them."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    source = "--settings"
+    if not text.lstrip().startswith("{"):
+        if not Path(text).is_file():
+            raise InputError(text, "", "settings file not found", "pass JSON or a file path")
+        source, text = text, Path(text).read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)  # JSON is YAML
+    except yaml.YAMLError as exc:
+        raise InputError(source, "", "invalid JSON/YAML", "fix the settings") from exc
+    if not isinstance(data, dict):
+        raise InputError(source, "", "settings are a mapping", "see config/README.md")
+    return data
+
+
+def cmd_corpus(args: argparse.Namespace) -> None:
+    """Build domains as JSONL documents; print what was built and how long it took."""
+    import time
+
+    from mixscale.corpus import BUILTINS, build_domain
+
+    sources = dict.fromkeys(args.domains.split(",") if args.domains else BUILTINS)
+    for item in args.source or []:
+        name, _, spec = item.partition("=")
+        sources[name] = _settings(spec) if spec.lstrip().startswith("{") else spec
+    rows = []
+    for domain, spec in sources.items():
+        start = time.perf_counter()
+        built = build_domain(domain, spec, args.out, args.cache, args.max_bytes, args.seed)
+        rows.append((domain, built.documents, built.bytes, time.perf_counter() - start))
+        print(f"{domain:14s} {built.documents:8d} docs {built.bytes / 1e6:8.2f} MB "
+              f"{rows[-1][3]:6.1f} s", file=sys.stderr)
+
+
+def cmd_tokenizer(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mixscale.tokens import pretrained_tokenizer, train_tokenizer
+
+    if args.pretrained:
+        info = pretrained_tokenizer(args.pretrained, args.out)
+    elif not args.corpus:
+        raise InputError("tokenizer", "--corpus", "no files", "give <domain>.jsonl files or --pretrained")
+    else:
+        files = {Path(f).name.removesuffix(".jsonl"): f for f in args.corpus}
+        info = train_tokenizer(files, args.out, args.vocab_size, args.seed, args.validation_bytes)
+    print(f"tokenizer: {info['kind']}, vocabulary {info['vocab_size']}", file=sys.stderr)
+
+
+def cmd_tokens(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mixscale.tokens import build_store
+
+    domain = args.domain or Path(args.corpus).name.removesuffix(".jsonl")
+    meta = build_store(domain, args.corpus, args.tokenizer, args.out, args.seed, args.validation_bytes)
+    print(f"{domain}: {meta['train_tokens']} training + {meta['val_tokens']} held-out tokens "
+          f"({meta['bytes_per_token']:.2f} bytes/token)", file=sys.stderr)
 
 
 def cmd_table(args: argparse.Namespace) -> None:
@@ -342,14 +419,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_world)
 
-    p = sub.add_parser("train", help="one training run of the plan (backend: simulate)")
+    p = sub.add_parser("train", help="one training run of the plan (backend torch or simulate)")
     p.add_argument("--spec", required=True, help="the run's plan entry as JSON")
     p.add_argument("--backend", default="simulate")
     p.add_argument("--world", help="world YAML or shipped name (backend simulate)")
     p.add_argument("--eval-points", type=int, default=10, help="evaluations along the run")
     p.add_argument("--weights", help="WEIGHTS.json giving the mixture (verification runs)")
-    p.add_argument("--out", required=True, help="metrics.json")
+    p.add_argument(
+        "--settings",
+        help="backend torch: JSON (or a JSON/YAML file) with stores, tokenizer, model, train",
+    )
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process")
+    p.add_argument("--out", required=True, help="metrics.json (model/ and checkpoints/ beside)")
     p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("corpus", help="real text domains as JSONL (embedded or your own)")
+    p.add_argument("--out", required=True, help="folder for <domain>.jsonl + provenance")
+    p.add_argument("--domains", help="comma-separated built-in domains (default: all six)")
+    p.add_argument(
+        "--source",
+        action="append",
+        help="DOMAIN=SPEC: a built-in name, or JSON {path: ...} / {hf: ...} (repeatable)",
+    )
+    p.add_argument("--max-bytes", type=_float, help="cap per domain (seeded document subset)")
+    p.add_argument("--cache", default="resources/downloads", help="pinned package downloads")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=cmd_corpus)
+
+    p = sub.add_parser("tokenizer", help="train a byte-level BPE, or save a pretrained one")
+    p.add_argument("--corpus", nargs="*", default=[], help="<domain>.jsonl files to train on")
+    p.add_argument("--vocab-size", type=int, default=1024)
+    p.add_argument("--pretrained", help="a named tokenizer instead (cluster)")
+    p.add_argument("--seed", type=int, default=0, help="document shuffle (held-out split)")
+    p.add_argument("--validation-bytes", type=int, default=200000)
+    p.add_argument("--out", required=True, help="tokenizer folder")
+    p.set_defaults(handler=cmd_tokenizer)
+
+    p = sub.add_parser("tokens", help="one domain's token store (train.bin, val.bin)")
+    p.add_argument("--corpus", required=True, help="<domain>.jsonl")
+    p.add_argument("--domain", help="domain name (default: from the file name)")
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validation-bytes", type=int, default=200000)
+    p.add_argument("--out", required=True, help="store folder")
+    p.set_defaults(handler=cmd_tokens)
 
     p = sub.add_parser("table", help="gather runs' metrics.json into a run table (TSV)")
     p.add_argument("--metrics", nargs="+", required=True)

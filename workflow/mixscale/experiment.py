@@ -66,13 +66,8 @@ def run_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return specs
 
 
-def train(
-    spec: dict[str, Any],
-    backend: str,
-    world_name: str | None,
-    eval_points: int,
-    weights_path: str | None,
-) -> dict[str, Any]:
+def mixture_tokens(spec: dict[str, Any], weights_path: str | None) -> dict[str, float]:
+    """Tokens per domain of a run: explicit in its spec, or a method's weights x its total."""
     tokens = spec.get("tokens") or {}
     if weights_path:
         weights = read_json(weights_path).get("weights")
@@ -82,12 +77,30 @@ def train(
         tokens = {d: float(w) * total for d, w in weights.items()}
     if not tokens:
         raise InputError("--spec", "tokens", "no mixture", "pass --weights for this run")
+    return tokens
+
+
+def train(
+    spec: dict[str, Any],
+    backend: str,
+    world_name: str | None,
+    eval_points: int,
+    weights_path: str | None,
+    settings: dict[str, Any] | None = None,
+    out: str | None = None,
+) -> dict[str, Any] | None:
+    """One run of the plan. ``simulate`` returns its metrics; ``torch`` trains and writes them
+    (with the model and side-folder checkpoints) next to ``out`` itself."""
+    tokens = mixture_tokens(spec, weights_path)
+    labels = {"run": spec["id"], "stage": spec["stage"], "method": spec.get("method")}
+    if backend == "torch":
+        return _train_torch(spec, tokens, settings or {}, eval_points, out, labels)
     if backend != "simulate":
         raise InputError(
             "config",
             "backend",
-            f"'{backend}' cannot train yet (the trainer arrives with issue 3)",
-            "use backend: simulate, or give run tables (backend: tables)",
+            f"'{backend}' cannot train",
+            "use backend: torch or simulate, or give run tables (backend: tables)",
         )
     if not world_name:
         raise InputError("config", "world", "missing", "name a world for backend: simulate")
@@ -95,8 +108,40 @@ def train(
     from mixscale.world import load_world
 
     metrics = simulate_run(load_world(world_name), tokens, int(spec["seed"]), eval_points)
-    metrics.update({"run": spec["id"], "stage": spec["stage"], "method": spec.get("method")})
+    metrics.update(labels)
     return metrics
+
+
+def _train_torch(
+    spec: dict[str, Any],
+    tokens: dict[str, float],
+    settings: dict[str, Any],
+    eval_points: int,
+    out: str | None,
+    labels: dict[str, Any],
+) -> None:
+    from mixscale.trainer import TrainSettings, train_run
+
+    for key in ("stores", "tokenizer", "model"):
+        if not settings.get(key):
+            raise InputError("--settings", key, "missing", "pass the experiment's training settings")
+    if not out:
+        raise InputError("train", "--out", "missing", "name the run's metrics.json")
+    train = TrainSettings.from_dict(
+        {**settings.get("train", {}), "seed": int(spec["seed"]), "eval_points": eval_points}
+    )
+    train_run(
+        settings["stores"],
+        settings["tokenizer"],
+        settings["model"],
+        tokens,
+        train,
+        str(Path(out).parent),
+        eval_domains=settings.get("eval_domains"),
+        labels=labels,
+        metrics_name=Path(out).name,
+    )
+    return None
 
 
 def run_table(metrics_paths: list[str], out: str) -> RunTable:

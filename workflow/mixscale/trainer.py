@@ -1,0 +1,529 @@
+"""One training run: a causal LM on a mixture of token stores, evaluated per domain.
+
+A plain loop a reader can follow top to bottom (model, optimizer, schedule, batches, evaluation,
+checkpoints), the same code path on one CPU process, one GPU, or several under ``torchrun``
+(DDP). Checkpoints go to a side folder that is not a Snakemake output; a restarted run resumes
+from the newest complete one and, because batches and learning rates are functions of the step
+alone, ends bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mixscale.errors import InputError
+from mixscale.fileio import write_json
+from mixscale.tokens import MixtureSampler, TokenStore, load_tokenizer, open_store
+
+KEEP_CHECKPOINTS = 2
+
+
+@dataclass
+class TrainSettings:
+    """Hyperparameters of a run (config ``train:``), sized to the run by the trainer."""
+
+    seq_len: int = 128
+    batch_sequences: int = 8  # sequences per optimizer step, over all processes
+    micro_batch: int = 8  # sequences per forward pass per process
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: float = 0.05  # fraction of the run's steps
+    schedule: str = "cosine"  # cosine | linear | constant
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    precision: str = "auto"  # auto | bf16 | fp32
+    seed: int = 0
+    eval_points: int = 10
+    eval_tokens: int = 20000  # held-out tokens per domain at each evaluation
+    eval_batch: int = 16
+    checkpoint_every: int = 100  # steps; 0 = only at the end of training
+    allow_repeat: bool = False
+    threads: int = 0  # torch intra-op threads per process; 0 = torch's default
+    save_model: bool = True
+    max_steps: int = 0  # 0 = one pass over the mixture; > 0 stops early (benchmarks)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(
+                "config", f"train.{unknown[0]}", "unknown key", f"use one of {', '.join(sorted(known))}"
+            )
+        values = dict(data)
+        if "betas" in values:
+            values["betas"] = tuple(values["betas"])
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        positive = ("seq_len", "batch_sequences", "micro_batch", "eval_tokens", "eval_batch")
+        for name in positive:
+            if int(getattr(self, name)) <= 0:
+                raise InputError("config", f"train.{name}", "must be > 0", "give a positive integer")
+        if self.lr <= 0 or not math.isfinite(self.lr):
+            raise InputError("config", "train.lr", f"{self.lr} is not a learning rate", "e.g. 3.0e-3")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise InputError("config", "train.schedule", f"unknown '{self.schedule}'", "cosine|linear|constant")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise InputError("config", "train.precision", f"unknown '{self.precision}'", "auto|bf16|fp32")
+        if not 0 <= self.warmup < 1:
+            raise InputError("config", "train.warmup", "is a fraction of the run", "use 0 <= warmup < 1")
+
+
+@dataclass
+class Dist:
+    """Where this process sits: rank and world size (1 outside torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return Dist(rank=rank, world=world, local_rank=local, device=device)
+
+
+def cpu_supports_bf16() -> bool:
+    """bf16 autocast pays off on CPUs with native bf16 (AVX512-BF16 or AMX); elsewhere it is slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(setting: str, device: torch.device) -> str:
+    if setting != "auto":
+        return setting
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+# ---------------------------------------------------------------------------------------------
+# model and optimizer
+
+
+def build_model(model_spec: dict[str, Any], vocab_size: int, seq_len: int, seed: int):
+    """A transformers causal LM from a config dict (``type`` + its fields) or a checkpoint."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    spec = dict(model_spec)
+    if spec.get("checkpoint"):
+        path = spec["checkpoint"]
+        if not Path(path).is_dir():
+            raise InputError("config", "model.checkpoint", f"{path} is not a folder", "train the base model first")
+        return AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa", dtype=torch.float32)
+    model_type = spec.pop("type", None)
+    if not model_type:
+        raise InputError("config", "model.type", "missing", "e.g. gpt2 or llama")
+    for key in ("params", "proxy_params"):  # cost-model fields, not architecture
+        spec.pop(key, None)
+    if model_type == "gpt2":
+        for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+            spec.setdefault(key, 0.0)  # no dropout: one-epoch pretraining, and exact resumes
+        spec.setdefault("n_positions", seq_len)
+    else:
+        spec.setdefault("max_position_embeddings", seq_len)
+    try:
+        config = AutoConfig.for_model(model_type, vocab_size=vocab_size, **spec)
+    except (ValueError, TypeError) as exc:
+        raise InputError("config", "model", str(exc).splitlines()[0], "see transformers' config docs") from exc
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.float32)
+
+
+def make_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """AdamW, weight decay on matrices only; fused kernels where this torch has them."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": settings.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    try:
+        return torch.optim.AdamW(groups, lr=settings.lr, betas=settings.betas, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=settings.lr, betas=settings.betas, foreach=True)
+
+
+def learning_rate(step: int, total: int, s: TrainSettings) -> float:
+    """Linear warmup, then cosine or linear decay to ``min_lr_ratio`` at the last step."""
+    warm = int(round(s.warmup * total))
+    if step < warm:
+        return s.lr * (step + 1) / warm
+    if s.schedule == "constant" or total <= warm + 1:
+        return s.lr
+    progress = (step - warm) / (total - warm - 1)
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if s.schedule == "cosine" else 1 - progress
+    return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * shape)
+
+
+def next_token_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of predicting tokens 1..L from 0..L-1 (fp32 reduction)."""
+    logits = model(input_ids=batch[:, :-1], use_cache=False).logits
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    stores: dict[str, TokenStore],
+    settings: TrainSettings,
+    dist: Dist,
+    autocast: Any,
+) -> dict[str, float]:
+    """Token-weighted mean loss per domain on the first ``eval_tokens`` of its held-out block."""
+    model.eval()
+    losses = {}
+    for domain, store in stores.items():
+        windows = held_out_windows(store, settings.eval_tokens, settings.seq_len)
+        mine = windows[dist.rank :: dist.world]
+        total = torch.zeros(2, dtype=torch.float64)
+        for start in range(0, len(mine), settings.eval_batch):
+            batch = torch.from_numpy(np.stack(mine[start : start + settings.eval_batch])).to(dist.device)
+            with autocast():
+                logits = model(input_ids=batch[:, :-1], use_cache=False).logits
+            nll = F.cross_entropy(
+                logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), reduction="sum"
+            )
+            total += torch.tensor([nll.item(), batch[:, 1:].numel()], dtype=torch.float64)
+        if dist.world > 1:
+            torch.distributed.all_reduce(total)
+        losses[domain] = float(total[0] / total[1])
+    model.train()
+    return losses
+
+
+def held_out_windows(store: TokenStore, tokens: int, seq_len: int) -> list[np.ndarray]:
+    """The first ``tokens`` held-out tokens (rounded down to whole windows) as L + 1 windows."""
+    count = max(1, tokens // seq_len)
+    if len(store.val) < count * seq_len + 1:
+        raise InputError(
+            store.meta.get("corpus", store.domain),
+            "validation",
+            f"{store.domain} holds {len(store.val)} held-out tokens, evaluation asks {tokens}",
+            "lower train.eval_tokens or raise data.validation_bytes",
+        )
+    block = np.asarray(store.val[: count * seq_len + 1], dtype=np.int64)
+    return [block[i * seq_len : (i + 1) * seq_len + 1] for i in range(count)]
+
+
+def eval_steps(total_steps: int, points: int) -> list[int]:
+    """Steps (1-based counts of finished steps) after which the run is evaluated."""
+    points = max(1, min(points, total_steps))
+    return sorted({max(1, round(k * total_steps / points)) for k in range(1, points + 1)})
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def run_fingerprint(spec: dict[str, Any]) -> str:
+    """A checkpoint belongs to one exact run: same mixture, model, settings and data."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save_checkpoint(folder: Path, step: int, state: dict[str, Any]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step-{step:09d}.pt"
+    tmp = folder / f".step-{step:09d}.pt.tmp"
+    torch.save(state, tmp)
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    for old in sorted(folder.glob("step-*.pt"))[:-KEEP_CHECKPOINTS]:
+        old.unlink(missing_ok=True)
+    return final
+
+
+def newest_checkpoint(folder: Path, fingerprint: str, log) -> dict[str, Any] | None:
+    """The newest checkpoint that loads and belongs to this run; others are reported and skipped."""
+    for path in sorted(folder.glob("step-*.pt"), reverse=True):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a torn or corrupt file: fall back to the previous one
+            log(f"checkpoint {path.name} unreadable ({exc.__class__.__name__}); trying an older one")
+            continue
+        if state.get("fingerprint") != fingerprint:
+            log(f"checkpoint {path.name} belongs to another version of this run; starting fresh")
+            return None
+        return state
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def hardware(dist: Dist, precision: str) -> dict[str, Any]:
+    info = {
+        "device": dist.device.type,
+        "processes": dist.world,
+        "threads_per_process": torch.get_num_threads(),
+        "precision": precision,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpu": _cpu_name(),
+    }
+    if dist.device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(dist.device)
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def train_run(
+    stores_dir: str,
+    tokenizer_dir: str,
+    model_spec: dict[str, Any],
+    tokens: dict[str, float],
+    settings: TrainSettings,
+    out_dir: str,
+    eval_domains: list[str] | None = None,
+    log=print,
+    progress: bool = True,
+    labels: dict[str, Any] | None = None,
+    metrics_name: str = "metrics.json",
+) -> dict[str, Any]:
+    """Train one run and write ``metrics.json`` (and the model) into ``out_dir``."""
+    dist = setup_distributed()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoints"
+    stores = {d: open_store(Path(stores_dir) / d, d) for d in sorted(_store_names(stores_dir))}
+    sampler = MixtureSampler(stores, tokens, settings.seq_len, settings.seed, settings.allow_repeat)
+    eval_stores = {d: stores[d] for d in (eval_domains or list(stores)) if _known(d, stores)}
+    per_rank = settings.batch_sequences // dist.world
+    if settings.batch_sequences % (dist.world * settings.micro_batch):
+        raise InputError(
+            "config",
+            "train.batch_sequences",
+            f"{settings.batch_sequences} is not a multiple of processes ({dist.world}) x "
+            f"micro_batch ({settings.micro_batch})",
+            "make batch_sequences a multiple of gpus x micro_batch",
+        )
+    accum = per_rank // settings.micro_batch
+    total_steps = sampler.steps(settings.batch_sequences)
+    if settings.max_steps:
+        total_steps = min(total_steps, settings.max_steps)
+    if total_steps <= 0:
+        raise InputError(
+            "mixture",
+            "tokens",
+            f"{sampler.total_sequences} sequences make zero steps of {settings.batch_sequences}",
+            "raise the run's tokens or lower train.batch_sequences",
+        )
+    vocab = int(next(iter(stores.values())).meta["vocab_size"])
+    precision = resolve_precision(settings.precision, dist.device)
+
+    def autocast():
+        return torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    model = build_model(model_spec, vocab, settings.seq_len, settings.seed).to(dist.device)
+    optimizer = make_optimizer(model, settings)
+    fingerprint = run_fingerprint(
+        {"tokens": sampler.tokens, "model": model_spec, "settings": asdict(settings), "stores": stores_dir}
+    )
+    state = newest_checkpoint(ckpt_dir, fingerprint, log) if ckpt_dir.is_dir() else None
+    step, curve, elapsed, train_time, resumed_at = 0, [], 0.0, 0.0, None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        step, curve = state["step"], state["curve"]
+        elapsed, train_time = state["elapsed"], state["train_time"]
+        resumed_at = step
+        log(f"resumed from checkpoint at step {step} of {total_steps}")
+    ddp = model
+    if dist.world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
+        )
+    evals = set(eval_steps(total_steps, settings.eval_points))
+    every = settings.checkpoint_every or total_steps
+    batch_tokens = settings.batch_sequences * settings.seq_len
+    rank_part = slice(dist.rank * per_rank, (dist.rank + 1) * per_rank)
+    bar = _progress(total_steps, step, progress and dist.main)
+    session_start = time.perf_counter()
+    session_train = 0.0
+    model.train()
+    while step < total_steps:
+        t0 = time.perf_counter()
+        lr = learning_rate(step, total_steps, settings)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = torch.from_numpy(sampler.batch(step, settings.batch_sequences, rank_part))
+        batch = batch.to(dist.device, non_blocking=True)
+        loss_sum = 0.0
+        for k in range(accum):
+            micro = batch[k * settings.micro_batch : (k + 1) * settings.micro_batch]
+            # DDP averages gradients only on the last micro-batch of the step
+            last = k == accum - 1
+            context = ddp.no_sync() if (dist.world > 1 and not last) else nullcontext()
+            with context:
+                with autocast():
+                    loss = next_token_loss(ddp, micro) / accum
+                loss.backward()
+            loss_sum += loss.item()
+        if not math.isfinite(loss_sum):
+            raise InputError(
+                "training",
+                "loss",
+                f"diverged at step {step + 1} (loss {loss_sum})",
+                f"lower train.lr or lengthen warmup; the last good checkpoint is in {ckpt_dir}",
+            )
+        if settings.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        step_time = time.perf_counter() - t0
+        session_train += step_time
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}", refresh=False)
+        if step in evals:
+            losses = evaluate(model, eval_stores, settings, dist, autocast)
+            curve.append(
+                {
+                    "step": step,
+                    "fraction": step / total_steps,
+                    "tokens_seen": step * batch_tokens,
+                    "train_loss": loss_sum,
+                    "losses": losses,
+                    "objective": float(np.mean(list(losses.values()))),
+                }
+            )
+        if step % every == 0 or step == total_steps:
+            if dist.main:
+                now = time.perf_counter() - session_start
+                save_checkpoint(
+                    ckpt_dir,
+                    step,
+                    {
+                        "fingerprint": fingerprint,
+                        "step": step,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "rng": torch.get_rng_state(),
+                        "curve": curve,
+                        "elapsed": elapsed + now,
+                        "train_time": train_time + session_train,
+                    },
+                )
+    bar.close()
+    wall = elapsed + time.perf_counter() - session_start
+    train_time += session_train
+    final = curve[-1]["losses"]
+    params = sum(p.numel() for p in model.parameters())
+    seen = total_steps * batch_tokens
+    metrics = {
+        "backend": "torch",
+        "seed": settings.seed,
+        "total_tokens": float(sum(sampler.tokens.values())),
+        "tokens": {d: float(sampler.tokens.get(d, 0)) for d in tokens},
+        "weights": {d: sampler.tokens.get(d, 0) / sum(sampler.tokens.values()) for d in tokens},
+        "requested_tokens": {d: float(v) for d, v in tokens.items()},
+        "epochs": sampler.epochs,
+        "steps": total_steps,
+        "tokens_seen": seen,
+        "final_losses": final,
+        "objective": float(np.mean(list(final.values()))),
+        "curve": curve,
+        "wall_time_s": wall,
+        "train_time_s": train_time,
+        "tokens_per_s": seen / train_time if train_time else None,  # training steps only
+        "params": params,
+        "flops": 6 * params * seen + 2 * params * settings.eval_tokens * len(eval_stores) * len(curve),
+        "resumed_at_step": resumed_at,
+        "hardware": hardware(dist, precision),
+        "settings": asdict(settings),
+        "model": model_spec,
+        **(labels or {}),
+    }
+    if dist.main:
+        if settings.save_model:
+            save_model(model, tokenizer_dir, out / "model")
+        write_json(out / metrics_name, metrics)
+    if dist.world > 1:
+        torch.distributed.barrier()
+    return metrics
+
+
+def save_model(model: torch.nn.Module, tokenizer_dir: str, target: Path) -> None:
+    """safetensors + config + tokenizer, loadable by AutoModelForCausalLM and lm-eval's hf model."""
+    import shutil
+
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    load_tokenizer(tokenizer_dir).save_pretrained(str(tmp))
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+
+
+def _store_names(stores_dir: str) -> list[str]:
+    root = Path(stores_dir)
+    if not root.is_dir():
+        raise InputError(stores_dir, "", "token stores not found", "build them with `mixscale tokens`")
+    return [p.name for p in root.iterdir() if (p / "meta.json").is_file()]
+
+
+def _known(domain: str, stores: dict[str, TokenStore]) -> bool:
+    if domain not in stores:
+        raise InputError("evaluation", domain, "no token store", f"use one of {', '.join(stores)}")
+    return True
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, initial=initial, disable=not enabled, unit="step", mininterval=5.0, dynamic_ncols=False
+    )
