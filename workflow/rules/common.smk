@@ -1,8 +1,9 @@
 # Config access and input functions. Rules hold no logic: they wire files to `python -m mixscale`.
 import json
+import shlex
 
 from mixscale.budget import train_resources
-from mixscale.experiment import run_specs
+from mixscale.experiment import config_domains, data_dir, run_specs, torch_settings
 from mixscale.plan import target_label
 
 EXP = config["experiment"]
@@ -13,12 +14,18 @@ LARGEST_SCALE = config["ddo"]["scales"][-1]["name"]
 TARGETS = {target_label(t): t for t in config["autoscale"]["targets"]}
 SPECS = run_specs(config)
 WORLD = config.get("world", "") if config["backend"] == "simulate" else ""
+TORCH = config["backend"] == "torch"
+DOMAINS = config_domains(config)
+DATA = data_dir(config)
+DATA_CONFIG = config.get("data", {})
+SETTINGS = json.dumps(torch_settings(config), separators=(",", ":")) if TORCH else ""
 
 
 wildcard_constraints:
     scale="[A-Za-z0-9_.-]+",
     target="[0-9.e+]+",
     run="[A-Za-z0-9_.+-]+",
+    domain="[A-Za-z0-9_][A-Za-z0-9_.-]*",
 
 
 def runs_of(stage, scale):
@@ -54,6 +61,42 @@ def ddo_optima(wildcards):
 
 def run_spec(wildcards):
     return json.dumps(SPECS[wildcards.run], separators=(",", ":"))
+
+
+def domain_source(wildcards):
+    source = DATA_CONFIG.get("sources", {}).get(wildcards.domain, "builtin")
+    return source if isinstance(source, str) else json.dumps(source, separators=(",", ":"))
+
+
+def max_bytes_arg():
+    cap = DATA_CONFIG.get("max_bytes")
+    return f"--max-bytes {cap}" if cap else ""
+
+
+def tokenizer_args():
+    tok = DATA_CONFIG.get("tokenizer", {})
+    if tok.get("pretrained"):
+        return f"--pretrained {tok['pretrained']}"
+    return f"--vocab-size {tok.get('vocab_size', 1024)}"
+
+
+def train_data(wildcards):
+    """Token stores and tokenizer a torch run reads (nothing for simulated runs)."""
+    if not TORCH:
+        return []
+    return [f"{DATA}/tokenizer"] + expand(f"{DATA}/stores/{{domain}}", domain=DOMAINS)
+
+
+def train_settings_arg():
+    return f"--settings {shlex.quote(SETTINGS)}" if TORCH else ""
+
+
+def train_launcher(wildcards):
+    """Several GPUs per run: one process per GPU through torchrun, same code path (DDP)."""
+    gpus = train_resources(config, SPECS[wildcards.run], 1)["gpu"]
+    if TORCH and gpus > 1:
+        return f"torchrun --standalone --nproc_per_node={gpus} -m mixscale"
+    return "python -m mixscale"
 
 
 def train_runtime(wildcards, attempt):

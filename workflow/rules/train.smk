@@ -1,7 +1,11 @@
 rule train:
-    """One training run of the plan; its spec is a parameter, so only changed runs rerun."""
+    """One training run of the plan; its spec is a parameter, so only changed runs rerun.
+
+    Checkpoints go to runs/<run>/checkpoints (not an output: Snakemake would delete it before a
+    rerun), so a rerun after a failure resumes where the run stopped."""
     input:
         weights=run_weights,
+        data=train_data,
     output:
         f"{OUT}/runs/{{run}}/metrics.json",
     log:
@@ -10,6 +14,7 @@ rule train:
         f"{OUT}/benchmarks/train/{{run}}.tsv"
     conda:
         "../../envs/mixscale.yaml"
+    threads: config.get("train", {}).get("threads", 1) or 1
     resources:
         runtime=train_runtime,
         gpu=train_gpus,
@@ -18,12 +23,14 @@ rule train:
         spec=run_spec,
         backend=config["backend"],
         world=world_arg(),
+        settings=train_settings_arg(),
+        launcher=train_launcher,
         eval_points=config["eval_points"],
         weights=weights_arg,
     shell:
-        "python -m mixscale train --spec {params.spec:q} --backend {params.backend} "
-        "{params.world} --eval-points {params.eval_points} {params.weights} "
-        "--out {output} > {log} 2>&1"
+        "{params.launcher} train --spec {params.spec:q} --backend {params.backend} "
+        "{params.world} {params.settings} --threads {threads} "
+        "--eval-points {params.eval_points} {params.weights} --out {output} > {log} 2>&1"
 
 
 rule run_table:

@@ -1,0 +1,191 @@
+"""The trainer on real text with a tiny GPT-2: exact resume, saved models, DDP, bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_settings
+from mixscale.tokens import open_store
+from mixscale.trainer import TrainSettings, eval_steps, held_out_windows, learning_rate
+
+MIX = {"books": 24_000, "code": 16_000, "legal": 8_000}
+
+
+def spec(tokens=None, seed=1, run="r"):
+    tokens = MIX if tokens is None else tokens
+    return {
+        "id": run,
+        "stage": "ddo",
+        "seed": seed,
+        "total_tokens": sum(tokens.values()),
+        "tokens": tokens,
+    }
+
+
+def train_cmd(out: Path, settings: dict, run_spec: dict | None = None, launcher=None) -> list[str]:
+    args = [
+        "-m",
+        "mixscale",
+        "train",
+        "--backend",
+        "torch",
+        "--spec",
+        json.dumps(run_spec or spec()),
+        "--settings",
+        json.dumps(settings),
+        "--eval-points",
+        "4",
+        "--out",
+        str(out / "metrics.json"),
+    ]
+    return [*(launcher or [sys.executable]), *args]
+
+
+def run_train(out: Path, settings: dict, run_spec: dict | None = None, launcher=None):
+    return subprocess.run(
+        train_cmd(out, settings, run_spec, launcher), capture_output=True, text=True, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir, tmp_path_factory) -> Path:
+    """One uninterrupted run that the other tests compare against."""
+    out = tmp_path_factory.mktemp("reference")
+    result = run_train(out, tiny_settings(data_dir))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_metrics_describe_the_run(reference):
+    m = json.loads((reference / "metrics.json").read_text())
+    assert m["tokens"] == {d: float(v) for d, v in MIX.items()}
+    assert sum(m["weights"].values()) == pytest.approx(1.0)
+    assert m["steps"] == sum(MIX.values()) // 32 // 8
+    assert m["tokens_seen"] == m["steps"] * 8 * 32
+    assert [p["step"] for p in m["curve"]] == eval_steps(m["steps"], 4)
+    assert set(m["final_losses"]) == {"books", "code", "legal"}
+    assert m["objective"] == pytest.approx(np.mean(list(m["final_losses"].values())))
+    assert m["curve"][-1]["objective"] < m["curve"][0]["objective"]  # it learns
+    assert max(m["epochs"].values()) < 1 and m["tokens_per_s"] > 0 and m["flops"] > 0
+    assert m["hardware"]["precision"] == "fp32" and m["resumed_at_step"] is None
+
+
+def test_kill_9_at_random_steps_then_resume_is_bit_identical(reference, data_dir, tmp_path):
+    """SIGKILL at several points; the rerun resumes from its checkpoint and ends identical."""
+    settings = tiny_settings(data_dir)
+    want = json.loads((reference / "metrics.json").read_text())
+    total = want["steps"]
+    rng = np.random.default_rng(7)
+    resumed = []
+    for k, kill_after in enumerate(sorted(rng.choice(np.arange(6, total - 5), 4, replace=False))):
+        out = tmp_path / f"k{k}"
+        proc = subprocess.Popen(
+            train_cmd(out, settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        while proc.poll() is None and not _checkpoint_at_least(out, kill_after):
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not (out / "metrics.json").exists(), "killed too late: the run had finished"
+        result = run_train(out, settings)
+        assert result.returncode == 0, result.stderr
+        got = json.loads((out / "metrics.json").read_text())
+        resumed.append(got["resumed_at_step"])
+        assert got["resumed_at_step"] and got["resumed_at_step"] >= kill_after
+        assert f"resumed from checkpoint at step {got['resumed_at_step']}" in result.stdout
+        assert got["curve"] == want["curve"] and got["final_losses"] == want["final_losses"]
+        assert (out / "model" / "model.safetensors").read_bytes() == (
+            reference / "model" / "model.safetensors"
+        ).read_bytes()
+    assert len(set(resumed)) >= 3  # really different kill points
+
+
+def _checkpoint_at_least(out: Path, step: int) -> bool:
+    return any(int(p.stem.split("-")[1]) >= step for p in (out / "checkpoints").glob("step-*.pt"))
+
+
+def test_saved_model_loads_and_reproduces_the_final_loss(reference, data_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(reference / "model").eval()
+    tok = AutoTokenizer.from_pretrained(reference / "model")
+    assert len(tok) == model.config.vocab_size == 512
+    m = json.loads((reference / "metrics.json").read_text())
+    store = open_store(data_dir / "stores" / "code")
+    windows = torch.from_numpy(np.stack(held_out_windows(store, 1024, 32)))
+    with torch.no_grad():
+        out = model(input_ids=windows[:, :-1], labels=None)
+        loss = torch.nn.functional.cross_entropy(
+            out.logits.reshape(-1, 512), windows[:, 1:].reshape(-1)
+        )
+    assert float(loss) == pytest.approx(m["final_losses"]["code"], abs=1e-5)
+
+
+def test_two_process_ddp_matches_one_process(reference, data_dir, tmp_path):
+    torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node=2"]
+    result = run_train(tmp_path, tiny_settings(data_dir), launcher=torchrun)
+    assert result.returncode == 0, result.stderr
+    got = json.loads((tmp_path / "metrics.json").read_text())
+    want = json.loads((reference / "metrics.json").read_text())
+    assert got["hardware"]["processes"] == 2
+    for d, loss in want["final_losses"].items():  # same batches, gradients averaged by DDP
+        assert got["final_losses"][d] == pytest.approx(loss, abs=1e-4)
+
+
+def test_divergence_stops_with_the_last_good_checkpoint(data_dir, tmp_path):
+    settings = tiny_settings(data_dir, lr=1e30, warmup=0.0, checkpoint_every=1)
+    result = run_train(tmp_path, settings)
+    assert result.returncode == 2
+    assert "diverged at step" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert list((tmp_path / "checkpoints").glob("step-*.pt"))
+    assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("tokens", "train", "message"),
+    [
+        ({"poetry": 1000}, {}, "no token store"),
+        ({"books": 10**9}, {}, "the domain holds"),
+        ({"books": 64}, {}, "zero steps"),
+        (MIX, {"eval_tokens": 10**8}, "held-out tokens"),
+        (MIX, {"batch_sequences": 6}, "not a multiple"),
+        (MIX, {"learning_rate": 1e-3}, "unknown key"),
+        (MIX, {"seq_len": 0}, "must be > 0"),
+    ],
+)
+def test_bad_input_gives_one_line_errors(data_dir, tmp_path, tokens, train, message):
+    result = run_train(tmp_path, tiny_settings(data_dir, **train), spec(tokens))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert message in result.stderr and len(lines) == 1, result.stderr
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    s = TrainSettings(lr=1.0, warmup=0.1, min_lr_ratio=0.1)
+    lrs = [learning_rate(k, 100, s) for k in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in pairwise(lrs[9:]))
+    assert lrs[-1] == pytest.approx(0.1)
+    assert eval_steps(10, 4) == [2, 5, 8, 10] and eval_steps(3, 10) == [1, 2, 3]
+
+
+def test_changed_run_ignores_old_checkpoints(reference, data_dir, tmp_path):
+    """A checkpoint from another version of the run (other mixture) is never resumed."""
+    import shutil
+
+    shutil.copytree(reference / "checkpoints", tmp_path / "checkpoints")
+    other = {**MIX, "legal": 16_000}
+    result = run_train(tmp_path, tiny_settings(data_dir), spec(other))
+    assert result.returncode == 0, result.stderr
+    assert "another version of this run" in result.stdout
+    assert json.loads((tmp_path / "metrics.json").read_text())["resumed_at_step"] is None
