@@ -4,7 +4,12 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# config/config.yaml is the embedded default. It is read only when no --configfile/--config
+# is given: Snakemake would otherwise deep-merge it under the user's file, and keys of the
+# demo (its domains, model, reference weights) would leak into the user's experiment.
+if not config:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -181,6 +181,11 @@ def test_simulated_dag_end_to_end_recovers_the_true_optimum(tmp_path):
     assert autoscale["world_score"]["captured_gain"] == pytest.approx(1.0, abs=1e-6)
     assert compare["methods"]["uniform"]["steps_saved_pct"] == pytest.approx(0.0)
     assert autoscale["steps_saved_pct"] > compare["methods"]["reference"]["steps_saved_pct"]
+    html = tmp_path / "report.html"
+    rep = snakemake(tmp_path, "--configfile", str(config), "--report", str(html))
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    page = html.read_text(encoding="utf-8", errors="replace")
+    assert "loss_curves.png" in page and "weights_vs_scale.png" in page
     again = snakemake(tmp_path, "--configfile", str(config))
     assert "Nothing to be done" in again.stdout + again.stderr
 
@@ -197,3 +202,35 @@ def test_cluster_config_dry_runs_through_the_slurm_profile(tmp_path):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     counts = job_counts(res.stdout)
     assert counts["train"] == 3 * (1 + 2 * 7) + 3 * 4
+
+
+def torch_config(workdir: Path) -> Path:
+    """tests/configs/torch-tiny.yaml with its download cache shared with the rest of the suite."""
+    config = yaml.safe_load((ROOT / "tests/configs/torch-tiny.yaml").read_text())
+    config["data"]["downloads"] = str(ROOT / "resources" / "downloads")
+    path = workdir / "torch.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_torch_dag_trains_real_models_end_to_end(tmp_path):
+    """corpus -> tokenizer -> stores -> 18 real training runs -> fits -> AutoScale -> verify."""
+    config = torch_config(tmp_path)
+    dry = snakemake(tmp_path, "-n", "--configfile", str(config))
+    counts = job_counts(dry.stdout)
+    assert counts["corpus"] == 3 and counts["tokens"] == 3 and counts["tokenizer"] == 1
+    assert counts["train"] == 2 * (1 + 2 * 3) + 4
+    res = snakemake(tmp_path, "--configfile", str(config), "-c2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "results/torch-tiny"
+    base = json.loads((out / "runs/ddo-45k-base-s0/metrics.json").read_text())
+    up = json.loads((out / "runs/ddo-45k-books-up-s0/metrics.json").read_text())
+    assert base["backend"] == "torch" and base["steps"] > 0
+    assert up["tokens"]["books"] == pytest.approx(3 * base["tokens"]["books"], rel=0.01)
+    assert up["tokens"]["code"] == base["tokens"]["code"]
+    assert (out / "runs/ddo-45k-base-s0/model/model.safetensors").is_file()
+    natural = json.loads((out / "verify/135000.json").read_text())["methods"]["natural"]
+    assert natural["weights"]["legal"] == pytest.approx(0.5, abs=0.01)  # {1, 1, 2} normalised
+    assert "## Verification at 1.35e+05 tokens" in (out / "report/summary.md").read_text()
+    again = snakemake(tmp_path, "--configfile", str(config))
+    assert "Nothing to be done" in again.stdout + again.stderr

@@ -42,6 +42,8 @@ def architecture_params(config_json: str) -> int:
     seq_len = int(config.get("train", {}).get("seq_len", 128))
     key = "n_positions" if model_type == "gpt2" else "max_position_embeddings"
     spec.setdefault(key, seq_len)
+    spec.setdefault("eos_token_id", 0)  # the architecture's default may lie outside the vocabulary
+    spec.setdefault("bos_token_id", 0)
     arch = AutoConfig.for_model(model_type, vocab_size=vocab, **spec)
     with torch.device("meta"):
         net = AutoModelForCausalLM.from_config(arch)
@@ -52,8 +54,11 @@ def run_flops(config: dict[str, Any], spec: dict[str, Any]) -> float:
     key = "proxy_params" if spec["stage"] == "ddo" else "params"
     params = _model_params(config, key)
     evaluation = config.get("evaluation", {})
-    eval_tokens = float(evaluation.get("tokens_per_domain", 0)) * len(config_domains(config))
+    per_domain = config.get("train", {}).get("eval_tokens", evaluation.get("tokens_per_domain", 0))
+    eval_tokens = float(per_domain) * len(config_domains(config))
     points = int(config.get("eval_points", 10))
+    if spec["stage"] == "ddo":
+        points = int(config.get("ddo", {}).get("eval_points", points))
     return 6 * params * float(spec["total_tokens"]) + 2 * params * eval_tokens * points
 
 

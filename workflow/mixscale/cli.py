@@ -24,6 +24,11 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from exc
 
 
+def _count(text: str) -> int:
+    """An integer that may be written 2.0e+7 (YAML configs)."""
+    return int(_float(text))
+
+
 def _pairs(
     values: Sequence[str] | None, flag: str, default_key: str | None = None
 ) -> dict[str, float]:
@@ -323,6 +328,21 @@ def cmd_tokens(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_status(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mixscale.experiment import load_config
+    from mixscale.status import experiment_status, format_status
+
+    config: dict[str, Any] = {}
+    for path in args.configfile or [str(Path(args.directory) / "config/config.yaml")]:
+        _merge(config, load_config(path))
+    status = experiment_status(config, args.directory)
+    print(format_status(status, args.verbose))
+    if args.out:
+        write_json(args.out, status)
+
+
 def cmd_table(args: argparse.Namespace) -> None:
     from mixscale.experiment import run_table
 
@@ -463,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, default=1024)
     p.add_argument("--pretrained", help="a named tokenizer instead (cluster)")
     p.add_argument("--seed", type=int, default=0, help="document shuffle (held-out split)")
-    p.add_argument("--validation-bytes", type=int, default=200000)
+    p.add_argument("--validation-bytes", type=_count, default=200000)
     p.add_argument("--out", required=True, help="tokenizer folder")
     p.set_defaults(handler=cmd_tokenizer)
 
@@ -472,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", help="domain name (default: from the file name)")
     p.add_argument("--tokenizer", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--validation-bytes", type=int, default=200000)
+    p.add_argument("--validation-bytes", type=_count, default=200000)
     p.add_argument("--out", required=True, help="store folder")
     p.set_defaults(handler=cmd_tokens)
 
@@ -493,10 +513,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--configfile",
         action="append",
         required=True,
-        help="config YAML (repeat to merge, e.g. config/config.yaml then yours)",
+        help="config YAML (repeat to merge several files in order)",
     )
     p.add_argument("--out", required=True, help="budget JSON")
     p.set_defaults(handler=cmd_budget)
+
+    p = sub.add_parser("status", help="finished, running, interrupted and missing runs")
+    p.add_argument("--configfile", action="append", default=None, help="the experiment's config (default: config/config.yaml)")
+    p.add_argument("--directory", default=".", help="the workflow's working directory")
+    p.add_argument("--verbose", action="store_true", help="list finished runs too")
+    p.add_argument("--out", help="also write the status as JSON")
+    p.set_defaults(handler=cmd_status)
 
     p = sub.add_parser("report", help="summary.md of an experiment")
     p.add_argument("--experiment", required=True)
@@ -519,5 +546,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"mixscale {args.command}: error: {exc.one_line()}", file=sys.stderr)
         return 2
-    print(f"mixscale {args.command}: wrote {args.out}", file=sys.stderr)
+    if getattr(args, "out", None):
+        print(f"mixscale {args.command}: wrote {args.out}", file=sys.stderr)
     return 0

@@ -69,7 +69,12 @@ def fixed_weights(config: dict[str, Any], method: str, domains: list[str]) -> di
         weights = verify.get(method)
         if not weights:
             raise InputError("config", f"verify.{method}", "missing", f"give {method} weights")
-        total = sum(weights.values())
+        # normalise over this experiment's domains: a merged config may carry other keys
+        total = sum(float(weights.get(d, 0.0)) for d in domains)
+        if total <= 0:
+            raise InputError(
+                "config", f"verify.{method}", f"gives no weight to {', '.join(domains)}", "name them"
+            )
         return {d: float(weights.get(d, 0.0)) / total for d in domains}
     raise ValueError(method)
 

@@ -78,6 +78,38 @@ def plot_weights_vs_scale(
     ax.set_title(note, fontsize=9)
     ax.legend(fontsize=7, ncol=2, loc="best")
     fig.tight_layout()
+    _save(fig, png)
+
+
+def plot_loss_curves(compares: list[dict[str, Any]], png: Path) -> None:
+    """Objective against the fraction of the run, per method, one panel per target scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = max(1, len(compares))
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
+    for ax, c in zip(axes[0], compares, strict=False):
+        level = c["methods"].get("uniform", {}).get("objective")
+        for method, m in c["methods"].items():
+            xs = [p["fraction"] for p in m["curve"]]
+            ax.plot(xs, [p["objective"] for p in m["curve"]], "o-", ms=3, label=method)
+        if level is not None:
+            ax.axhline(level, color="grey", lw=0.8, ls=":", label="uniform's final")
+        ax.set_title(f"target {c['target_tokens']:.3g} tokens", fontsize=9)
+        ax.set_xlabel("fraction of the run")
+        ax.set_ylabel("objective (validation loss)")
+        ax.legend(fontsize=7)
+    if not compares:
+        axes[0][0].text(0.5, 0.5, "no verification runs in this config", ha="center")
+    fig.tight_layout()
+    _save(fig, png)
+
+
+def _save(fig, png: Path) -> None:
+    import matplotlib.pyplot as plt
+
     png.parent.mkdir(parents=True, exist_ok=True)
     tmp = png.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -138,6 +170,9 @@ def write_summary(
             rows.append([f"{p['target_tokens']:.4g}", *(p["weights"][d] for d in domains)])
         lines += _table(["target tokens", *domains], rows)
         lines.append("")
+    plot_loss_curves([read_json(p) for p in compares], Path(out).with_name("loss_curves.png"))
+    if compares:
+        lines += ["![loss curves](loss_curves.png)", ""]
     for path in compares:
         c = read_json(path)
         lines += [f"## Verification at {c['target_tokens']:.4g} tokens", ""]

@@ -1,5 +1,6 @@
 # Config access and input functions. Rules hold no logic: they wire files to `python -m mixscale`.
 import json
+import os
 import shlex
 
 from mixscale.budget import train_resources
@@ -65,7 +66,13 @@ def run_spec(wildcards):
 
 def domain_source(wildcards):
     source = DATA_CONFIG.get("sources", {}).get(wildcards.domain, "builtin")
-    return source if isinstance(source, str) else json.dumps(source, separators=(",", ":"))
+    return (
+        source if isinstance(source, str) else json.dumps(source, separators=(",", ":"))
+    )
+
+
+def output_folder(wildcards, output):
+    return os.path.dirname(output[0])
 
 
 def max_bytes_arg():
@@ -97,6 +104,13 @@ def train_launcher(wildcards):
     if TORCH and gpus > 1:
         return f"torchrun --standalone --nproc_per_node={gpus} -m mixscale"
     return "python -m mixscale"
+
+
+def run_eval_points(wildcards):
+    """DDO fits use only a run's final losses: its runs may evaluate less often."""
+    if SPECS[wildcards.run]["stage"] == "ddo":
+        return config["ddo"].get("eval_points", config["eval_points"])
+    return config["eval_points"]
 
 
 def train_runtime(wildcards, attempt):

@@ -10,7 +10,7 @@ rule corpus:
         "../../envs/mixscale.yaml"
     params:
         source=domain_source,
-        folder=f"{DATA}/corpus",
+        folder=output_folder,
         max_bytes=max_bytes_arg(),
         downloads=DATA_CONFIG.get("downloads", "resources/downloads"),
         seed=DATA_CONFIG.get("seed", 0),

@@ -25,7 +25,7 @@ rule train:
         world=world_arg(),
         settings=train_settings_arg(),
         launcher=train_launcher,
-        eval_points=config["eval_points"],
+        eval_points=run_eval_points,
         weights=weights_arg,
     shell:
         "{params.launcher} train --spec {params.spec:q} --backend {params.backend} "

@@ -25,8 +25,21 @@ rule report:
         autoscale=expand(f"{OUT}/autoscale/{{target}}.json", target=TARGETS),
         compare=compare_outputs(),
     output:
-        summary=f"{OUT}/report/summary.md",
-        figure=f"{OUT}/report/weights_vs_scale.png",
+        summary=report(
+            f"{OUT}/report/summary.md",
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
+        figure=report(
+            f"{OUT}/report/weights_vs_scale.png",
+            caption="../report/weights_vs_scale.rst",
+            category="Mixtures",
+        ),
+        curves=report(
+            f"{OUT}/report/loss_curves.png",
+            caption="../report/loss_curves.rst",
+            category="Verification",
+        ),
     log:
         f"{OUT}/logs/report.log",
     benchmark:

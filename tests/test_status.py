@@ -1,0 +1,64 @@
+"""`mixscale status`: each run's state read from the experiment's files."""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+
+import yaml
+
+from mixscale.experiment import run_specs
+from mixscale.status import experiment_status, format_status
+
+
+def _config():
+    return {
+        "experiment": "st",
+        "backend": "simulate",
+        "world": "separable",
+        "ddo": {"seeds": 1, "scales": [{"name": "a", "tokens": 1e6}, {"name": "b", "tokens": 3e6}]},
+        "autoscale": {"targets": [1e7]},
+        "verify": {"methods": ["uniform"]},
+    }
+
+
+def test_states_from_files(tmp_path):
+    config = _config()
+    ids = list(run_specs(config))
+    runs = tmp_path / "results/st/runs"
+    logs = tmp_path / "results/st/logs/train"
+    logs.mkdir(parents=True)
+    (runs / ids[0]).mkdir(parents=True)
+    (runs / ids[0] / "metrics.json").write_text("{}")
+    for run_id, step in ((ids[1], 40), (ids[2], 80)):  # checkpoints, no metrics
+        (runs / run_id / "checkpoints").mkdir(parents=True)
+        (runs / run_id / "checkpoints" / f"step-{step:09d}.pt").write_bytes(b"x")
+    old = time.time() - 3600
+    os.utime(runs / ids[1] / "checkpoints" / f"step-{40:09d}.pt", (old, old))
+    (logs / f"{ids[3]}.log").write_text("started\n")
+    # Snakemake marked ids[2] as running; its checkpoint is fresh -> running?
+    marker = tmp_path / ".snakemake/incomplete"
+    marker.mkdir(parents=True)
+    name = base64.urlsafe_b64encode(f"results/st/runs/{ids[2]}/metrics.json".encode()).decode()
+    (marker / name).write_text("")
+    status = experiment_status(config, tmp_path)
+    states = {r: info["state"] for r, info in status["runs"].items()}
+    assert states[ids[0]] == "finished"
+    assert states[ids[1]] == "interrupted" and status["runs"][ids[1]]["resume_step"] == 40
+    assert states[ids[2]] == "running?"
+    assert states[ids[3]] == "started"
+    assert status["counts"]["not started"] == len(ids) - 4
+    assert status["scales"] == {"a": "not fitted yet", "b": "not fitted yet"}
+    text = format_status(status)
+    assert f"interrupted  {ids[1]} (resumes at step 40)" in text
+    assert ids[0] not in text  # finished runs only with --verbose
+    assert ids[0] in format_status(status, verbose=True)
+
+
+def test_status_cli(tmp_path, cli):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(_config()))
+    result = cli("status", "--configfile", str(path), "--directory", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "experiment st: 23 runs: 23 not started" in result.stdout
