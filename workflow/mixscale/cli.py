@@ -519,7 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_budget)
 
     p = sub.add_parser("status", help="finished, running, interrupted and missing runs")
-    p.add_argument("--configfile", action="append", default=None, help="the experiment's config (default: config/config.yaml)")
+    p.add_argument(
+        "--configfile",
+        action="append",
+        default=None,
+        help="the experiment's config (default: config/config.yaml)",
+    )
     p.add_argument("--directory", default=".", help="the workflow's working directory")
     p.add_argument("--verbose", action="store_true", help="list finished runs too")
     p.add_argument("--out", help="also write the status as JSON")

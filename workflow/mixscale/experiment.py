@@ -49,9 +49,15 @@ def torch_settings(config: dict[str, Any]) -> dict[str, Any]:
 
     train = dict(config.get("train", {}))
     TrainSettings.from_dict({**train, "seed": 0})
-    model = {k: v for k, v in config.get("model", {}).items() if k not in ("name", "params", "proxy_params")}
+    model = {
+        k: v
+        for k, v in config.get("model", {}).items()
+        if k not in ("name", "params", "proxy_params")
+    }
     if not model.get("type") and not model.get("checkpoint"):
-        raise InputError("config", "model.type", "missing", "e.g. model: {type: gpt2, n_layer: 2, ...}")
+        raise InputError(
+            "config", "model.type", "missing", "e.g. model: {type: gpt2, n_layer: 2, ...}"
+        )
     return {
         "stores": f"{data_dir(config)}/stores",
         "tokenizer": f"{data_dir(config)}/tokenizer",
@@ -73,7 +79,10 @@ def fixed_weights(config: dict[str, Any], method: str, domains: list[str]) -> di
         total = sum(float(weights.get(d, 0.0)) for d in domains)
         if total <= 0:
             raise InputError(
-                "config", f"verify.{method}", f"gives no weight to {', '.join(domains)}", "name them"
+                "config",
+                f"verify.{method}",
+                f"gives no weight to {', '.join(domains)}",
+                "name them",
             )
         return {d: float(weights.get(d, 0.0)) / total for d in domains}
     raise ValueError(method)

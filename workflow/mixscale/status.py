@@ -37,7 +37,7 @@ def run_state(run_dir: Path, log: Path, marked: bool, now: float) -> dict[str, A
     if (run_dir / "metrics.json").is_file():
         return {"state": "finished"}
     checkpoints = sorted((run_dir / "checkpoints").glob("step-*.pt"))
-    newest = [p for p in (checkpoints[-1:] + [log]) if p.exists()]
+    newest = [p for p in ([*checkpoints[-1:], log]) if p.exists()]
     recent = any(now - p.stat().st_mtime < RECENT_S for p in newest)
     if checkpoints:
         step = int(checkpoints[-1].stem.split("-")[1])
@@ -62,7 +62,12 @@ def experiment_status(config: dict[str, Any], workdir: str | Path = ".") -> dict
     counts: dict[str, int] = {}
     for info in runs.values():
         counts[info["state"]] = counts.get(info["state"], 0) + 1
-    return {"experiment": config["experiment"], "counts": counts, "runs": runs, "scales": _scales(config, out)}
+    return {
+        "experiment": config["experiment"],
+        "counts": counts,
+        "runs": runs,
+        "scales": _scales(config, out),
+    }
 
 
 def _scales(config: dict[str, Any], out: Path) -> dict[str, str]:
@@ -71,7 +76,9 @@ def _scales(config: dict[str, Any], out: Path) -> dict[str, str]:
     verdicts = {}
     for scale in config["ddo"]["scales"]:
         path = out / "ddo" / scale["name"] / "weights.json"
-        verdicts[scale["name"]] = scale_verdict(read_json(path)["fit"]) if path.is_file() else "not fitted yet"
+        verdicts[scale["name"]] = (
+            scale_verdict(read_json(path)["fit"]) if path.is_file() else "not fitted yet"
+        )
     return verdicts
 
 
