@@ -262,3 +262,11 @@ def test_corpus_cli_prints_sizes(tmp_path, cli):
     assert result.returncode == 0, result.stderr
     assert "books" in result.stderr and "docs" in result.stderr
     assert Path(tmp_path / "books.jsonl").is_file()
+
+
+def test_a_named_pretrained_tokenizer_is_saved_as_the_experiments_own(data_dir, tmp_path):
+    from mixscale.tokens import pretrained_tokenizer
+
+    info = pretrained_tokenizer(str(data_dir / "tokenizer"), str(tmp_path / "tok"))
+    assert info["vocab_size"] == 512 and info["kind"] == "pretrained"
+    assert len(load_tokenizer(str(tmp_path / "tok"))) == 512
