@@ -185,7 +185,8 @@ def test_simulated_dag_end_to_end_recovers_the_true_optimum(tmp_path):
     rep = snakemake(tmp_path, "--configfile", str(config), "--report", str(html))
     assert rep.returncode == 0, rep.stderr[-2000:]
     page = html.read_text(encoding="utf-8", errors="replace")
-    assert "loss_curves.png" in page and "weights_vs_scale.png" in page
+    assert "loss_curves.png" in page and "weights_vs_scale.png" in page and "fits.png" in page
+    assert (out / "ddo/100M/fits.png").stat().st_size > 10_000
     again = snakemake(tmp_path, "--configfile", str(config))
     assert "Nothing to be done" in again.stdout + again.stderr
 

@@ -164,6 +164,12 @@ def cmd_ddo(args: argparse.Namespace) -> dict[str, Any]:
     if args.bootstrap and not boots:
         out["weight_intervals_note"] = "no replicate seeds: bootstrap over seeds not possible"
     out["fit"] = fit.to_json()
+    if args.figure:
+        from pathlib import Path
+
+        from mixscale.report import plot_fits
+
+        plot_fits(table, objective, fit, Path(args.figure))
     return out
 
 
@@ -416,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_constraint_args(p)
     p.add_argument("--bootstrap", type=int, default=200, help="resamples over seeds (0: off)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--figure", help="also draw the per-domain fits (PNG)")
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_ddo)
 

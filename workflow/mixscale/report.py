@@ -107,6 +107,62 @@ def plot_loss_curves(compares: list[dict[str, Any]], png: Path) -> None:
     _save(fig, png)
 
 
+def plot_fits(table, objective, fit, png: Path) -> None:
+    """Per domain (paper Fig. 5): the objective of the base and perturbed runs (every seed, and
+    their mean) against the domain's tokens, with the fitted curve along the design's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    import numpy as np
+
+    from mixscale.design import classify
+
+    y = objective.evaluate(table.eval_domains, table.losses)
+    base_rows = [table.run_ids.index(r) for r in fit.base_runs if r in table.run_ids]
+    base = table.tokens[base_rows[0]] if base_rows else np.median(table.tokens, axis=0)
+    m = len(table.train_domains)
+    cols = min(3, m)
+    rows = -(-m // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for j, name in enumerate(table.train_domains):
+        ax = axes[j // cols][j % cols]
+        picked = []
+        for i in range(table.n_runs):
+            how = classify(base, table.tokens[i])
+            if np.allclose(table.tokens[i], base) or (how is not None and how[1] == j):
+                picked.append(i)
+        xs = table.tokens[picked, j]
+        ax.plot(xs, y[picked], ".", color="grey", alpha=0.6, label="runs (seeds)")
+        for x in np.unique(xs):
+            ax.plot(x, y[picked][xs == x].mean(), "o", color="C0")
+        domain = fit.domains.get(name)
+        if domain is not None and domain.usable:
+            factors = np.geomspace(0.25, 4.0, 60)
+            path = np.repeat(base[None, :], len(factors), axis=0)
+            path[:, j] = base[j] * factors
+            if fit.design == "fixed_total":
+                rest = np.delete(np.arange(m), j)
+                scale = (base.sum() - path[:, j]) / base[rest].sum()
+                path[:, rest] = base[rest][None, :] * scale[:, None]
+            ok = path.min(axis=1) > 0
+            ax.plot(path[ok, j], fit.predict(path[ok], table.train_domains), "-", color="C1")
+        status = domain.status if domain else "-"
+        r = (domain.diagnostics.get("r") if domain else None) or float("nan")
+        form = (domain.form if domain else None) or "no fit"
+        ax.set_title(f"{name}: {status}, {form}, r={r:.2g}", fontsize=8)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.tick_params(labelsize=7)
+    for k in range(m, rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    fig.supxlabel("tokens of the domain", fontsize=8)
+    fig.supylabel(objective.describe(), fontsize=8)
+    fig.tight_layout()
+    _save(fig, png)
+
+
 def _save(fig, png: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -140,6 +196,8 @@ def write_summary(
         scale = Path(path).parent.name
         lines += [f"### {scale}: {data['total_tokens']:.4g} tokens", ""]
         lines += [f"Signal: **{scale_verdict(fit)}**. Design: {fit['design']}.", ""]
+        if Path(path).with_name("fits.png").is_file():
+            lines += [f"![fits at {scale}](../ddo/{scale}/fits.png)", ""]
         rows = []
         for d in domains:
             f = fit["domains"][d]
@@ -164,6 +222,21 @@ def write_summary(
         lines.append("")
     if autoscale:
         lines += ["## AutoScale predictions", ""]
+        doubtful = {
+            Path(p).parent.name: v
+            for p in ddo
+            if (v := scale_verdict(read_json(p)["fit"])) != "usable"
+            and not v.startswith("usable (")
+        }
+        if doubtful:
+            lines += [
+                "**Do not trust these weights as an optimum.** "
+                + "; ".join(f"{scale}: {v}" for scale, v in doubtful.items())
+                + ". Domains without a valid fit keep their base weight, so the prediction "
+                "extrapolates a partly fixed mixture; the verification below shows what it is "
+                "worth, and differences smaller than the seed noise are not evidence.",
+                "",
+            ]
         rows = []
         for path in autoscale:
             p = read_json(path)
@@ -201,6 +274,13 @@ def write_summary(
                 "captured gain (world)",
             ],
             rows,
+        )
+        lines.append("")
+        evals = list(next(iter(c["methods"].values()))["perplexity"])
+        lines += [f"Per-domain perplexity at {c['target_tokens']:.4g} tokens:", ""]
+        lines += _table(
+            ["method", *evals],
+            [[method, *(m["perplexity"][e] for e in evals)] for method, m in c["methods"].items()],
         )
         lines.append("")
     atomic_write_text(out, "\n".join(lines) + "\n")

@@ -3,7 +3,13 @@ rule ddo:
     input:
         runs=scale_runs,
     output:
-        f"{OUT}/ddo/{{scale}}/weights.json",
+        weights=f"{OUT}/ddo/{{scale}}/weights.json",
+        fits=report(
+            f"{OUT}/ddo/{{scale}}/fits.png",
+            caption="../report/fits.rst",
+            category="DDO fits",
+            subcategory="{scale}",
+        ),
     log:
         f"{OUT}/logs/ddo/{{scale}}.log",
     benchmark:
@@ -19,4 +25,4 @@ rule ddo:
     shell:
         "python -m mixscale ddo --runs {input.runs} --tokens {params.tokens} "
         "--form {params.form} --loss {params.loss} --bootstrap {params.bootstrap} "
-        "{params.objective} --out {output} > {log} 2>&1"
+        "{params.objective} --figure {output.fits} --out {output.weights} > {log} 2>&1"
