@@ -210,3 +210,16 @@ def test_no_base_found_is_a_clear_error():
     mixtures = [(f"r{i}", rng.uniform(1e5, 1e6, size=3)) for i in range(5)]
     with pytest.raises(InputError, match="no base run found"):
         fit_runs(make_table(mixtures, power_world(A[:3], B[:3])))
+
+
+def test_designs_are_found_when_tokens_are_rounded_to_whole_sequences():
+    """Trained runs see whole sequences of 128 tokens, so ratios are only approximately exact."""
+    base = np.full(6, 1e5 / 6)
+    for mixtures, kind in (
+        (fixed_total_mixtures(base), "fixed_total"),
+        (alg1_mixtures(base), "algorithm1"),
+    ):
+        rounded = [(name, np.round(n / 128) * 128) for name, n in mixtures]
+        table = make_table(rounded, lambda n: float(np.sum(n**-0.3)))
+        design = detect_design(table)
+        assert design.kind == kind and len(design.perturbations) == 12

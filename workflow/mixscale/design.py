@@ -20,7 +20,10 @@ import numpy as np
 from mixscale.errors import InputError
 from mixscale.runtable import RunTable
 
-REL_TOL = 1e-6
+# Trained runs see whole sequences: a domain's tokens are its requested tokens rounded to a
+# multiple of the context length (up to ~1-2% off at the smallest demo shares), which breaks
+# exact ratios. Real perturbations are factors like 3, so a 2% tolerance cannot mistake one.
+REL_TOL = 0.02
 
 
 @dataclass(frozen=True)
