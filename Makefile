@@ -21,7 +21,8 @@ test: $(STAMP)
 # DDO at two scales, AutoScale, verification, report (~13 min on 2 cores; resumes if stopped).
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --profile profiles/local
-	@echo "report: results/demo/report/summary.md"
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --profile profiles/local --report results/demo/report.html
+	@echo "report: results/demo/report/summary.md and results/demo/report.html"
 	@sed -n '/^Signal/p; /## Verification at/,$$p' results/demo/report/summary.md
 
 lint: $(STAMP)
