@@ -21,6 +21,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/ddo.smk"
 include: "workflow/rules/autoscale.smk"
 include: "workflow/rules/verify.smk"
+include: "workflow/rules/downstream.smk"
 
 
 rule all:

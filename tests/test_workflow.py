@@ -203,6 +203,9 @@ def test_cluster_config_dry_runs_through_the_slurm_profile(tmp_path):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     counts = job_counts(res.stdout)
     assert counts["train"] == 3 * (1 + 2 * 7) + 3 * 4
+    # the paper's 8 task entries on 12 verification models and the untrained one
+    assert counts["downstream"] == 8 * (3 * 4 + 1) and counts["untrained_model"] == 1
+    assert "downstream_tasks" not in counts  # no embedded tasks in this config
 
 
 def torch_config(workdir: Path) -> Path:
@@ -232,6 +235,36 @@ def test_torch_dag_trains_real_models_end_to_end(tmp_path):
     assert (out / "runs/ddo-45k-base-s0/model/model.safetensors").is_file()
     natural = json.loads((out / "verify/135000.json").read_text())["methods"]["natural"]
     assert natural["weights"]["legal"] == pytest.approx(0.5, abs=0.01)  # {1, 1, 2} normalised
-    assert "## Verification at 1.35e+05 tokens" in (out / "report/summary.md").read_text()
+    summary = (out / "report/summary.md").read_text()
+    assert "## Verification at 1.35e+05 tokens" in summary
+    assert "## Downstream tasks (lm-eval) at 1.35e+05 tokens" in summary
+    for model in [*(f"verify-135000-{m}-s0" for m in ("autoscale", "uniform")), "untrained"]:
+        scores = json.loads((out / f"downstream/{model}/embedded-0shot.json").read_text())
+        assert len(scores["tasks"]) == 6 and scores["device"] == "cpu"
+        assert all(t["samples"] == 20 for t in scores["tasks"].values())
+        assert (
+            out / f"{'runs' if model != 'untrained' else 'downstream'}/{model}/hf-cache"
+        ).is_dir()
+    assert (out / "report/downstream.png").stat().st_size > 10_000
     again = snakemake(tmp_path, "--configfile", str(config))
     assert "Nothing to be done" in again.stdout + again.stderr
+    keep_going_past_a_bad_task(tmp_path, config, out)
+
+
+def keep_going_past_a_bad_task(workdir: Path, config: Path, out: Path) -> None:
+    """An unknown task fails its own job with one line; the other jobs still run."""
+    bad = yaml.safe_load(config.read_text())
+    bad["downstream"]["tasks"] = ["embedded", "no_such_task"]
+    bad_config = workdir / "bad-task.yaml"
+    bad_config.write_text(yaml.safe_dump(bad))
+    good = out / "downstream/untrained/embedded-0shot.json"
+    good.unlink()
+    targets = [
+        str(good.relative_to(workdir)),
+        "results/torch-tiny/downstream/untrained/no_such_task-0shot.json",
+    ]
+    res = snakemake(workdir, "--configfile", str(bad_config), "--keep-going", "-c2", *targets)
+    assert res.returncode != 0
+    assert good.is_file()  # the other job went on
+    log = (out / "logs/downstream/untrained/no_such_task-0shot.log").read_text()
+    assert "'no_such_task' is not an lm-eval task" in log and "Traceback" not in log

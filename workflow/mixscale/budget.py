@@ -86,6 +86,80 @@ def train_resources(config: dict[str, Any], spec: dict[str, Any], attempt: int) 
     }
 
 
+# Evaluated size of the paper's tasks (lm-eval 0.4 splits): items, choices, tokens of one
+# example. Estimates for the budget only: each choice is one forward pass over the context
+# (which holds the few-shot examples too) plus the choice.
+TASK_SIZES = {
+    "truthfulqa_mc2": (817, 7, 500),  # its prompt carries six fixed QA pairs
+    "pubmedqa": (1000, 3, 400),
+    "piqa": (1838, 2, 60),
+    "hellaswag": (10042, 4, 120),
+    "crows_pairs_english": (1677, 2, 40),
+    "boolq": (3270, 2, 150),
+    "arc_easy": (2376, 4, 50),
+}
+DEFAULT_TASK_TOKENS = 5.0e6  # an unknown task without downstream.tasks[].tokens
+TOKENS_PER_WORD = 2.0  # embedded tasks on a small BPE vocabulary (measured ~1.6-2.2)
+
+
+def downstream_tokens(config: dict[str, Any], entry) -> float:
+    """Tokens one model reads for one task entry (see TASK_SIZES)."""
+    from mixscale.downstream import EMBEDDED, KINDS, TaskBuild
+
+    listed = next(
+        (
+            t
+            for t in config.get("downstream", {}).get("tasks", [])
+            if isinstance(t, dict)
+            and t.get("name") == entry.name
+            and int(t.get("shots", 0)) == entry.shots
+        ),
+        {},
+    )
+    if listed.get("tokens"):
+        return float(listed["tokens"])
+    if entry.name == EMBEDDED:
+        build = TaskBuild.from_dict(config.get("downstream", {}).get("embedded"))
+        words = build.context_words + build.continuation_words
+        per_domain = len(KINDS) * build.items * build.choices * words * TOKENS_PER_WORD
+        return per_domain * len(config_domains(config))
+    if entry.name in TASK_SIZES:
+        items, choices, tokens = TASK_SIZES[entry.name]
+        return float(items * choices * tokens * (1 + entry.shots))
+    return DEFAULT_TASK_TOKENS
+
+
+def downstream_flops(config: dict[str, Any], entry) -> float:
+    return 2 * _model_params(config, "params") * downstream_tokens(config, entry)
+
+
+def downstream_resources(config: dict[str, Any], entry, attempt: int) -> dict[str, Any]:
+    """One GPU (if training uses GPUs) for the estimated time, plus 10 minutes to load the
+    model and prepare the dataset."""
+    acc = config.get("accelerator", {})
+    hours = downstream_flops(config, entry) / _flops_per_gpu_hour(config)
+    minutes = hours * 60 * float(acc.get("runtime_safety", 1.5)) * attempt + 10
+    return {"runtime": round(minutes), "gpu": 1 if int(acc.get("gpus_per_run", 1)) else 0}
+
+
+def _downstream_stage(config: dict[str, Any]) -> dict[str, float] | None:
+    from mixscale.downstream import task_entries
+
+    entries = task_entries(config)
+    if config.get("backend") != "torch" or not entries:
+        return None
+    models = sum(1 for s in run_specs(config).values() if s["stage"] == "verify")
+    if not models:
+        return None
+    models += 1 if config.get("downstream", {}).get("untrained", True) else 0
+    tokens = sum(downstream_tokens(config, e) for e in entries)
+    return {
+        "runs": models * len(entries),
+        "tokens": models * tokens,
+        "flops": models * sum(downstream_flops(config, e) for e in entries),
+    }
+
+
 def budget_table(config: dict[str, Any]) -> dict[str, Any]:
     acc = {**DEFAULT_ACCELERATOR, **config.get("accelerator", {})}
     flops_per_gpu_hour = _flops_per_gpu_hour(config)
@@ -96,6 +170,9 @@ def budget_table(config: dict[str, Any]) -> dict[str, Any]:
         row["runs"] += 1
         row["tokens"] += float(spec["total_tokens"])
         row["flops"] += run_flops(config, spec)
+    downstream = _downstream_stage(config)
+    if downstream:
+        stages["downstream (lm-eval)"] = downstream
     for row in stages.values():
         row["gpu_hours"] = row["flops"] / flops_per_gpu_hour
     ddo = sum(r["gpu_hours"] for s, r in stages.items() if s.startswith("ddo"))
@@ -103,7 +180,7 @@ def budget_table(config: dict[str, Any]) -> dict[str, Any]:
     return {
         "accelerator": acc,
         "stages": stages,
-        "total_gpu_hours": ddo + verify,
+        "total_gpu_hours": sum(r["gpu_hours"] for r in stages.values()),
         "proxy_overhead_pct": 100 * ddo / verify if verify else None,
     }
 

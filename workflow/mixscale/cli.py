@@ -349,6 +349,52 @@ def cmd_status(args: argparse.Namespace) -> None:
         write_json(args.out, status)
 
 
+def cmd_tasks(args: argparse.Namespace) -> None:
+    from mixscale.downstream import TaskBuild, build_tasks
+
+    build = TaskBuild.from_dict(_settings(args.build) if args.build else None)
+    manifest = build_tasks(args.corpus, args.out, build, args.seed, args.validation_bytes)
+    for name, task in manifest["tasks"].items():
+        print(f"{name:32s} {task['items']:5d} items", file=sys.stderr)
+
+
+def cmd_init_model(args: argparse.Namespace) -> None:
+    from mixscale.trainer import save_initial_model
+
+    settings = _settings(args.settings)
+    for key in ("stores", "tokenizer", "model"):
+        if not settings.get(key):
+            raise InputError("--settings", key, "missing", "pass the experiment's settings")
+    seq_len = int(settings.get("train", {}).get("seq_len", 128))
+    params = save_initial_model(
+        settings["stores"], settings["tokenizer"], settings["model"], seq_len, args.seed, args.out
+    )
+    print(f"untrained model: {params} parameters, seed {args.seed} -> {args.out}", file=sys.stderr)
+
+
+def cmd_downstream(args: argparse.Namespace) -> dict[str, Any]:
+    from mixscale.downstream import TaskEntry, evaluate
+
+    entry = TaskEntry(args.task, args.shots, args.metric)
+    result = evaluate(
+        args.model,
+        entry,
+        include_path=args.include_path,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        device=args.device,
+        cache_dir=args.cache_dir,
+        offline=not args.online,
+        datasets_cache=args.datasets_cache,
+        seed=args.seed,
+    )
+    result.update({"label": args.label, "target": args.target, "run_seed": args.run_seed})
+    for name, scores in result["tasks"].items():
+        value = scores.get(args.metric, scores.get("acc"))
+        print(f"{name:32s} {args.metric} {value}", file=sys.stderr)
+    return result
+
+
 def cmd_table(args: argparse.Namespace) -> None:
     from mixscale.experiment import run_table
 
@@ -364,7 +410,15 @@ def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_report(args: argparse.Namespace) -> None:
     from mixscale.report import write_summary
 
-    write_summary(args.experiment, args.ddo, args.autoscale, args.compare, args.out, args.world)
+    write_summary(
+        args.experiment,
+        args.ddo,
+        args.autoscale,
+        args.compare,
+        args.out,
+        args.world,
+        args.downstream,
+    )
 
 
 def cmd_budget(args: argparse.Namespace) -> dict[str, Any]:
@@ -503,6 +557,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="store folder")
     p.set_defaults(handler=cmd_tokens)
 
+    p = sub.add_parser("tasks", help="embedded lm-eval tasks from each domain's held-out text")
+    p.add_argument("--corpus", nargs="+", required=True, help="<domain>.jsonl files")
+    p.add_argument("--seed", type=int, default=0, help="data seed (the held-out split)")
+    p.add_argument("--validation-bytes", type=_count, default=200000)
+    p.add_argument("--build", help="JSON: items, choices, context_words, continuation_words, seed")
+    p.add_argument("--out", required=True, help="task folder (JSONL + YAML + tasks.json)")
+    p.set_defaults(handler=cmd_tasks)
+
+    p = sub.add_parser("init-model", help="save the configured model as initialised (step 0)")
+    p.add_argument("--settings", required=True, help="JSON with stores, tokenizer, model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="model folder")
+    p.set_defaults(handler=cmd_init_model)
+
+    p = sub.add_parser("downstream", help="score a saved model on an lm-eval task")
+    p.add_argument("--model", required=True, help="saved model folder (transformers)")
+    p.add_argument("--task", required=True, help="lm-eval task or group, or 'embedded'")
+    p.add_argument("--shots", type=int, default=0)
+    p.add_argument("--metric", default="acc", help="the metric the report shows")
+    p.add_argument("--include-path", help="folder of task YAMLs (the embedded tasks)")
+    p.add_argument("--limit", type=_float, help="items per task (a fraction if < 1)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 ...")
+    p.add_argument("--cache-dir", help="HF_HOME for this job (default: beside the model)")
+    p.add_argument("--datasets-cache", help="a prepared datasets cache (cluster)")
+    p.add_argument("--online", action="store_true", help="allow the Hugging Face hub")
+    p.add_argument("--seed", type=int, default=0, help="few-shot sampling seed")
+    p.add_argument("--label", help="row label in the report (the method)")
+    p.add_argument("--target", help="target scale label the model was trained for")
+    p.add_argument("--run-seed", type=int, help="training seed of the run")
+    p.add_argument("--out", required=True, help="results JSON")
+    p.set_defaults(handler=cmd_downstream)
+
     p = sub.add_parser("table", help="gather runs' metrics.json into a run table (TSV)")
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--out", required=True)
@@ -543,6 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--autoscale", nargs="*", default=[], help="PRED.json per target")
     p.add_argument("--compare", nargs="*", default=[], help="compare JSON per target")
     p.add_argument("--world", help="draw this world's true optimum (backend simulate)")
+    p.add_argument("--downstream", nargs="*", default=[], help="downstream results JSONs")
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_report)
     return parser

@@ -163,6 +163,76 @@ def plot_fits(table, objective, fit, png: Path) -> None:
     _save(fig, png)
 
 
+def plot_downstream(tables: dict[str, dict[str, Any]], png: Path) -> None:
+    """Per-task bars per method with standard errors, one panel per target scale; chance as a
+    dashed tick per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    width_in = max(6, 0.7 * max(len(t["columns"]) for t in tables.values()) + 2)
+    fig, axes = plt.subplots(len(tables), 1, figsize=(width_in, 4 * len(tables)), squeeze=False)
+    for ax, (target, table) in zip(axes[:, 0], tables.items(), strict=True):
+        columns, rows = table["columns"], table["rows"]
+        x = np.arange(len(columns))
+        width = 0.8 / max(1, len(rows))
+        for i, (label, row) in enumerate(rows.items()):
+            ax.bar(
+                x + (i - (len(rows) - 1) / 2) * width,
+                [row["scores"].get(c, np.nan) for c in columns],
+                width,
+                yerr=[row["stderr"].get(c, 0.0) for c in columns],
+                label=label,
+                capsize=1.5,
+                error_kw={"lw": 0.6},
+            )
+        for j, c in enumerate(columns):
+            if c in table["chance"]:
+                ax.hlines(table["chance"][c], j - 0.45, j + 0.45, colors="k", ls="--", lw=0.8)
+        ax.set_xticks(x, columns, rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel("accuracy (dashed: chance)")
+        if target != "None":
+            ax.set_title(f"models trained on {float(target):.4g} tokens", fontsize=9)
+        ax.legend(fontsize=7, ncol=min(5, len(rows)))
+    fig.tight_layout()
+    _save(fig, png)
+
+
+def downstream_lines(paths: list[str], out: str) -> list[str]:
+    """The Table-1-like section: methods x tasks and the average per target, and bars."""
+    from mixscale.downstream import downstream_tables
+
+    tables = downstream_tables(paths)
+    plot_downstream(tables, Path(out).with_name("downstream.png"))
+    lines = []
+    for target, table in tables.items():
+        title = "" if target == "None" else f" at {float(target):.4g} tokens"
+        lines += [f"## Downstream tasks (lm-eval){title}", ""]
+        lines += [
+            "Accuracy per task (mean over seeds, ± the standard error from lm-eval); "
+            "`untrained` is the same architecture at step 0, the floor every trained model "
+            "is read against.",
+            "",
+        ]
+        rows = []
+        for label, row in table["rows"].items():
+            cells = [
+                f"{row['scores'][c]:.3f} ± {row['stderr'].get(c, 0):.3f}"
+                if c in row["scores"]
+                else "-"
+                for c in table["columns"]
+            ]
+            rows.append([label, *cells, row["average"]])
+        if table["chance"]:
+            rows.append(["chance", *(table["chance"].get(c) for c in table["columns"]), None])
+        lines += _table(["method", *table["columns"], "Avg"], rows)
+        lines.append("")
+    lines += ["![downstream tasks](downstream.png)", ""]
+    return lines
+
+
 def _save(fig, png: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -180,6 +250,7 @@ def write_summary(
     compares: list[str],
     out: str,
     world: str | None = None,
+    downstream: list[str] | None = None,
 ) -> None:
     lines = [f"# mixscale report: {experiment}", ""]
     png = Path(out).with_name("weights_vs_scale.png")
@@ -283,4 +354,6 @@ def write_summary(
             [[method, *(m["perplexity"][e] for e in evals)] for method, m in c["methods"].items()],
         )
         lines.append("")
+    if downstream:
+        lines += downstream_lines(downstream, out)
     atomic_write_text(out, "\n".join(lines) + "\n")

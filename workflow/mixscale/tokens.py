@@ -48,6 +48,14 @@ def split_documents(
 # tokenizer
 
 
+def split_corpus(
+    corpus_path: str, domain: str, seed: int, validation_bytes: int
+) -> tuple[list[str], list[str]]:
+    """(held-out, training) documents of a domain, exactly as the store and tokenizer split them."""
+    docs = read_documents(corpus_path)
+    return split_documents(docs, _domain_seed(seed, domain), validation_bytes)
+
+
 def train_tokenizer(
     corpus_files: dict[str, str], out_dir: str, vocab_size: int, seed: int, validation_bytes: int
 ) -> dict[str, Any]:

@@ -487,6 +487,25 @@ def train_run(
     return metrics
 
 
+def save_initial_model(
+    stores_dir: str,
+    tokenizer_dir: str,
+    model_spec: dict[str, Any],
+    seq_len: int,
+    seed: int,
+    out: str,
+) -> int:
+    """The architecture as initialised before step 0 (a run's seed gives the same weights):
+    the floor that downstream scores of trained models are read against. Returns parameters."""
+    names = sorted(_store_names(stores_dir))
+    if not names:
+        raise InputError(stores_dir, "", "no token stores", "build the stores first")
+    meta = open_store(Path(stores_dir) / names[0], names[0]).meta
+    model = build_model(model_spec, int(meta["vocab_size"]), seq_len, seed, meta.get("eos_id"))
+    save_model(model, tokenizer_dir, Path(out))
+    return sum(p.numel() for p in model.parameters())
+
+
 def save_model(model: torch.nn.Module, tokenizer_dir: str, target: Path) -> None:
     """safetensors + config + tokenizer, loadable by AutoModelForCausalLM and lm-eval's hf model."""
     import shutil

@@ -3,7 +3,8 @@ import json
 import os
 import shlex
 
-from mixscale.budget import train_resources
+from mixscale.budget import downstream_resources, train_resources
+from mixscale.downstream import EMBEDDED, task_entries
 from mixscale.experiment import config_domains, data_dir, run_specs, torch_settings
 from mixscale.plan import target_label
 
@@ -20,11 +21,16 @@ DOMAINS = config_domains(config)
 DATA = data_dir(config)
 DATA_CONFIG = config.get("data", {})
 SETTINGS = json.dumps(torch_settings(config), separators=(",", ":")) if TORCH else ""
+DOWNSTREAM = config.get("downstream", {})
+# Downstream tasks need saved models: real training only (simulated runs have none)
+ENTRIES = {e.id: e for e in task_entries(config)} if TORCH else {}
 
 
 wildcard_constraints:
     scale="[A-Za-z0-9_.-]+",
     target="[0-9.e+]+",
+    entry="[A-Za-z0-9_.-]+-[0-9]+shot",
+    model="[A-Za-z0-9_.+-]+",
     run="[A-Za-z0-9_.+-]+",
     domain="[A-Za-z0-9_][A-Za-z0-9_.-]*",
 
@@ -167,5 +173,106 @@ def compare_outputs():
     return expand(f"{OUT}/verify/{{target}}.json", target=TARGETS)
 
 
+def downstream_models():
+    """Models scored downstream: every verification run, and the untrained floor."""
+    models = [i for i, s in SPECS.items() if s["stage"] == "verify"]
+    if models and DOWNSTREAM.get("untrained", True):
+        models.append("untrained")
+    return models
+
+
+def downstream_outputs():
+    if not ENTRIES:
+        return []
+    return expand(
+        f"{OUT}/downstream/{{model}}/{{entry}}.json",
+        model=downstream_models(),
+        entry=ENTRIES,
+    )
+
+
+def downstream_model_input(wildcards):
+    """The untrained model folder, or the run's metrics.json (its model/ is written first)."""
+    if wildcards.model == "untrained":
+        return f"{OUT}/downstream/untrained/model"
+    return f"{OUT}/runs/{wildcards.model}/metrics.json"
+
+
+def downstream_model_dir(wildcards, input):
+    return os.path.join(os.path.dirname(input.model), "model")
+
+
+def downstream_tasks_input(wildcards):
+    """The generated task folder, for the embedded entry only."""
+    if ENTRIES[wildcards.entry].name == EMBEDDED:
+        return f"{OUT}/downstream/tasks"
+    return []
+
+
+def downstream_args(wildcards, input):
+    """Everything but the model and the output, from downstream.* and the run's spec."""
+    entry = ENTRIES[wildcards.entry]
+    args = [
+        f"--task {entry.name}",
+        f"--shots {entry.shots}",
+        f"--metric {entry.metric}",
+    ]
+    task_folder = input.tasks or DOWNSTREAM.get("include_path")
+    if task_folder:
+        args.append(f"--include-path {shlex.quote(str(task_folder))}")
+    for key in ("limit", "datasets_cache"):
+        if DOWNSTREAM.get(key) is not None:
+            args.append(
+                f"--{key.replace('_', '-')} {shlex.quote(str(DOWNSTREAM[key]))}"
+            )
+    args.append(f"--batch-size {DOWNSTREAM.get('batch_size', 16)}")
+    args.append(f"--device {DOWNSTREAM.get('device', 'auto')}")
+    if not DOWNSTREAM.get("offline", True):
+        args.append("--online")
+    # HF caches inside the run folder, one per task entry: parallel jobs never share a lock
+    cache = os.path.join(os.path.dirname(input.model), "hf-cache", wildcards.entry)
+    args.append(f"--cache-dir {shlex.quote(cache)}")
+    spec = SPECS.get(wildcards.model)
+    if spec:
+        args += [
+            f"--label {spec['method']}",
+            f"--target {spec['scale']}",
+            f"--run-seed {spec['seed']}",
+        ]
+    else:
+        args.append("--label untrained")
+    return " ".join(args)
+
+
+def embedded_build_arg():
+    build = DOWNSTREAM.get("embedded")
+    return f"--build {shlex.quote(json.dumps(build))}" if build else ""
+
+
+def downstream_runtime(wildcards, attempt):
+    return downstream_resources(config, ENTRIES[wildcards.entry], attempt)["runtime"]
+
+
+def downstream_gpus(wildcards):
+    return downstream_resources(config, ENTRIES[wildcards.entry], 1)["gpu"]
+
+
+def downstream_report_arg(wildcards, input):
+    return "--downstream " + " ".join(input.downstream) if input.downstream else ""
+
+
+def downstream_report_outputs():
+    """The downstream figure is an output only when tasks are configured."""
+    if not ENTRIES:
+        return {}
+    path = f"{OUT}/report/downstream.png"
+    return {
+        "downstream": report(
+            path, caption="../report/downstream.rst", category="Downstream tasks"
+        )
+    }
+
+
 def all_outputs():
-    return [f"{OUT}/report/summary.md"]
+    # every report output is named: Snakemake reruns a job only for outputs someone requests
+    return [f"{OUT}/report/summary.md", *downstream_report_outputs().values()]

@@ -24,7 +24,9 @@ rule report:
         ddo=ddo_optima,
         autoscale=expand(f"{OUT}/autoscale/{{target}}.json", target=TARGETS),
         compare=compare_outputs(),
+        downstream=downstream_outputs(),
     output:
+        **downstream_report_outputs(),
         summary=report(
             f"{OUT}/report/summary.md",
             caption="../report/summary.rst",
@@ -49,7 +51,8 @@ rule report:
     params:
         experiment=EXP,
         world=world_arg(),
+        downstream=downstream_report_arg,
     shell:
         "python -m mixscale report --experiment {params.experiment} --ddo {input.ddo} "
         "--autoscale {input.autoscale} --compare {input.compare} {params.world} "
-        "--out {output.summary} > {log} 2>&1"
+        "{params.downstream} --out {output.summary} > {log} 2>&1"
