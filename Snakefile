@@ -22,6 +22,7 @@ include: "workflow/rules/ddo.smk"
 include: "workflow/rules/autoscale.smk"
 include: "workflow/rules/verify.smk"
 include: "workflow/rules/downstream.smk"
+include: "workflow/rules/anneal.smk"
 
 
 rule all:

@@ -268,3 +268,35 @@ def keep_going_past_a_bad_task(workdir: Path, config: Path, out: Path) -> None:
     assert good.is_file()  # the other job went on
     log = (out / "logs/downstream/untrained/no_such_task-0shot.log").read_text()
     assert "'no_such_task' is not an lm-eval task" in log and "Traceback" not in log
+
+
+def test_tiny_anneal_runs_through_snakemake(tmp_path):
+    """A stage-1 base, controls and source runs that start from it, then utility and report."""
+    config = yaml.safe_load((ROOT / "tests/configs/anneal-tiny.yaml").read_text())
+    config["data"]["downloads"] = str(ROOT / "resources" / "downloads")
+    path = tmp_path / "anneal.yaml"
+    path.write_text(yaml.safe_dump(config))
+    dry = snakemake(tmp_path, "-n", "--configfile", str(path))
+    counts = job_counts(dry.stdout)
+    assert counts["train"] == 1 + 3 * (1 + 3)  # base + per budget: control + 3 sources
+    assert counts["utility"] == 1 and "ddo" not in counts
+    res = snakemake(tmp_path, "--configfile", str(path), "-c2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "results/anneal-tiny"
+    base = json.loads((out / "runs/anneal-base/metrics.json").read_text())
+    run = json.loads((out / "runs/anneal-5120-books-s0/metrics.json").read_text())
+    assert run["settings"]["schedule"] == "linear" and run["settings"]["min_lr_ratio"] == 0.0
+    assert run["model"] == {"checkpoint": "results/anneal-tiny/runs/anneal-base/model"}
+    assert run["tokens"]["books"] == pytest.approx(2560, rel=0.02)
+    # it starts from the base model: its first evaluation (after 5 of 20 steps) is close to
+    # the base's final loss, far below an untrained model's ln(512) = 6.24
+    assert run["curve"][0]["step"] == 5
+    assert run["curve"][0]["objective"] < base["objective"] + 0.3 < 6.0
+    rows = (out / "anneal/runs.tsv").read_text().splitlines()
+    assert len(rows) == 1 + 12
+    utility = json.loads((out / "anneal/utility.json").read_text())
+    assert set(utility["sources"]) == {"books", "code", "legal"}
+    assert "allocation" in utility
+    assert "## Rankings per budget" in (out / "report/anneal.md").read_text()
+    again = snakemake(tmp_path, "--configfile", str(path))
+    assert "Nothing to be done" in again.stdout + again.stderr

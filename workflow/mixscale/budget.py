@@ -57,8 +57,8 @@ def run_flops(config: dict[str, Any], spec: dict[str, Any]) -> float:
     per_domain = config.get("train", {}).get("eval_tokens", evaluation.get("tokens_per_domain", 0))
     eval_tokens = float(per_domain) * len(config_domains(config))
     points = int(config.get("eval_points", 10))
-    if spec["stage"] == "ddo":
-        points = int(config.get("ddo", {}).get("eval_points", points))
+    if spec["stage"] in ("ddo", "anneal"):
+        points = int(config.get(spec["stage"], {}).get("eval_points", points))
     return 6 * params * float(spec["total_tokens"]) + 2 * params * eval_tokens * points
 
 
@@ -165,7 +165,7 @@ def budget_table(config: dict[str, Any]) -> dict[str, Any]:
     flops_per_gpu_hour = _flops_per_gpu_hour(config)
     stages: dict[str, dict[str, float]] = {}
     for spec in run_specs(config).values():
-        stage = f"ddo {spec['scale']}" if spec["stage"] == "ddo" else f"verify {spec['scale']}"
+        stage = f"{spec['stage']} {spec['scale']}".replace("anneal-base base", "anneal base")
         row = stages.setdefault(stage, {"runs": 0, "tokens": 0.0, "flops": 0.0})
         row["runs"] += 1
         row["tokens"] += float(spec["total_tokens"])
@@ -197,6 +197,9 @@ def format_table(budget: dict[str, Any]) -> str:
             f"{stage:<22}{r['runs']:>6}{r['tokens']:>12.3g}{r['flops']:>12.3g}{r['gpu_hours']:>12.1f}"
         )
     lines.append(f"{'total':<52}{budget['total_gpu_hours']:>12.1f}")
+    if acc.get("price_per_gpu_hour"):
+        cost = budget["total_gpu_hours"] * acc["price_per_gpu_hour"]
+        lines.append(f"at {acc['price_per_gpu_hour']:g} per GPU-hour: {cost:,.0f}")
     if budget["proxy_overhead_pct"] is not None:
         lines.append(f"proxy (DDO) overhead: {budget['proxy_overhead_pct']:.1f}% of verification")
     return "\n".join(lines)

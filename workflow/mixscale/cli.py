@@ -395,6 +395,25 @@ def cmd_downstream(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def cmd_anneal_table(args: argparse.Namespace) -> None:
+    from mixscale.anneal import anneal_table
+
+    rows = anneal_table(args.metrics, args.target.split(","), args.out)
+    print(f"{rows} annealing runs -> {args.out}", file=sys.stderr)
+
+
+def cmd_anneal_costs(args: argparse.Namespace) -> None:
+    from mixscale.anneal import costs_table
+
+    costs_table(_settings(args.sources), args.share, args.training_cost, args.out)
+
+
+def cmd_anneal_report(args: argparse.Namespace) -> None:
+    from mixscale.anneal import write_anneal_report
+
+    write_anneal_report(args.utility, args.runs, args.out, args.unit)
+
+
 def cmd_table(args: argparse.Namespace) -> None:
     from mixscale.experiment import run_table
 
@@ -589,6 +608,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-seed", type=int, help="training seed of the run")
     p.add_argument("--out", required=True, help="results JSON")
     p.set_defaults(handler=cmd_downstream)
+
+    p = sub.add_parser("anneal-table", help="annealing runs' target metric as utility's TSV")
+    p.add_argument("--metrics", nargs="+", required=True, help="annealing runs' metrics.json")
+    p.add_argument("--target", required=True, help="target domains: a,b (mean held-out loss)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_anneal_table)
+
+    p = sub.add_parser("anneal-costs", help="utility's costs TSV from anneal.sources")
+    p.add_argument("--sources", required=True, help="JSON: {source: {acquisition_cost, ...}}")
+    p.add_argument("--share", type=_float, required=True, help="source share of the mix")
+    p.add_argument("--training-cost", type=_float, required=True, help="per annealing token")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_anneal_costs)
+
+    p = sub.add_parser("anneal-report", help="anneal.md + gain curves from UTILITY.json")
+    p.add_argument("--utility", required=True)
+    p.add_argument("--runs", required=True, help="the annealing TSV the utility was fitted on")
+    p.add_argument("--unit", default="$", help="cost unit")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_anneal_report)
 
     p = sub.add_parser("table", help="gather runs' metrics.json into a run table (TSV)")
     p.add_argument("--metrics", nargs="+", required=True)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mixscale.anneal import anneal_overrides
 from mixscale.errors import InputError
 from mixscale.fileio import read_json
 from mixscale.plan import make_plan
@@ -101,8 +102,17 @@ def run_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if run.stage == "verify" and run.method in ("uniform", "natural", "reference"):
             weights = fixed_weights(config, run.method, domains)
             spec["tokens"] = {d: w * run.total_tokens for d, w in weights.items()}
+        if run.stage == "anneal":
+            spec.update(anneal_overrides(config, base_model_dir(config)))
         specs[run.id] = spec
     return specs
+
+
+def base_model_dir(config: dict[str, Any]) -> str:
+    """Where the in-workflow stage-1 base model of an annealing experiment is saved."""
+    from mixscale.anneal import BASE_RUN
+
+    return f"results/{config['experiment']}/runs/{BASE_RUN}/model"
 
 
 def mixture_tokens(spec: dict[str, Any], weights_path: str | None) -> dict[str, float]:
@@ -132,6 +142,8 @@ def train(
     (with the model and side-folder checkpoints) next to ``out`` itself."""
     tokens = mixture_tokens(spec, weights_path)
     labels = {"run": spec["id"], "stage": spec["stage"], "method": spec.get("method")}
+    if spec.get("source"):
+        labels["source"] = spec["source"]
     if backend == "torch":
         return _train_torch(spec, tokens, settings or {}, eval_points, out, labels)
     if backend != "simulate":
@@ -168,13 +180,20 @@ def _train_torch(
             )
     if not out:
         raise InputError("train", "--out", "missing", "name the run's metrics.json")
+    # a run may override the experiment's training settings and model (annealing: a
+    # checkpoint, its own learning rate and schedule)
     train = TrainSettings.from_dict(
-        {**settings.get("train", {}), "seed": int(spec["seed"]), "eval_points": eval_points}
+        {
+            **settings.get("train", {}),
+            **spec.get("train", {}),
+            "seed": int(spec["seed"]),
+            "eval_points": eval_points,
+        }
     )
     train_run(
         settings["stores"],
         settings["tokenizer"],
-        settings["model"],
+        spec.get("model") or settings["model"],
         tokens,
         train,
         str(Path(out).parent),
@@ -182,6 +201,7 @@ def _train_torch(
         domains=settings.get("domains"),
         labels=labels,
         metrics_name=Path(out).name,
+        skip=spec.get("skip"),
     )
     return None
 

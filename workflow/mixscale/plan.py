@@ -33,9 +33,15 @@ class Run:
     method: str | None = None  # verification: where the weights come from
     perturbed: str | None = None  # ddo: the perturbed domain ("" for the base run)
     factor: float = 1.0
+    source: str | None = None  # annealing: the candidate source (or "control")
+    skip: dict[str, float] = field(default_factory=dict)  # annealing: tokens the base used
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        spec = asdict(self)
+        for key in ("source", "skip"):  # only annealing runs carry them: other specs unchanged
+            if not spec[key]:
+                del spec[key]
+        return spec
 
 
 def target_label(tokens: float) -> str:
@@ -128,8 +134,13 @@ def verify_runs(config: dict[str, Any]) -> list[Run]:
 
 
 def make_plan(config: dict[str, Any], domains: list[str]) -> list[Run]:
-    check_config(config, domains)
-    return ddo_runs(config, domains) + verify_runs(config)
+    from mixscale.anneal import anneal_runs
+
+    runs = anneal_runs(config, domains)
+    if "ddo" in config:  # a mixture experiment (an annealing-only config has none)
+        check_config(config, domains)
+        runs = ddo_runs(config, domains) + verify_runs(config) + runs
+    return runs
 
 
 def check_config(config: dict[str, Any], domains: list[str]) -> None:

@@ -74,7 +74,7 @@ def _scales(config: dict[str, Any], out: Path) -> dict[str, str]:
     from mixscale.report import scale_verdict
 
     verdicts = {}
-    for scale in config["ddo"]["scales"]:
+    for scale in config.get("ddo", {}).get("scales", []):
         path = out / "ddo" / scale["name"] / "weights.json"
         verdicts[scale["name"]] = (
             scale_verdict(read_json(path)["fit"]) if path.is_file() else "not fitted yet"
@@ -91,6 +91,7 @@ def format_status(status: dict[str, Any], verbose: bool = False) -> str:
         if verbose or info["state"] != "finished":
             extra = f" (resumes at step {info['resume_step']})" if "resume_step" in info else ""
             lines.append(f"  {info['state']:12s} {run_id}{extra}")
-    lines.append("DDO scales:")
-    lines += [f"  {name}: {verdict}" for name, verdict in status["scales"].items()]
+    if status["scales"]:
+        lines.append("DDO scales:")
+        lines += [f"  {name}: {verdict}" for name, verdict in status["scales"].items()]
     return "\n".join(lines)

@@ -15,6 +15,7 @@ a resumed run sees exactly the batches it would have seen.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,6 +255,8 @@ class MixtureSampler:
     Domain i contributes k_i = round(n_i / seq_len) sequences: sequence j is the window
     [j L, j L + L + 1) of its training order (inputs and shifted targets). With repetition
     allowed a domain asked for more than it holds wraps around; its epochs are reported.
+    ``skip`` (tokens per domain) starts a domain's windows after tokens an earlier stage used:
+    an annealing run then reads fresh text, not what its base model was trained on.
     """
 
     def __init__(
@@ -263,6 +266,7 @@ class MixtureSampler:
         seq_len: int,
         seed: int,
         allow_repeat: bool = False,
+        skip: dict[str, float] | None = None,
     ) -> None:
         self.seq_len = seq_len
         self.seed = seed
@@ -280,8 +284,17 @@ class MixtureSampler:
             raise InputError("mixture", "tokens", "every domain has 0 tokens", "give a mixture")
         self.available = {}
         self.sequences = {}
+        self.skipped = {d: math.ceil(float((skip or {}).get(d, 0)) / seq_len) for d in self.domains}
         for d in self.domains:
-            available = (len(stores[d].train) - 1) // seq_len
+            available = (len(stores[d].train) - 1) // seq_len - self.skipped[d]
+            if available <= 0 and self.skipped[d]:
+                raise InputError(
+                    "mixture",
+                    d,
+                    f"nothing left after the {self.skipped[d] * seq_len} tokens an earlier "
+                    "stage used",
+                    "add text to the domain or lower the base run's share of it",
+                )
             if available <= 0:
                 raise InputError(
                     stores[d].meta.get("corpus", d),
@@ -321,7 +334,7 @@ class MixtureSampler:
         g = int(self.order[index])
         k = int(np.searchsorted(self.offsets, g, side="right")) - 1
         domain = self.domains[k]
-        j = (g - int(self.offsets[k])) % self.available[domain]
+        j = (g - int(self.offsets[k])) % self.available[domain] + self.skipped[domain]
         start = j * self.seq_len
         return np.asarray(
             self.stores[domain].train[start : start + self.seq_len + 1], dtype=np.int64

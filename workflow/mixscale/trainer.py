@@ -307,8 +307,10 @@ def train_run(
     labels: dict[str, Any] | None = None,
     metrics_name: str = "metrics.json",
     domains: list[str] | None = None,
+    skip: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Train one run and write ``metrics.json`` (and the model) into ``out_dir``."""
+    """Train one run and write ``metrics.json`` (and the model) into ``out_dir``.
+    ``skip``: tokens per domain an earlier stage used (annealing reads fresh text)."""
     dist = setup_distributed()
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -316,7 +318,9 @@ def train_run(
     ckpt_dir = out / "checkpoints"
     names = domains or sorted(_store_names(stores_dir))
     stores = {d: open_store(Path(stores_dir) / d, d) for d in names}
-    sampler = MixtureSampler(stores, tokens, settings.seq_len, settings.seed, settings.allow_repeat)
+    sampler = MixtureSampler(
+        stores, tokens, settings.seq_len, settings.seed, settings.allow_repeat, skip
+    )
     eval_stores = {d: stores[d] for d in (eval_domains or list(stores)) if _known(d, stores)}
     per_rank = settings.batch_sequences // dist.world
     if settings.batch_sequences % (dist.world * settings.micro_batch):
@@ -353,6 +357,7 @@ def train_run(
             "model": model_spec,
             "settings": asdict(settings),
             "stores": stores_dir,
+            **({"skip": sampler.skipped} if any(sampler.skipped.values()) else {}),
         }
     )
     state = newest_checkpoint(ckpt_dir, fingerprint, log) if ckpt_dir.is_dir() else None

@@ -221,8 +221,14 @@ def fit_curve(budgets: np.ndarray, gains: np.ndarray, start: Curve | None = None
             best = res
     G, D0, alpha = np.exp(best.x)
     curve = Curve("ok", G=float(G), D0=float(D0 * scale), alpha=float(alpha))
+    notes = []
     if np.any(np.diff(means) < 0):
-        curve.reason = "observed gains are not monotone in budget; the fit smooths them"
+        notes.append("observed gains are not monotone in budget; the fit smooths them")
+    at_bound = np.isclose(best.x, lower, atol=1e-3) | np.isclose(best.x, upper, atol=1e-3)
+    if at_bound.any() or D0 * scale > 10 * budgets.max():
+        # G and D0 trade off when the curve has not bent yet: extrapolations are guesses
+        notes.append("no saturation within the observed budgets: extrapolation unreliable")
+    curve.reason = "; ".join(notes)
     return curve
 
 

@@ -13,7 +13,7 @@ rule autoscale:
     params:
         optima=optimum_args,
         target=target_tokens,
-        discrete="--discrete" if config["autoscale"]["discrete"] else "",
+        discrete=discrete_arg(),
     shell:
         "python -m mixscale predict {params.optima} --target {params.target} "
         "{params.discrete} --out {output} > {log} 2>&1"

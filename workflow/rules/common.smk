@@ -3,6 +3,7 @@ import json
 import os
 import shlex
 
+from mixscale.anneal import anneal_training_cost
 from mixscale.budget import downstream_resources, train_resources
 from mixscale.downstream import EMBEDDED, task_entries
 from mixscale.experiment import config_domains, data_dir, run_specs, torch_settings
@@ -10,10 +11,15 @@ from mixscale.plan import target_label
 
 EXP = config["experiment"]
 OUT = f"results/{EXP}"
-SCALES = {s["name"]: s for s in config["ddo"]["scales"]}
-SMALLEST_SCALE = config["ddo"]["scales"][0]["name"]
-LARGEST_SCALE = config["ddo"]["scales"][-1]["name"]
-TARGETS = {target_label(t): t for t in config["autoscale"]["targets"]}
+# An experiment finds a mixture (ddo + autoscale), values data sources (anneal), or both.
+MIXTURE = "ddo" in config
+ANNEAL = bool(config.get("anneal"))
+SCALES = {s["name"]: s for s in config["ddo"]["scales"]} if MIXTURE else {}
+SMALLEST_SCALE = next(iter(SCALES), None)
+LARGEST_SCALE = next(reversed(SCALES), None) if SCALES else None
+TARGETS = (
+    {target_label(t): t for t in config["autoscale"]["targets"]} if MIXTURE else {}
+)
 SPECS = run_specs(config)
 WORLD = config.get("world", "") if config["backend"] == "simulate" else ""
 TORCH = config["backend"] == "torch"
@@ -114,8 +120,9 @@ def train_launcher(wildcards):
 
 def run_eval_points(wildcards):
     """DDO fits use only a run's final losses: its runs may evaluate less often."""
-    if SPECS[wildcards.run]["stage"] == "ddo":
-        return config["ddo"].get("eval_points", config["eval_points"])
+    stage = SPECS[wildcards.run]["stage"]
+    if stage in ("ddo", "anneal"):
+        return config[stage].get("eval_points", config["eval_points"])
     return config["eval_points"]
 
 
@@ -132,7 +139,10 @@ def train_mem_mb(wildcards, attempt):
 
 
 def run_weights(wildcards):
-    """The file a verification run takes its mixture from (none for explicit mixtures)."""
+    """The file a verification run takes its mixture from (none for explicit mixtures); for an
+    annealing run, the in-workflow base model it starts from."""
+    if SPECS[wildcards.run]["stage"] == "anneal" and "anneal-base" in SPECS:
+        return [f"{OUT}/runs/anneal-base/metrics.json"]
     method = SPECS[wildcards.run].get("method")
     if method == "autoscale":
         return [f"{OUT}/autoscale/{SPECS[wildcards.run]['scale']}.json"]
@@ -144,6 +154,8 @@ def run_weights(wildcards):
 
 
 def weights_arg(wildcards, input):
+    if SPECS[wildcards.run]["stage"] == "anneal":
+        return ""  # its input is the base model, not a mixture
     return f"--weights {input.weights}" if input.weights else ""
 
 
@@ -168,7 +180,7 @@ def objective_args():
 
 
 def compare_outputs():
-    if not config["verify"]["methods"]:
+    if not MIXTURE or not config["verify"]["methods"]:
         return []
     return expand(f"{OUT}/verify/{{target}}.json", target=TARGETS)
 
@@ -275,4 +287,44 @@ def downstream_report_outputs():
 
 def all_outputs():
     # every report output is named: Snakemake reruns a job only for outputs someone requests
-    return [f"{OUT}/report/summary.md", *downstream_report_outputs().values()]
+    outputs = []
+    if MIXTURE:
+        outputs += [f"{OUT}/report/summary.md", *downstream_report_outputs().values()]
+    if ANNEAL:
+        outputs.append(f"{OUT}/report/anneal.md")
+    return outputs
+
+
+def anneal_metrics(wildcards):
+    runs = [i for i, s in SPECS.items() if s["stage"] == "anneal"]
+    return expand(f"{OUT}/runs/{{run}}/metrics.json", run=runs)
+
+
+def anneal_sources_arg():
+    sources = config["anneal"]["sources"] if ANNEAL else {}
+    return json.dumps(sources, separators=(",", ":"))
+
+
+def anneal_training_cost_arg():
+    return f"{anneal_training_cost(config):.6g}" if ANNEAL else "0"
+
+
+def anneal_targets():
+    return ",".join(config["anneal"]["target"]["domains"]) if ANNEAL else ""
+
+
+def utility_args():
+    """mixscale utility's options from anneal.*: allocation, extrapolation, bootstrap."""
+    anneal = config.get("anneal", {})
+    args = [
+        "--extrapolate "
+        + ",".join(f"{x:g}" for x in anneal.get("extrapolate", [10, 100])),
+        f"--bootstrap {anneal.get('bootstrap', 200)}",
+    ]
+    if anneal.get("allocate"):
+        args.append(f"--budget {anneal['allocate']}")
+    return " ".join(args)
+
+
+def discrete_arg():
+    return "--discrete" if config.get("autoscale", {}).get("discrete") else ""
