@@ -171,3 +171,33 @@ def test_report_marks_the_known_flip_and_allocates(tmp_path, cli):
     assert "## Allocation of a budget of 5e+04 $" in text
     for png in ("anneal_gain_vs_tokens.png", "anneal_gain_vs_cost.png"):
         assert (out.parent / png).stat().st_size > 10_000
+
+
+def test_table_from_downstream_results_uses_the_task_metric(tmp_path):
+    """A task target: the annealing metric is the run's score (higher is better)."""
+    paths = []
+    for i, (source, scores) in enumerate([("control", [0.5, 0.7]), ("books", [0.8, 0.9])]):
+        path = tmp_path / f"{i}.json"
+        result = {
+            "run": f"anneal-1000-{source}-s0",
+            "label": source,
+            "target": "1000",
+            "run_seed": 0,
+            "tasks": {f"t{k}": {"acc": v, "acc_norm": 0.1} for k, v in enumerate(scores)},
+        }
+        path.write_text(json.dumps(result))
+        paths.append(str(path))
+    out = tmp_path / "runs.tsv"
+    anneal_table(paths, [], str(out), metric="acc")
+    rows = {r.split("\t")[0]: float(r.split("\t")[2]) for r in out.read_text().splitlines()[1:]}
+    assert rows == {"control": pytest.approx(0.6), "books": pytest.approx(0.85)}
+    with pytest.raises(InputError, match="pct_stereotype"):
+        anneal_table(paths, [], str(out), metric="pct_stereotype")
+
+
+def test_a_task_target_needs_no_target_domain():
+    cfg = config(target={"task": {"name": "mixscale_order_books"}})
+    runs = anneal_runs(cfg, DOMAINS)
+    assert runs[0].tokens == dict.fromkeys(DOMAINS, 10000)  # base mix: all domains
+    with pytest.raises(InputError, match=r"anneal\.target"):
+        anneal_runs(config(target={}), DOMAINS)

@@ -223,3 +223,32 @@ def test_training_from_a_checkpoint_starts_where_the_base_model_is(reference, da
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["curve"][0]["objective"] < base["curve"][0]["objective"] - 0.2
     assert abs(m["curve"][0]["objective"] - base["objective"]) < 0.1
+
+
+def test_two_process_fsdp_matches_one_process_and_resumes(reference, data_dir, tmp_path):
+    """FSDP2 (what a 7B model needs) on 2 CPU processes: same losses as one process, and a run
+    killed mid-way resumes from its full-state checkpoint to the same result."""
+    torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node=2"]
+    settings = tiny_settings(data_dir, parallel="fsdp")
+    result = run_train(tmp_path, settings, launcher=torchrun)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads((tmp_path / "metrics.json").read_text())
+    want = json.loads((reference / "metrics.json").read_text())
+    assert got["hardware"]["processes"] == 2 and got["hardware"]["parallel"] == "fsdp"
+    assert got["params"] == want["params"]
+    for d, loss in want["final_losses"].items():
+        assert got["final_losses"][d] == pytest.approx(loss, abs=1e-4)
+    from transformers import AutoModelForCausalLM
+
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "model")  # an ordinary model
+    assert sum(p.numel() for p in saved.parameters()) == want["params"]
+    # resume: drop the final checkpoint and metrics, rerun, same final losses
+    checkpoints = sorted((tmp_path / "checkpoints").glob("step-*.pt"))
+    checkpoints[-1].unlink()
+    (tmp_path / "metrics.json").unlink()
+    again = run_train(tmp_path, settings, launcher=torchrun)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = json.loads((tmp_path / "metrics.json").read_text())
+    assert resumed["resumed_at_step"] is not None
+    for d, loss in got["final_losses"].items():
+        assert resumed["final_losses"][d] == pytest.approx(loss, abs=1e-6)

@@ -300,3 +300,17 @@ def test_tiny_anneal_runs_through_snakemake(tmp_path):
     assert "## Rankings per budget" in (out / "report/anneal.md").read_text()
     again = snakemake(tmp_path, "--configfile", str(path))
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_anneal_with_a_task_target_scores_every_annealing_run(tmp_path):
+    """anneal.target.task: each annealing run gets an lm-eval job; the table reads them."""
+    config = yaml.safe_load((ROOT / "tests/configs/anneal-tiny.yaml").read_text())
+    config["anneal"]["target"] = {"task": {"name": "mixscale_order_books", "metric": "acc"}}
+    path = tmp_path / "anneal-task.yaml"
+    path.write_text(yaml.safe_dump(config))
+    dry = snakemake(tmp_path, "-n", "-p", "--configfile", str(path))
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    counts = job_counts(dry.stdout)
+    assert counts["downstream"] == 12 and counts["downstream_tasks"] == 1
+    assert "untrained_model" not in counts  # no verification runs, no floor needed
+    assert "--task-metric acc" in dry.stdout and "--direction higher" in dry.stdout

@@ -63,10 +63,22 @@ def replay_mix(config: dict[str, Any], domains: list[str]) -> dict[str, float]:
     return _weights(anneal["replay"], domains, "anneal.replay")
 
 
+def target_task(config: dict[str, Any]):
+    """The lm-eval task entry that is the target metric (higher is better), if any."""
+    from mixscale.downstream import entry_from
+
+    task = anneal_config(config).get("target", {}).get("task")
+    return entry_from(task, "anneal.target.task") if task else None
+
+
 def target_domains(config: dict[str, Any], domains: list[str]) -> list[str]:
-    targets = anneal_config(config).get("target", {}).get("domains", [])
-    if not targets:
-        raise InputError("config", "anneal.target.domains", "missing", "e.g. [science]")
+    """Target domains: the metric's held-out losses, and what the base mix leaves out."""
+    target = anneal_config(config).get("target", {})
+    targets = target.get("domains", [])
+    if not targets and not target.get("task"):
+        raise InputError(
+            "config", "anneal.target", "needs domains or a task", "e.g. domains: [science]"
+        )
     unknown = [d for d in targets if d not in domains]
     if unknown:
         raise InputError("config", "anneal.target.domains", f"unknown domain {unknown[0]}", "")
@@ -176,24 +188,38 @@ def anneal_overrides(config: dict[str, Any], base_model_dir: str | None) -> dict
 # --- after the runs ---------------------------------------------------------------------------
 
 
-def anneal_table(metrics_paths: list[str], target: list[str], out: str) -> int:
+def anneal_table(paths: list[str], target: list[str], out: str, metric: str | None = None) -> int:
     """One TSV row per annealing run: source, budget_tokens, metric, seed (``mixscale utility``'s
-    input). The metric is the mean held-out loss over the target domains."""
+    input). From metrics.json files: the mean held-out loss over the target domains; from
+    downstream result files (``metric`` given): the mean of that metric over the entry's tasks."""
     lines = ["source\tbudget_tokens\tmetric\tseed\trun"]
-    for path in sorted(metrics_paths):
+    for path in sorted(paths):
         m = read_json(path)
-        losses = m.get("final_losses") or {}
-        missing = [d for d in target if losses.get(d) is None]
-        if missing:
-            raise InputError(path, f"final_losses.{missing[0]}", "missing", "rerun the run")
-        metric = sum(float(losses[d]) for d in target) / len(target)
-        if not math.isfinite(metric):
-            raise InputError(path, "final_losses", "not finite", "rerun the run")
-        lines.append(
-            f"{m['source']}\t{m['total_tokens']:.6g}\t{metric:.6f}\t{m['seed']}\t{m['run']}"
-        )
+        value = _task_metric(path, m, metric) if metric else _loss_metric(path, m, target)
+        if not math.isfinite(value):
+            raise InputError(path, metric or "final_losses", "not finite", "rerun the run")
+        if metric:  # a downstream result: the run's identity travels in its labels
+            source, budget, seed, run = m["label"], float(m["target"]), m["run_seed"], m["run"]
+        else:
+            source, budget, seed, run = m["source"], m["total_tokens"], m["seed"], m["run"]
+        lines.append(f"{source}\t{budget:.6g}\t{value:.6f}\t{seed}\t{run}")
     atomic_write_text(out, "\n".join(lines) + "\n")
     return len(lines) - 1
+
+
+def _loss_metric(path: str, m: dict[str, Any], target: list[str]) -> float:
+    losses = m.get("final_losses") or {}
+    missing = [d for d in target if losses.get(d) is None]
+    if missing:
+        raise InputError(path, f"final_losses.{missing[0]}", "missing", "rerun the run")
+    return sum(float(losses[d]) for d in target) / len(target)
+
+
+def _task_metric(path: str, m: dict[str, Any], metric: str) -> float:
+    values = [t[metric] for t in m.get("tasks", {}).values() if t.get(metric) is not None]
+    if not values:
+        raise InputError(path, f"tasks.*.{metric}", "missing", "check anneal.target.task.metric")
+    return sum(values) / len(values)
 
 
 def training_cost_per_token(config: dict[str, Any]) -> float:

@@ -398,7 +398,10 @@ def cmd_downstream(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_anneal_table(args: argparse.Namespace) -> None:
     from mixscale.anneal import anneal_table
 
-    rows = anneal_table(args.metrics, args.target.split(","), args.out)
+    if not args.target and not args.task_metric:
+        raise InputError("anneal-table", "--target", "missing", "give --target or --task-metric")
+    target = args.target.split(",") if args.target else []
+    rows = anneal_table(args.metrics, target, args.out, args.task_metric)
     print(f"{rows} annealing runs -> {args.out}", file=sys.stderr)
 
 
@@ -611,7 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("anneal-table", help="annealing runs' target metric as utility's TSV")
     p.add_argument("--metrics", nargs="+", required=True, help="annealing runs' metrics.json")
-    p.add_argument("--target", required=True, help="target domains: a,b (mean held-out loss)")
+    p.add_argument("--target", help="target domains: a,b (mean held-out loss)")
+    p.add_argument("--task-metric", help="or: downstream result files, mean of this metric")
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_anneal_table)
 

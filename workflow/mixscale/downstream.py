@@ -287,23 +287,33 @@ class TaskEntry:
         return f"{self.name}-{self.shots}shot"
 
 
+def entry_from(item: Any, field: str) -> TaskEntry:
+    """A task entry from config: a name, or {name, shots, metric}."""
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, dict) or not item.get("name"):
+        raise InputError("config", field, "needs a task name", "e.g. {name: piqa, shots: 0}")
+    if not all(c.isalnum() or c in "_-." for c in str(item["name"])):
+        raise InputError("config", f"{field}.name", f"'{item['name']}' is not a task name", "")
+    entry = TaskEntry(str(item["name"]), int(item.get("shots", 0)), item.get("metric", "acc"))
+    if not entry.metric.replace("_", "").isalnum():
+        raise InputError(
+            "config", f"{field}.metric", entry.metric, "an lm-eval metric: acc, acc_norm, ..."
+        )
+    return entry
+
+
+def needs_generated_tasks(entry: TaskEntry) -> bool:
+    """The embedded entry, or one generated task by name (mixscale_order_science)."""
+    return entry.name == EMBEDDED or entry.name.startswith(TASK_PREFIX)
+
+
 def task_entries(config: dict[str, Any]) -> list[TaskEntry]:
     """``downstream.tasks`` as entries: strings or {name, shots, metric} mappings."""
-    entries = []
-    for i, item in enumerate(config.get("downstream", {}).get("tasks", [])):
-        field = f"downstream.tasks[{i}]"
-        if isinstance(item, str):
-            item = {"name": item}
-        if not isinstance(item, dict) or not item.get("name"):
-            raise InputError("config", field, "needs a task name", "e.g. {name: piqa, shots: 0}")
-        if not all(c.isalnum() or c in "_-." for c in str(item["name"])):
-            raise InputError("config", f"{field}.name", f"'{item['name']}' is not a task name", "")
-        entry = TaskEntry(str(item["name"]), int(item.get("shots", 0)), item.get("metric", "acc"))
-        if not entry.metric.replace("_", "").isalnum():
-            raise InputError(
-                "config", f"{field}.metric", entry.metric, "an lm-eval metric: acc, acc_norm, ..."
-            )
-        entries.append(entry)
+    entries = [
+        entry_from(item, f"downstream.tasks[{i}]")
+        for i, item in enumerate(config.get("downstream", {}).get("tasks", []))
+    ]
     ids = [e.id for e in entries]
     if len(set(ids)) != len(ids):
         raise InputError("config", "downstream.tasks", "a task is listed twice with the same shots")
@@ -382,7 +392,7 @@ def evaluate(
         "dtype": dtype,
         "lm_eval_version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
         "seconds": time.perf_counter() - start,
-        "tasks": _scores(out, names, _chance(include_path) if entry.name == EMBEDDED else {}),
+        "tasks": _scores(out, names, _chance(include_path) if needs_generated_tasks(entry) else {}),
     }
 
 
@@ -449,7 +459,10 @@ def _dataset_error(exc: Exception, entry: TaskEntry, offline: bool) -> Exception
 
 
 def _chance(include_path: str | None) -> dict[str, float]:
-    manifest = read_json(Path(include_path or ".") / "tasks.json")
+    manifest_path = Path(include_path or ".") / "tasks.json"
+    if not manifest_path.is_file():
+        return {}
+    manifest = read_json(manifest_path)
     return {name: task["chance"] for name, task in manifest["tasks"].items()}
 
 

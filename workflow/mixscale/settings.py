@@ -35,6 +35,9 @@ class TrainSettings:
     save_model: bool = True
     max_steps: int = 0  # 0 = one pass over the mixture; > 0 stops early (benchmarks)
     compile: bool = False  # torch.compile the model: faster steps after a one-off compile
+    # several processes: ddp (a full model copy per GPU) or fsdp (parameters, gradients and
+    # optimizer state sharded across GPUs: what a 7B model needs on 80 GB GPUs)
+    parallel: str = "ddp"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
@@ -74,6 +77,8 @@ class TrainSettings:
             raise InputError(
                 "config", "train.precision", f"unknown '{self.precision}'", "auto|bf16|fp32"
             )
+        if self.parallel not in ("ddp", "fsdp"):
+            raise InputError("config", "train.parallel", f"unknown '{self.parallel}'", "ddp|fsdp")
         if not 0 <= self.warmup < 1:
             raise InputError(
                 "config", "train.warmup", "is a fraction of the run", "use 0 <= warmup < 1"

@@ -187,12 +187,16 @@ def evaluate(
         windows = held_out_windows(store, settings.eval_tokens, settings.seq_len)
         mine = windows[dist.rank :: dist.world]
         total = torch.zeros(2, dtype=torch.float64)
-        for start in range(0, len(mine), settings.eval_batch):
-            batch = torch.from_numpy(np.stack(mine[start : start + settings.eval_batch])).to(
-                dist.device
-            )
+        # every rank runs the same number of forward passes (an FSDP forward is collective);
+        # a rank out of windows repeats one and does not count it
+        per_rank = math.ceil(len(windows) / dist.world)
+        for start in range(0, per_rank, settings.eval_batch):
+            part = mine[start : start + settings.eval_batch]
+            batch = torch.from_numpy(np.stack(part or windows[:1])).to(dist.device)
             with autocast():
                 logits = model(input_ids=batch[:, :-1], use_cache=False).logits
+            if not part:
+                continue
             nll = F.cross_entropy(
                 logits.float().reshape(-1, logits.size(-1)),
                 batch[:, 1:].reshape(-1),
@@ -235,6 +239,50 @@ def run_fingerprint(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def shard_model(model: torch.nn.Module) -> None:
+    """FSDP2: shard every transformer block, then the rest (embeddings, head)."""
+    from torch.distributed.fsdp import fully_shard
+
+    blocks = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    for layer in blocks[0] if blocks else []:
+        fully_shard(layer)
+    fully_shard(model)
+
+
+def training_state(model, optimizer, fsdp: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Full (unsharded) model and optimizer state dicts, on the CPU under FSDP; every rank
+    must call it under FSDP (it gathers the shards)."""
+    if not fsdp:
+        return model.state_dict(), optimizer.state_dict() if optimizer is not None else None
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    if optimizer is None:
+        return get_model_state_dict(model, options=options), None
+    return get_state_dict(model, optimizer, options=options)
+
+
+def load_training_state(model, optimizer, state: dict[str, Any], fsdp: bool) -> None:
+    """Checkpoints hold full state dicts: an FSDP run may resume on another number of GPUs."""
+    if not fsdp:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=state["model"],
+        optim_state_dict=state["optimizer"],
+        options=StateDictOptions(full_state_dict=True),
+    )
+
+
 def save_checkpoint(folder: Path, step: int, state: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:09d}.pt"
@@ -269,10 +317,11 @@ def newest_checkpoint(folder: Path, fingerprint: str, log) -> dict[str, Any] | N
 # the run
 
 
-def hardware(dist: Dist, precision: str) -> dict[str, Any]:
+def hardware(dist: Dist, precision: str, parallel: str = "ddp") -> dict[str, Any]:
     info = {
         "device": dist.device.type,
         "processes": dist.world,
+        "parallel": parallel if dist.world > 1 else None,
         "threads_per_process": torch.get_num_threads(),
         "precision": precision,
         "torch": torch.__version__,
@@ -350,6 +399,9 @@ def train_run(
         return torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     model = build_model(model_spec, vocab, settings.seq_len, settings.seed, eos_id).to(dist.device)
+    fsdp = dist.world > 1 and settings.parallel == "fsdp"
+    if fsdp:
+        shard_model(model)
     optimizer = make_optimizer(model, settings)
     fingerprint = run_fingerprint(
         {
@@ -363,15 +415,14 @@ def train_run(
     state = newest_checkpoint(ckpt_dir, fingerprint, log) if ckpt_dir.is_dir() else None
     step, curve, elapsed, train_time, resumed_at = 0, [], 0.0, 0.0, None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_training_state(model, optimizer, state, fsdp)
         torch.set_rng_state(state["rng"])
         step, curve = state["step"], state["curve"]
         elapsed, train_time = state["elapsed"], state["train_time"]
         resumed_at = step
         log(f"resumed from checkpoint at step {step} of {total_steps}")
     ddp = model
-    if dist.world > 1:
+    if dist.world > 1 and not fsdp:
         ddp = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
         )
@@ -396,9 +447,11 @@ def train_run(
         loss_sum = 0.0
         for k in range(accum):
             micro = batch[k * settings.micro_batch : (k + 1) * settings.micro_batch]
-            # DDP averages gradients only on the last micro-batch of the step
+            # DDP / FSDP reduce gradients only on the last micro-batch of the step
             last = k == accum - 1
-            context = ddp.no_sync() if (dist.world > 1 and not last) else nullcontext()
+            if fsdp:
+                model.set_requires_gradient_sync(last)
+            context = ddp.no_sync() if (dist.world > 1 and not fsdp and not last) else nullcontext()
             with context:
                 with autocast():
                     loss = loss_of(micro) / accum
@@ -435,16 +488,19 @@ def train_run(
                     "objective": float(np.mean(list(losses.values()))),
                 }
             )
-        if (step % every == 0 or step == total_steps) and dist.main:
+        if step % every == 0 or step == total_steps:
+            weights, moments = training_state(model, optimizer, fsdp)  # collective under FSDP
             now = time.perf_counter() - session_start
+            if not dist.main:
+                continue
             save_checkpoint(
                 ckpt_dir,
                 step,
                 {
                     "fingerprint": fingerprint,
                     "step": step,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
+                    "model": weights,
+                    "optimizer": moments,
                     "rng": torch.get_rng_state(),
                     "curve": curve,
                     "elapsed": elapsed + now,
@@ -478,14 +534,21 @@ def train_run(
         "flops": 6 * params * seen
         + 2 * params * settings.eval_tokens * len(eval_stores) * len(curve),
         "resumed_at_step": resumed_at,
-        "hardware": hardware(dist, precision),
+        "hardware": hardware(dist, precision, settings.parallel),
         "settings": asdict(settings),
         "model": model_spec,
         **(labels or {}),
     }
+    if settings.save_model:
+        plain = model
+        if fsdp:  # gather the full weights (collective), then save an ordinary model
+            weights, _ = training_state(model, None, fsdp)
+            if dist.main:
+                plain = build_model(model_spec, vocab, settings.seq_len, settings.seed, eos_id)
+                plain.load_state_dict(weights)
+        if dist.main:
+            save_model(plain, tokenizer_dir, out / "model")
     if dist.main:
-        if settings.save_model:
-            save_model(model, tokenizer_dir, out / "model")
         write_json(out / metrics_name, metrics)
     if dist.world > 1:
         torch.distributed.barrier()

@@ -1,5 +1,6 @@
 rule anneal_table:
-    """Every annealing run's target metric (mean held-out loss on the target domains)."""
+    """Every annealing run's target metric: mean held-out loss on the target domains, or its
+    score on the target task."""
     input:
         anneal_metrics,
     output:
@@ -9,9 +10,9 @@ rule anneal_table:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        target=anneal_targets(),
+        target=anneal_target_args(),
     shell:
-        "python -m mixscale anneal-table --metrics {input} --target {params.target} "
+        "python -m mixscale anneal-table --metrics {input} {params.target} "
         "--out {output} > {log} 2>&1"
 
 

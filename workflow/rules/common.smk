@@ -3,9 +3,9 @@ import json
 import os
 import shlex
 
-from mixscale.anneal import anneal_training_cost
+from mixscale.anneal import anneal_training_cost, target_task
 from mixscale.budget import downstream_resources, train_resources
-from mixscale.downstream import EMBEDDED, task_entries
+from mixscale.downstream import needs_generated_tasks, task_entries
 from mixscale.experiment import config_domains, data_dir, run_specs, torch_settings
 from mixscale.plan import target_label
 
@@ -29,7 +29,12 @@ DATA_CONFIG = config.get("data", {})
 SETTINGS = json.dumps(torch_settings(config), separators=(",", ":")) if TORCH else ""
 DOWNSTREAM = config.get("downstream", {})
 # Downstream tasks need saved models: real training only (simulated runs have none)
+REPORT_ENTRIES = [e.id for e in task_entries(config)] if TORCH else []
+# the annealing target may be a task too (scored on every annealing run)
+ANNEAL_TASK = target_task(config) if TORCH and config.get("anneal") else None
 ENTRIES = {e.id: e for e in task_entries(config)} if TORCH else {}
+if ANNEAL_TASK:
+    ENTRIES[ANNEAL_TASK.id] = ANNEAL_TASK
 
 
 wildcard_constraints:
@@ -194,12 +199,12 @@ def downstream_models():
 
 
 def downstream_outputs():
-    if not ENTRIES:
+    if not REPORT_ENTRIES:
         return []
     return expand(
         f"{OUT}/downstream/{{model}}/{{entry}}.json",
         model=downstream_models(),
-        entry=ENTRIES,
+        entry=REPORT_ENTRIES,
     )
 
 
@@ -216,7 +221,7 @@ def downstream_model_dir(wildcards, input):
 
 def downstream_tasks_input(wildcards):
     """The generated task folder, for the embedded entry only."""
-    if ENTRIES[wildcards.entry].name == EMBEDDED:
+    if needs_generated_tasks(ENTRIES[wildcards.entry]):
         return f"{OUT}/downstream/tasks"
     return []
 
@@ -247,7 +252,7 @@ def downstream_args(wildcards, input):
     spec = SPECS.get(wildcards.model)
     if spec:
         args += [
-            f"--label {spec['method']}",
+            f"--label {spec.get('method') or spec.get('source')}",
             f"--target {spec['scale']}",
             f"--run-seed {spec['seed']}",
         ]
@@ -275,7 +280,7 @@ def downstream_report_arg(wildcards, input):
 
 def downstream_report_outputs():
     """The downstream figure is an output only when tasks are configured."""
-    if not ENTRIES:
+    if not REPORT_ENTRIES:
         return {}
     path = f"{OUT}/report/downstream.png"
     return {
@@ -296,7 +301,11 @@ def all_outputs():
 
 
 def anneal_metrics(wildcards):
+    """What the annealing metric is read from: each run's downstream result on the target task,
+    or its metrics.json (held-out losses)."""
     runs = [i for i, s in SPECS.items() if s["stage"] == "anneal"]
+    if ANNEAL_TASK:
+        return expand(f"{OUT}/downstream/{{run}}/{ANNEAL_TASK.id}.json", run=runs)
     return expand(f"{OUT}/runs/{{run}}/metrics.json", run=runs)
 
 
@@ -309,8 +318,12 @@ def anneal_training_cost_arg():
     return f"{anneal_training_cost(config):.6g}" if ANNEAL else "0"
 
 
-def anneal_targets():
-    return ",".join(config["anneal"]["target"]["domains"]) if ANNEAL else ""
+def anneal_target_args():
+    if ANNEAL_TASK:
+        return f"--task-metric {ANNEAL_TASK.metric}"
+    if not ANNEAL:
+        return ""
+    return "--target " + ",".join(config["anneal"]["target"]["domains"])
 
 
 def utility_args():
@@ -323,6 +336,8 @@ def utility_args():
     ]
     if anneal.get("allocate"):
         args.append(f"--budget {anneal['allocate']}")
+    if ANNEAL_TASK:  # a task score: higher is better
+        args.append("--direction higher")
     return " ".join(args)
 
 
