@@ -102,7 +102,8 @@ def test_table_reads_the_mean_target_loss(tmp_path):
         metrics = {
             "run": f"r{i}",
             "source": source,
-            "total_tokens": 1000.0,
+            "total_tokens": 992.0 + 32 * i,  # rounded to whole sequences, differently per run
+            "requested_tokens": {"books": 300.0, "legal": 700.0},
             "seed": 0,
             "final_losses": {"books": loss, "legal": loss + 1},
         }
@@ -112,6 +113,7 @@ def test_table_reads_the_mean_target_loss(tmp_path):
     assert anneal_table(paths, ["books", "legal"], str(out)) == 2
     rows = [line.split("\t") for line in out.read_text().splitlines()[1:]]
     assert {r[0]: float(r[2]) for r in rows} == {"books": 5.0, "control": 5.5}
+    assert {r[1] for r in rows} == {"1000"}  # the planned budget pairs a run with its control
     bad = json.loads(Path(paths[1]).read_text())
     del bad["final_losses"]["legal"]
     Path(paths[1]).write_text(json.dumps(bad))

@@ -246,6 +246,10 @@ def test_torch_dag_trains_real_models_end_to_end(tmp_path):
             out / f"{'runs' if model != 'untrained' else 'downstream'}/{model}/hf-cache"
         ).is_dir()
     assert (out / "report/downstream.png").stat().st_size > 10_000
+    html = tmp_path / "report.html"
+    made = snakemake(tmp_path, "--configfile", str(config), "--report", str(html))
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert html.stat().st_size > 100_000
     again = snakemake(tmp_path, "--configfile", str(config))
     assert "Nothing to be done" in again.stdout + again.stderr
     keep_going_past_a_bad_task(tmp_path, config, out)
@@ -298,6 +302,9 @@ def test_tiny_anneal_runs_through_snakemake(tmp_path):
     assert set(utility["sources"]) == {"books", "code", "legal"}
     assert "allocation" in utility
     assert "## Rankings per budget" in (out / "report/anneal.md").read_text()
+    html = tmp_path / "report.html"
+    made = snakemake(tmp_path, "--configfile", str(path), "--report", str(html))
+    assert made.returncode == 0, made.stderr[-2000:]
     again = snakemake(tmp_path, "--configfile", str(path))
     assert "Nothing to be done" in again.stdout + again.stderr
 

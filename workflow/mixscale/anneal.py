@@ -200,8 +200,9 @@ def anneal_table(paths: list[str], target: list[str], out: str, metric: str | No
             raise InputError(path, metric or "final_losses", "not finite", "rerun the run")
         if metric:  # a downstream result: the run's identity travels in its labels
             source, budget, seed, run = m["label"], float(m["target"]), m["run_seed"], m["run"]
-        else:
-            source, budget, seed, run = m["source"], m["total_tokens"], m["seed"], m["run"]
+        else:  # the planned budget: trained tokens are rounded to whole sequences per domain
+            budget = sum((m.get("requested_tokens") or {}).values()) or m["total_tokens"]
+            source, seed, run = m["source"], m["seed"], m["run"]
         lines.append(f"{source}\t{budget:.6g}\t{value:.6f}\t{seed}\t{run}")
     atomic_write_text(out, "\n".join(lines) + "\n")
     return len(lines) - 1

@@ -284,8 +284,11 @@ def downstream_report_outputs():
         return {}
     path = f"{OUT}/report/downstream.png"
     return {
+        # an absolute caption: called from verify.smk, a relative one resolves elsewhere
         "downstream": report(
-            path, caption="../report/downstream.rst", category="Downstream tasks"
+            path,
+            caption=os.path.join(workflow.basedir, "workflow/report/downstream.rst"),
+            category="Downstream tasks",
         )
     }
 
