@@ -18,12 +18,14 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # The embedded default (config/config.yaml): the embedded corpus, a tiny GPT-2 trained on CPU,
-# DDO at two scales, AutoScale, verification, report (~13 min on 2 cores; resumes if stopped).
+# DDO at two scales, AutoScale, verification, lm-eval downstream tasks, the annealing
+# (data-source utility) experiment and the reports (resumes if stopped).
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --profile profiles/local
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" snakemake --profile profiles/local --report results/demo/report.html
-	@echo "report: results/demo/report/summary.md and results/demo/report.html"
+	@echo "report: results/demo/report/summary.md, anneal.md and results/demo/report.html"
 	@sed -n '/^Signal/p; /## Verification at/,$$p' results/demo/report/summary.md
+	@sed -n '/## Rankings per budget/,$$p' results/demo/report/anneal.md
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

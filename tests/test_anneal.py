@@ -178,10 +178,10 @@ def test_report_marks_the_known_flip_and_allocates(tmp_path, cli):
 def test_table_from_downstream_results_uses_the_task_metric(tmp_path):
     """A task target: the annealing metric is the run's score (higher is better)."""
     paths = []
-    for i, (source, scores) in enumerate([("control", [0.5, 0.7]), ("books", [0.8, 0.9])]):
-        path = tmp_path / f"{i}.json"
+    for source, scores in [("control", [0.5, 0.7]), ("books", [0.8, 0.9])]:
+        path = tmp_path / f"anneal-1000-{source}-s0" / "task-0shot.json"  # as the workflow writes
+        path.parent.mkdir()
         result = {
-            "run": f"anneal-1000-{source}-s0",
             "label": source,
             "target": "1000",
             "run_seed": 0,
@@ -191,8 +191,12 @@ def test_table_from_downstream_results_uses_the_task_metric(tmp_path):
         paths.append(str(path))
     out = tmp_path / "runs.tsv"
     anneal_table(paths, [], str(out), metric="acc")
-    rows = {r.split("\t")[0]: float(r.split("\t")[2]) for r in out.read_text().splitlines()[1:]}
-    assert rows == {"control": pytest.approx(0.6), "books": pytest.approx(0.85)}
+    rows = [r.split("\t") for r in out.read_text().splitlines()[1:]]
+    assert {r[0]: float(r[2]) for r in rows} == {
+        "control": pytest.approx(0.6),
+        "books": pytest.approx(0.85),
+    }
+    assert {r[4] for r in rows} == {"anneal-1000-control-s0", "anneal-1000-books-s0"}
     with pytest.raises(InputError, match="pct_stereotype"):
         anneal_table(paths, [], str(out), metric="pct_stereotype")
 

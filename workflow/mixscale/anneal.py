@@ -198,8 +198,9 @@ def anneal_table(paths: list[str], target: list[str], out: str, metric: str | No
         value = _task_metric(path, m, metric) if metric else _loss_metric(path, m, target)
         if not math.isfinite(value):
             raise InputError(path, metric or "final_losses", "not finite", "rerun the run")
-        if metric:  # a downstream result: the run's identity travels in its labels
-            source, budget, seed, run = m["label"], float(m["target"]), m["run_seed"], m["run"]
+        if metric:  # a downstream result (downstream/<run>/<entry>.json): identity in its labels
+            source, budget, seed = m["label"], float(m["target"]), m["run_seed"]
+            run = Path(path).parent.name
         else:  # the planned budget: trained tokens are rounded to whole sequences per domain
             budget = sum((m.get("requested_tokens") or {}).values()) or m["total_tokens"]
             source, seed, run = m["source"], m["seed"], m["run"]
@@ -347,10 +348,10 @@ def _flip_summary(result: dict[str, Any]) -> str:
         )
     parts = []
     for f in flips:
-        pairs = f["by_gain"] or f["by_gain_per_cost"]
-        kind = "gain" if f["by_gain"] else "gain per cost"
-        text = ", ".join(f"{a} / {b}" for a, b in pairs)
-        parts.append(f"{f['budget_tokens']:.4g} tokens ({f['kind']}, by {kind}): {text}")
+        for kind, pairs in (("gain", f["by_gain"]), ("gain per cost", f["by_gain_per_cost"])):
+            if pairs:
+                text = ", ".join(f"{a} / {b}" for a, b in pairs)
+                parts.append(f"{f['budget_tokens']:.4g} tokens ({f['kind']}, by {kind}): {text}")
     return "Rank flips against the micro-annealing budget: " + "; ".join(parts) + "."
 
 
