@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 # The embedded default (config/config.yaml): the embedded corpus, a tiny GPT-2 trained on CPU,
 # DDO at two scales, AutoScale, verification, lm-eval downstream tasks, the annealing

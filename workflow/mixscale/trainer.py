@@ -322,6 +322,8 @@ def hardware(dist: Dist, precision: str, parallel: str = "ddp") -> dict[str, Any
         "device": dist.device.type,
         "processes": dist.world,
         "parallel": parallel if dist.world > 1 else None,
+        # what the scheduler handed this job (SLURM sets it from the gres allocation)
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "threads_per_process": torch.get_num_threads(),
         "precision": precision,
         "torch": torch.__version__,

@@ -1,0 +1,309 @@
+"""The workflow on a real SLURM controller: the local single-node cluster of tests/slurm/start.sh
+(.ci/run starts it as root and stops it afterwards). Skipped, with the reason, where no
+controller answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+BIN = str(Path(sys.executable).parent)
+
+# A simulated sweep: 24 DDO runs + 2 verification runs, each a SLURM job of about a second.
+SWEEP = {
+    "experiment": "slurm-sim",
+    "backend": "simulate",
+    "world": "separable",
+    "eval_points": 5,
+    "fit": {"form": "auto", "loss": "linear", "bootstrap": 20},
+    "ddo": {
+        "design": "algorithm1",
+        "seeds": 1,
+        "scales": [{"name": "1M", "tokens": 1.0e6}, {"name": "3M", "tokens": 3.0e6}],
+    },
+    "autoscale": {"targets": [3.0e7]},
+    "verify": {"methods": ["autoscale", "uniform"]},
+}
+OUTPUTS = (
+    "ddo/1M/weights.json",
+    "ddo/3M/weights.json",
+    "autoscale/3e+07.json",
+    "verify/3e+07.json",
+)
+
+
+def controller_problem() -> str | None:
+    if shutil.which("sbatch") is None:
+        return "no SLURM client here (tests/slurm/start.sh installs one, as root, with apt)"
+    ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, check=False)
+    if ping.returncode != 0 or "UP" not in ping.stdout:
+        return "no SLURM controller answers (start one with tests/slurm/start.sh as root)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    problem = controller_problem()
+    if problem:
+        pytest.skip(problem)
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    return subprocess.run(
+        [f"{BIN}/snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=timeout,
+    )
+
+
+def slurm(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The cluster profile plus the test overlay (partition, no account, short status delays)."""
+    return snakemake(
+        workdir,
+        "--profile",
+        str(ROOT / "profiles/slurm"),
+        "--workflow-profile",
+        str(ROOT / "tests/slurm/profile"),
+        *args,
+    )
+
+
+def comparable(value):
+    """A result without the fields that record time."""
+    if isinstance(value, dict):
+        return {k: comparable(v) for k, v in value.items() if k not in ("seconds", "wall_time_s")}
+    if isinstance(value, list):
+        return [comparable(v) for v in value]
+    return value
+
+
+def test_sweep_through_slurm_equals_a_local_run(cluster, tmp_path):
+    """Fault test 1: the sweep completes through the SLURM profile, every training run was a
+    SLURM job, and the results equal a local-executor run of the same config."""
+    on_slurm, local = tmp_path / "slurm", tmp_path / "local"
+    for folder in (on_slurm, local):
+        folder.mkdir()
+        (folder / "sweep.yaml").write_text(yaml.safe_dump(SWEEP))
+    res = slurm(on_slurm, "--configfile", str(on_slurm / "sweep.yaml"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    submitted = [line for line in res.stderr.splitlines() if "submitted with SLURM jobid" in line]
+    assert len([line for line in submitted if "rule_train" in line]) == 26  # a job per run
+    res = snakemake(local, "-c2", "--configfile", str(local / "sweep.yaml"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    for name in OUTPUTS:
+        got = json.loads((on_slurm / "results/slurm-sim" / name).read_text())
+        want = json.loads((local / "results/slurm-sim" / name).read_text())
+        assert comparable(got) == comparable(want), name
+
+
+TORCH = {
+    "experiment": "slurm-torch",
+    "backend": "torch",
+    "data": {
+        "sources": {"books": "builtin", "legal": "builtin"},
+        "max_bytes": 400000,
+        "validation_bytes": 30000,
+        "downloads": str(ROOT / "resources/downloads"),
+        "tokenizer": {"vocab_size": 512},
+    },
+    "model": {"type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4},
+    "train": {
+        "seq_len": 32,
+        "batch_sequences": 8,
+        "micro_batch": 4,
+        "eval_tokens": 1024,
+        "checkpoint_every": 20,
+        "precision": "fp32",
+    },
+    "accelerator": {"gpus_per_run": 1, "mem_mb": 1000},
+    "eval_points": 2,
+    "ddo": {
+        "seeds": 1,
+        "scales": [{"name": "30k", "tokens": 3.0e4}, {"name": "150k", "tokens": 1.5e5}],
+    },
+    "autoscale": {"targets": [1.0e6]},
+}
+
+
+@pytest.fixture(scope="module")
+def prepared_data(cluster, tmp_path_factory) -> Path:
+    """Corpus, tokenizer and token stores of TORCH, built once with the local executor."""
+    workdir = tmp_path_factory.mktemp("slurm-data")
+    config = workdir / "torch.yaml"
+    config.write_text(yaml.safe_dump(TORCH))
+    data = "results/slurm-torch/data"
+    targets = [f"{data}/tokenizer", f"{data}/stores/books", f"{data}/stores/legal"]
+    res = snakemake(workdir, "-c2", "--configfile", str(config), *targets)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return workdir / data
+
+
+def torch_sweep(workdir: Path, data: Path, **accelerator) -> Path:
+    """Real training on two embedded domains: the 150k-token run takes ~20 s on one core and
+    checkpoints every 20 of its ~585 steps; the 30k one is done in a few seconds."""
+    shutil.copytree(data, workdir / "results/slurm-torch/data")
+    config = {**TORCH, "accelerator": {**TORCH["accelerator"], **accelerator}}
+    path = workdir / "torch.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def wait_for(condition, timeout: float, what: str):
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+SHORT, LONG = "ddo-30k-base-s0", "ddo-150k-base-s0"
+
+
+def start_sweep(workdir: Path, config: Path, *extra: str) -> subprocess.Popen:
+    """The sweep of two runs (SHORT, LONG) through the SLURM profile, in the background; its
+    output goes to workdir/snakemake.log."""
+    targets = [f"results/slurm-torch/runs/{r}/metrics.json" for r in (SHORT, LONG)]
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    command = [f"{BIN}/snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir)]
+    command += ["--profile", str(ROOT / "profiles/slurm")]
+    command += ["--workflow-profile", str(ROOT / "tests/slurm/profile")]
+    with (workdir / "snakemake.log").open("a") as log:
+        return subprocess.Popen(
+            [*command, "--configfile", str(config), *extra, *targets],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def mid_run(workdir: Path) -> tuple[int, int]:
+    """Wait until LONG has written two checkpoints and SHORT has finished; return LONG's SLURM
+    job id and SHORT's metrics mtime."""
+    out = workdir / "results/slurm-torch"
+    checkpoints = out / "runs" / LONG / "checkpoints"
+    wait_for(lambda: len(list(checkpoints.glob("step-*.pt"))) >= 2, 600, "two checkpoints")
+    short = out / "runs" / SHORT / "metrics.json"
+    wait_for(short.is_file, 300, SHORT)
+    text = (workdir / "snakemake.log").read_text()
+    job = re.search(rf"SLURM jobid (\d+) \(log: [^)]*{LONG}", text)
+    assert job, text[-2000:]
+    return int(job.group(1)), short.stat().st_mtime_ns
+
+
+def finished_and_resumed(workdir: Path, sweep: subprocess.Popen, short_mtime: int) -> int:
+    """The sweep ends well, LONG resumed from a checkpoint, SHORT was not recomputed."""
+    try:
+        code = sweep.wait(timeout=900)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert code == 0, (workdir / "snakemake.log").read_text()[-3000:]
+    out = workdir / "results/slurm-torch"
+    train_log = (out / "logs/train" / f"{LONG}.log").read_text()
+    resumed = re.search(r"resumed from checkpoint at step (\d+)", train_log)
+    assert resumed and int(resumed.group(1)) >= 40, train_log[-2000:]
+    metrics = json.loads((out / "runs" / LONG / "metrics.json").read_text())
+    assert metrics["resumed_at_step"] == int(resumed.group(1))
+    assert (out / "runs" / SHORT / "metrics.json").stat().st_mtime_ns == short_mtime
+    return int(resumed.group(1))
+
+
+def test_scancelled_training_job_is_retried_and_resumes_from_its_checkpoint(
+    prepared_data, tmp_path
+):
+    """Fault test 2: scancel a training job mid-run. The sweep still completes (Snakemake's
+    retry), the job resumed from its checkpoint (the log says at which step), and a run that
+    had finished is untouched."""
+    sweep = start_sweep(tmp_path, torch_sweep(tmp_path, prepared_data))
+    job, short_mtime = mid_run(tmp_path)
+    subprocess.run(["scancel", str(job)], check=True)
+    finished_and_resumed(tmp_path, sweep, short_mtime)
+
+
+def test_node_down_mid_job_then_back(prepared_data, tmp_path):
+    """Fault test 3: the node goes DOWN under a training job and comes back. SLURM requeues the
+    job, which resumes from its checkpoint; nothing finished is recomputed."""
+    node = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+    sweep = start_sweep(tmp_path, torch_sweep(tmp_path, prepared_data))
+    _, short_mtime = mid_run(tmp_path)
+    try:
+        subprocess.run(
+            ["scontrol", "update", f"nodename={node}", "state=down", "reason=mixscale-test"],
+            check=True,
+        )
+        wait_for(lambda: "down" in sinfo_state(node), 60, "node down")
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=False)
+    finished_and_resumed(tmp_path, sweep, short_mtime)
+
+
+def sinfo_state(node: str) -> str:
+    return subprocess.run(
+        ["sinfo", "-h", "-n", node, "-o", "%T"], capture_output=True, text=True
+    ).stdout
+
+
+def test_killed_controller_then_documented_recovery(prepared_data, tmp_path):
+    """Fault test 4: SIGKILL the Snakemake controller mid-sweep. The README's recovery (unlock,
+    cancel the run's orphaned jobs by its SLURM job name, rerun) completes the sweep with no
+    finished run recomputed and no output written twice."""
+    config = torch_sweep(tmp_path, prepared_data)
+    sweep = start_sweep(tmp_path, config)
+    _, short_mtime = mid_run(tmp_path)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    run_id = re.search(r"SLURM run ID: (\S+)", (tmp_path / "snakemake.log").read_text())
+    assert run_id
+    # the recovery procedure of the README
+    orphans = squeue_names()
+    assert run_id.group(1) in orphans  # the orphaned training job is still running
+    subprocess.run(["scancel", f"--name={run_id.group(1)}"], check=True)
+    wait_for(lambda: run_id.group(1) not in squeue_names(running_only=True), 120, "cancel")
+    unlock = slurm(tmp_path, "--configfile", str(config), "--unlock")
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
+    rerun = start_sweep(tmp_path, config)
+    finished_and_resumed(tmp_path, rerun, short_mtime)
+    rerun_part = (tmp_path / "snakemake.log").read_text().split("SLURM run ID")[-1]
+    assert f"rule_train/{SHORT}/" not in rerun_part  # nothing submitted for the finished run
+
+
+def squeue_names(running_only: bool = False) -> str:
+    states = ["-t", "PENDING,RUNNING,CONFIGURING,COMPLETING"] if running_only else []
+    return subprocess.run(
+        ["squeue", "-h", "-o", "%j", *states], capture_output=True, text=True
+    ).stdout
+
+
+def test_two_gpu_job_launches_torchrun_with_its_gpus(prepared_data, tmp_path):
+    """A run with accelerator.gpus_per_run: 2 asks SLURM for 2 (fake) GPUs and trains through
+    torchrun with one process per GPU (DDP; on CPU here: the GPUs are device files)."""
+    path = torch_sweep(tmp_path, prepared_data, gpus_per_run=2)
+    res = slurm(
+        tmp_path, "--configfile", str(path), f"results/slurm-torch/runs/{SHORT}/metrics.json"
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "torchrun --standalone --nproc_per_node=2" in res.stderr + res.stdout
+    hardware = json.loads(
+        (tmp_path / "results/slurm-torch/runs" / SHORT / "metrics.json").read_text()
+    )["hardware"]
+    assert hardware["processes"] == 2
+    assert hardware["cuda_visible_devices"] == "0,1"
