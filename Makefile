@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs -n 3 --dist loadfile --durations=12  # SLURM tests mostly wait
 
 # The embedded default (config/config.yaml): the embedded corpus, a tiny GPT-2 trained on CPU,
 # DDO at two scales, AutoScale, verification, lm-eval downstream tasks, the annealing

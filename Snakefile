@@ -1,5 +1,7 @@
 # mixscale: compute-optimal data mixtures at any scale. Thin entry point: config, schema, rules.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
+
+from mixscale.config_check import check_or_exit
 
 min_version("9.0")
 
@@ -12,7 +14,8 @@ if not config:
     configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# schema, defaults and every check of the config before any job: one line and exit 2 if bad
+check_or_exit(config, workflow.overwrite_configfiles)
 
 
 include: "workflow/rules/common.smk"
@@ -23,6 +26,23 @@ include: "workflow/rules/autoscale.smk"
 include: "workflow/rules/verify.smk"
 include: "workflow/rules/downstream.smk"
 include: "workflow/rules/anneal.smk"
+
+
+# Aggregation (fits, solver, tables, reports) takes seconds of CPU: it runs where Snakemake
+# runs instead of waiting in the cluster queue once per step. Data preparation, training and
+# evaluation are the cluster's jobs.
+localrules:
+    all,
+    run_table,
+    ddo,
+    autoscale,
+    compare,
+    report,
+    downstream_tasks,
+    anneal_table,
+    anneal_costs,
+    utility,
+    anneal_report,
 
 
 rule all:

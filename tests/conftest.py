@@ -88,6 +88,21 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     )
 
 
+def run_snakemake(
+    workdir: Path, *args: str, timeout: int = 900
+) -> subprocess.CompletedProcess[str]:
+    """The workflow as users run it, in workdir, with this venv's tools on PATH."""
+    bin_dir = str(Path(sys.executable).parent)
+    return subprocess.run(
+        [f"{bin_dir}/snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        check=False,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture
 def cli():
     return run_cli
@@ -140,3 +155,16 @@ def tiny_settings(data_dir: Path, **train: object) -> dict[str, object]:
         "model": TINY_MODEL,
         "train": {**base, **train},
     }
+
+
+# The longest files first: with pytest-xdist (`make test`: -n 3 --dist loadfile) the SLURM
+# tests, which mostly wait on the scheduler, overlap the CPU-bound ones instead of trailing.
+FIRST = ("test_slurm.py", "test_workflow.py", "test_trainer.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return FIRST.index(name) if name in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable: the order inside a file is kept

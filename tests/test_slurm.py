@@ -17,14 +17,25 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from conftest import run_snakemake as snakemake
 
 BIN = str(Path(sys.executable).parent)
 
-# A simulated sweep: 24 DDO runs + 2 verification runs, each a SLURM job of about a second.
+# A simulated sweep on two domains: 10 DDO runs + 2 verification runs, each a SLURM job of a
+# few seconds; the aggregation rules run where Snakemake runs (localrules).
+WORLD = {
+    "name": "two",
+    "domains": ["web", "code"],
+    "skills": [
+        {"name": "web", "beta": 45.0, "gamma": 0.22},
+        {"name": "code", "beta": 60.0, "gamma": 0.3},
+    ],
+    "irreducible": 1.7,
+}
 SWEEP = {
     "experiment": "slurm-sim",
     "backend": "simulate",
-    "world": "separable",
+    "world": "world.yaml",
     "eval_points": 5,
     "fit": {"form": "auto", "loss": "linear", "bootstrap": 20},
     "ddo": {
@@ -59,16 +70,23 @@ def cluster():
         pytest.skip(problem)
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    return subprocess.run(
-        [f"{BIN}/snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=timeout,
-    )
+SWEEPS: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def leave_the_cluster_clean():
+    """However a test ends: no sweep left running, none of its jobs queued, the node up."""
+    yield
+    for sweep in SWEEPS:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.wait()
+    SWEEPS.clear()
+    if controller_problem() is None:
+        subprocess.run(["scancel", "--user", str(os.getuid())], check=False)
+        node = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
+        if any(s in sinfo_state(node) for s in ("down", "drain")):
+            subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=False)
 
 
 def slurm(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -99,10 +117,13 @@ def test_sweep_through_slurm_equals_a_local_run(cluster, tmp_path):
     for folder in (on_slurm, local):
         folder.mkdir()
         (folder / "sweep.yaml").write_text(yaml.safe_dump(SWEEP))
+        (folder / "world.yaml").write_text(yaml.safe_dump(WORLD))
     res = slurm(on_slurm, "--configfile", str(on_slurm / "sweep.yaml"))
     assert res.returncode == 0, res.stderr[-3000:]
     submitted = [line for line in res.stderr.splitlines() if "submitted with SLURM jobid" in line]
-    assert len([line for line in submitted if "rule_train" in line]) == 26  # a job per run
+    planned = snakemake(local, "-n", "--configfile", str(local / "sweep.yaml"))
+    trainings = re.findall(r"^rule train:$", planned.stdout + planned.stderr, flags=re.M)
+    assert len([line for line in submitted if "rule_train/" in line]) == len(trainings) == 12
     res = snakemake(local, "-c2", "--configfile", str(local / "sweep.yaml"))
     assert res.returncode == 0, res.stderr[-3000:]
     for name in OUTPUTS:
@@ -129,12 +150,13 @@ TORCH = {
         "eval_tokens": 1024,
         "checkpoint_every": 20,
         "precision": "fp32",
+        "allow_repeat": True,  # LONG reads each domain more than once
     },
     "accelerator": {"gpus_per_run": 1, "mem_mb": 1000},
     "eval_points": 2,
     "ddo": {
         "seeds": 1,
-        "scales": [{"name": "30k", "tokens": 3.0e4}, {"name": "150k", "tokens": 1.5e5}],
+        "scales": [{"name": "30k", "tokens": 3.0e4}, {"name": "600k", "tokens": 6.0e5}],
     },
     "autoscale": {"targets": [1.0e6]},
 }
@@ -148,14 +170,16 @@ def prepared_data(cluster, tmp_path_factory) -> Path:
     config.write_text(yaml.safe_dump(TORCH))
     data = "results/slurm-torch/data"
     targets = [f"{data}/tokenizer", f"{data}/stores/books", f"{data}/stores/legal"]
-    res = snakemake(workdir, "-c2", "--configfile", str(config), *targets)
+    # targets first: --configfile takes every argument that follows it
+    res = snakemake(workdir, *targets, "-c2", "--configfile", str(config))
     assert res.returncode == 0, res.stderr[-3000:]
     return workdir / data
 
 
 def torch_sweep(workdir: Path, data: Path, **accelerator) -> Path:
-    """Real training on two embedded domains: the 150k-token run takes ~20 s on one core and
-    checkpoints every 20 of its ~585 steps; the 30k one is done in a few seconds."""
+    """Real training on two embedded domains: the 600k-token run trains ~15 s on one core and
+    checkpoints every 20 of its ~2340 steps (a scancelled run was seen to go on ~800 steps
+    before it stopped); the 30k one is done in a few seconds."""
     shutil.copytree(data, workdir / "results/slurm-torch/data")
     config = {**TORCH, "accelerator": {**TORCH["accelerator"], **accelerator}}
     path = workdir / "torch.yaml"
@@ -163,7 +187,8 @@ def torch_sweep(workdir: Path, data: Path, **accelerator) -> Path:
     return path
 
 
-def wait_for(condition, timeout: float, what: str):
+def wait_for(condition, timeout: float, what: str, sweep: subprocess.Popen | None = None):
+    """Poll condition until it holds; fail at once if the sweep it waits on has ended."""
     import time
 
     end = time.monotonic() + timeout
@@ -171,42 +196,57 @@ def wait_for(condition, timeout: float, what: str):
         value = condition()
         if value:
             return value
+        if sweep is not None and sweep.poll() is not None:
+            raise AssertionError(f"the sweep ended (exit {sweep.returncode}) before {what}")
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}")
 
 
-SHORT, LONG = "ddo-30k-base-s0", "ddo-150k-base-s0"
+SHORT, LONG = "ddo-30k-base-s0", "ddo-600k-base-s0"
 
 
 def start_sweep(workdir: Path, config: Path, *extra: str) -> subprocess.Popen:
-    """The sweep of two runs (SHORT, LONG) through the SLURM profile, in the background; its
-    output goes to workdir/snakemake.log."""
+    """The sweep of two runs through the SLURM profile, in the background, one job at a time,
+    SHORT first: when LONG trains, SHORT is finished and registered by Snakemake (which touches
+    a job's outputs then). Its output goes to workdir/snakemake.log."""
     targets = [f"results/slurm-torch/runs/{r}/metrics.json" for r in (SHORT, LONG)]
+    extra = ("--jobs", "1", "--prioritize", targets[0], *extra)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     command = [f"{BIN}/snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir)]
     command += ["--profile", str(ROOT / "profiles/slurm")]
     command += ["--workflow-profile", str(ROOT / "tests/slurm/profile")]
     with (workdir / "snakemake.log").open("a") as log:
-        return subprocess.Popen(
-            [*command, "--configfile", str(config), *extra, *targets],
+        sweep = subprocess.Popen(
+            [*command, *targets, *extra, "--configfile", str(config)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
         )
+    SWEEPS.append(sweep)
+    return sweep
 
 
-def mid_run(workdir: Path) -> tuple[int, int]:
-    """Wait until LONG has written two checkpoints and SHORT has finished; return LONG's SLURM
-    job id and SHORT's metrics mtime."""
+def mid_run(workdir: Path, sweep: subprocess.Popen) -> tuple[int, int]:
+    """Wait until LONG has written two checkpoints and Snakemake has registered SHORT as
+    finished (it touches a job's outputs then); return LONG's SLURM job id and SHORT's
+    metrics mtime. LONG must still be training."""
     out = workdir / "results/slurm-torch"
+    log = workdir / "snakemake.log"
     checkpoints = out / "runs" / LONG / "checkpoints"
-    wait_for(lambda: len(list(checkpoints.glob("step-*.pt"))) >= 2, 600, "two checkpoints")
-    short = out / "runs" / SHORT / "metrics.json"
-    wait_for(short.is_file, 300, SHORT)
-    text = (workdir / "snakemake.log").read_text()
-    job = re.search(rf"SLURM jobid (\d+) \(log: [^)]*{LONG}", text)
-    assert job, text[-2000:]
-    return int(job.group(1)), short.stat().st_mtime_ns
+    wait_for(lambda: len(list(checkpoints.glob("step-*.pt"))) >= 2, 300, "2 checkpoints", sweep)
+    short_job = wait_for(
+        lambda: re.search(rf"runs/{SHORT}/metrics.json\n.*\n\s+jobid: (\d+)", log.read_text()),
+        60,
+        "SHORT's job",
+        sweep,
+    )
+    finished = f"Finished jobid: {short_job.group(1)} "
+    wait_for(lambda: finished in log.read_text(), 300, SHORT, sweep)
+    newest = max(int(p.stem.split("-")[1]) for p in checkpoints.glob("step-*.pt"))
+    assert newest < 2000, f"LONG is at step {newest} of ~2340: too late for a fault mid-run"
+    job = re.search(rf"SLURM jobid (\d+) \(log: [^)]*{LONG}", log.read_text())
+    assert job, log.read_text()[-2000:]
+    return int(job.group(1)), (out / "runs" / SHORT / "metrics.json").stat().st_mtime_ns
 
 
 def finished_and_resumed(workdir: Path, sweep: subprocess.Popen, short_mtime: int) -> int:
@@ -219,8 +259,9 @@ def finished_and_resumed(workdir: Path, sweep: subprocess.Popen, short_mtime: in
     assert code == 0, (workdir / "snakemake.log").read_text()[-3000:]
     out = workdir / "results/slurm-torch"
     train_log = (out / "logs/train" / f"{LONG}.log").read_text()
-    resumed = re.search(r"resumed from checkpoint at step (\d+)", train_log)
-    assert resumed and int(resumed.group(1)) >= 40, train_log[-2000:]
+    resumed = re.search(r"resumed from checkpoint at step (\d+) of (\d+)", train_log)
+    assert resumed, train_log[-2000:]
+    assert 40 <= int(resumed.group(1)) < int(resumed.group(2))  # mid-training
     metrics = json.loads((out / "runs" / LONG / "metrics.json").read_text())
     assert metrics["resumed_at_step"] == int(resumed.group(1))
     assert (out / "runs" / SHORT / "metrics.json").stat().st_mtime_ns == short_mtime
@@ -234,7 +275,7 @@ def test_scancelled_training_job_is_retried_and_resumes_from_its_checkpoint(
     retry), the job resumed from its checkpoint (the log says at which step), and a run that
     had finished is untouched."""
     sweep = start_sweep(tmp_path, torch_sweep(tmp_path, prepared_data))
-    job, short_mtime = mid_run(tmp_path)
+    job, short_mtime = mid_run(tmp_path, sweep)
     subprocess.run(["scancel", str(job)], check=True)
     finished_and_resumed(tmp_path, sweep, short_mtime)
 
@@ -244,7 +285,7 @@ def test_node_down_mid_job_then_back(prepared_data, tmp_path):
     job, which resumes from its checkpoint; nothing finished is recomputed."""
     node = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
     sweep = start_sweep(tmp_path, torch_sweep(tmp_path, prepared_data))
-    _, short_mtime = mid_run(tmp_path)
+    job, short_mtime = mid_run(tmp_path, sweep)
     try:
         subprocess.run(
             ["scontrol", "update", f"nodename={node}", "state=down", "reason=mixscale-test"],
@@ -253,7 +294,27 @@ def test_node_down_mid_job_then_back(prepared_data, tmp_path):
         wait_for(lambda: "down" in sinfo_state(node), 60, "node down")
     finally:
         subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=False)
+    # SLURM requeued the job (same id) and holds it ~2 minutes (BeginTime) before it is
+    # eligible again. The "dead" node's processes are still alive here: once the node is
+    # back, slurmd reports them and they are killed. Then release the job, as an admin would,
+    # to keep the suite short (released earlier, it would clash with its own stale copy).
+    wait_for(lambda: job_field(job, "JobState") == "PENDING", 60, "the requeue", sweep)
+    wait_for(lambda: not training_processes(LONG), 120, "the stale copy to be killed", sweep)
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
     finished_and_resumed(tmp_path, sweep, short_mtime)
+
+
+def training_processes(run: str) -> bool:
+    found = subprocess.run(["pgrep", "-f", f"mixscale train .*{run}"], capture_output=True)
+    return found.returncode == 0
+
+
+def job_field(job: int, name: str) -> str:
+    text = subprocess.run(
+        ["scontrol", "show", "job", str(job)], capture_output=True, text=True
+    ).stdout
+    found = re.search(rf"\b{name}=(\S+)", text)
+    return found.group(1) if found else ""
 
 
 def sinfo_state(node: str) -> str:
@@ -268,7 +329,7 @@ def test_killed_controller_then_documented_recovery(prepared_data, tmp_path):
     finished run recomputed and no output written twice."""
     config = torch_sweep(tmp_path, prepared_data)
     sweep = start_sweep(tmp_path, config)
-    _, short_mtime = mid_run(tmp_path)
+    _, short_mtime = mid_run(tmp_path, sweep)
     sweep.send_signal(signal.SIGKILL)
     sweep.wait()
     run_id = re.search(r"SLURM run ID: (\S+)", (tmp_path / "snakemake.log").read_text())
@@ -297,9 +358,8 @@ def test_two_gpu_job_launches_torchrun_with_its_gpus(prepared_data, tmp_path):
     """A run with accelerator.gpus_per_run: 2 asks SLURM for 2 (fake) GPUs and trains through
     torchrun with one process per GPU (DDP; on CPU here: the GPUs are device files)."""
     path = torch_sweep(tmp_path, prepared_data, gpus_per_run=2)
-    res = slurm(
-        tmp_path, "--configfile", str(path), f"results/slurm-torch/runs/{SHORT}/metrics.json"
-    )
+    target = f"results/slurm-torch/runs/{SHORT}/metrics.json"
+    res = slurm(tmp_path, target, "--configfile", str(path))
     assert res.returncode == 0, res.stderr[-3000:]
     assert "torchrun --standalone --nproc_per_node=2" in res.stderr + res.stdout
     hardware = json.loads(

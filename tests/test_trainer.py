@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
 
@@ -81,35 +82,41 @@ def test_metrics_describe_the_run(reference):
 
 
 def test_kill_9_at_random_steps_then_resume_is_bit_identical(reference, data_dir, tmp_path):
-    """SIGKILL at 10 random steps (one fresh run each); every rerun resumes from its checkpoint
-    and ends bit-identical to the uninterrupted run: 10/10."""
+    """SIGKILL at 10 random steps (one fresh run each, two at a time); every rerun resumes from
+    its checkpoint and ends bit-identical to the uninterrupted run: 10/10."""
     settings = tiny_settings(data_dir)
     want = json.loads((reference / "metrics.json").read_text())
-    total = want["steps"]
     rng = np.random.default_rng(7)
-    resumed = []
-    kill_points = sorted(rng.choice(np.arange(6, total - 5), 10, replace=False))
-    for k, kill_after in enumerate(kill_points):
-        out = tmp_path / f"k{k}"
-        proc = subprocess.Popen(
-            train_cmd(out, settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        while proc.poll() is None and not _checkpoint_at_least(out, kill_after):
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert not (out / "metrics.json").exists(), "killed too late: the run had finished"
-        result = run_train(out, settings)
-        assert result.returncode == 0, result.stderr
-        got = json.loads((out / "metrics.json").read_text())
-        resumed.append(got["resumed_at_step"])
+    kill_points = sorted(rng.choice(np.arange(6, want["steps"] - 5), 10, replace=False))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        trials = [
+            pool.submit(_kill_then_resume, tmp_path / f"k{k}", settings, int(kill_after))
+            for k, kill_after in enumerate(kill_points)
+        ]
+        results = [t.result() for t in trials]
+    weights = (reference / "model" / "model.safetensors").read_bytes()
+    for kill_after, (got, stdout, out) in zip(kill_points, results, strict=True):
         assert got["resumed_at_step"] and got["resumed_at_step"] >= kill_after
-        assert f"resumed from checkpoint at step {got['resumed_at_step']}" in result.stdout
+        assert f"resumed from checkpoint at step {got['resumed_at_step']}" in stdout
         assert got["curve"] == want["curve"] and got["final_losses"] == want["final_losses"]
-        assert (out / "model" / "model.safetensors").read_bytes() == (
-            reference / "model" / "model.safetensors"
-        ).read_bytes()
+        assert (out / "model" / "model.safetensors").read_bytes() == weights
+    resumed = [got["resumed_at_step"] for got, _, _ in results]
     assert len(resumed) == 10 and len(set(resumed)) >= 8  # really different kill points
+
+
+def _kill_then_resume(out: Path, settings: dict, kill_after: int) -> tuple[dict, str, Path]:
+    """Train, SIGKILL once a checkpoint at or after kill_after exists, train again."""
+    proc = subprocess.Popen(
+        train_cmd(out, settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    while proc.poll() is None and not _checkpoint_at_least(out, kill_after):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists(), "killed too late: the run had finished"
+    result = run_train(out, settings)
+    assert result.returncode == 0, result.stderr
+    return json.loads((out / "metrics.json").read_text()), result.stdout, out
 
 
 def _checkpoint_at_least(out: Path, step: int) -> bool:

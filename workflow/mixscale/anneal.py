@@ -37,7 +37,9 @@ def _weights(
     if spec in (None, "uniform"):
         return {d: 1 / len(domains) for d in domains}
     if not isinstance(spec, dict) or not spec:
-        raise InputError("config", field, "expected uniform or {domain: weight}", "")
+        raise InputError(
+            "config", field, "expected uniform or {domain: weight}", "e.g. replay: uniform"
+        )
     unknown = [d for d in spec if d not in (allowed or domains)]
     if unknown:
         raise InputError("config", f"{field}.{unknown[0]}", "unknown domain", "add it to data")
@@ -81,7 +83,12 @@ def target_domains(config: dict[str, Any], domains: list[str]) -> list[str]:
         )
     unknown = [d for d in targets if d not in domains]
     if unknown:
-        raise InputError("config", "anneal.target.domains", f"unknown domain {unknown[0]}", "")
+        raise InputError(
+            "config",
+            "anneal.target.domains",
+            f"unknown domain {unknown[0]}",
+            "use a domain of data.sources",
+        )
     return list(targets)
 
 

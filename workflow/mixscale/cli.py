@@ -43,7 +43,9 @@ def _pairs(
         try:
             out[name] = float(value)
         except ValueError as exc:
-            raise InputError(flag, item, f"'{value}' is not a number", "") from exc
+            raise InputError(
+                flag, item, f"'{value}' is not a number", f"e.g. {flag} wiki=1e9"
+            ) from exc
     return out
 
 
@@ -180,7 +182,7 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
         raise InputError("--optimum", "count", "needs at least two DDO optima", "repeat --optimum")
     optima = [optimum_from_json(read_json(p), p) for p in args.optimum]
     if args.target <= 0:
-        raise InputError("--target", f"{args.target:g}", "must be > 0", "")
+        raise InputError("--target", f"{args.target:g}", "must be > 0", "give a token count")
     if args.discrete:
         return predict_discrete(optima, args.target)
     return predict_continuous(optima, args.target)
@@ -204,7 +206,7 @@ def cmd_world(args: argparse.Namespace) -> dict[str, Any]:
 
     world = load_world(args.world)
     if args.tokens <= 0:
-        raise InputError("--tokens", f"{args.tokens:g}", "must be > 0", "")
+        raise InputError("--tokens", f"{args.tokens:g}", "must be > 0", "give a token count")
     optimum = world.optimum(args.tokens)
     out: dict[str, Any] = {
         "world": world.name,
@@ -443,16 +445,45 @@ def cmd_report(args: argparse.Namespace) -> None:
     )
 
 
-def cmd_budget(args: argparse.Namespace) -> dict[str, Any]:
-    from mixscale.budget import budget_table, format_table
+def checked_config(paths: list[str]) -> dict[str, Any]:
+    """The merged config files (later ones override earlier ones, as in Snakemake), checked
+    as the Snakefile checks them."""
+    from mixscale.config_check import check_config
     from mixscale.experiment import load_config
 
     config: dict[str, Any] = {}
-    for path in args.configfile:  # later files override earlier ones, as in Snakemake
+    for path in paths:
         _merge(config, load_config(path))
+    return check_config(config, ", ".join(paths))
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+    from mixscale.experiment import run_specs
+
+    config = checked_config(args.configfile)
+    kinds = [k for k in ("ddo", "anneal") if config.get(k)]
+    print(
+        f"{', '.join(args.configfile)}: ok ({config['experiment']}: {' + '.join(kinds)}, "
+        f"{len(run_specs(config))} runs, backend {config['backend']})"
+    )
+
+
+def cmd_budget(args: argparse.Namespace) -> dict[str, Any]:
+    from mixscale.budget import budget_table, format_table
+
+    config = checked_config(args.configfile)
     result = budget_table(config)
     print(format_table(result))
     return result
+
+
+def add_configfiles(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--configfile",
+        action="append",
+        required=True,
+        help="config YAML (repeat to merge several files in order)",
+    )
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:
@@ -467,9 +498,13 @@ def _multiples(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError as exc:
-        raise InputError("--extrapolate", text, "expected numbers like 10,100", "") from exc
+        raise InputError(
+            "--extrapolate", text, "expected numbers like 10,100", "e.g. --extrapolate 10,100"
+        ) from exc
     if any(v <= 1 for v in values):
-        raise InputError("--extrapolate", text, "multiples must be > 1", "")
+        raise InputError(
+            "--extrapolate", text, "multiples must be > 1", "e.g. --extrapolate 10,100"
+        )
     return values
 
 
@@ -646,14 +681,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("budget", help="tokens, FLOPs and GPU-hours per stage of a config")
-    p.add_argument(
-        "--configfile",
-        action="append",
-        required=True,
-        help="config YAML (repeat to merge several files in order)",
-    )
+    add_configfiles(p)
     p.add_argument("--out", required=True, help="budget JSON")
     p.set_defaults(handler=cmd_budget)
+
+    p = sub.add_parser("check", help="check a config (YAML, schema, names, scales) without running")
+    add_configfiles(p)
+    p.set_defaults(handler=cmd_check)
 
     p = sub.add_parser("status", help="finished, running, interrupted and missing runs")
     p.add_argument(

@@ -542,10 +542,11 @@ def build_domain(
     stream, provenance = raw_documents(spec, Path(cache))
     docs = [piece for doc in stream for piece in split_document(doc) if len(piece) >= MIN_DOC_CHARS]
     if not docs:
+        where = spec.get("path") or spec.get("hf") or spec.get("builtin")
         raise InputError(
-            domain,
-            "documents",
-            "the source holds no text",
+            str(where),
+            f"data.sources.{domain}",
+            f"the source holds no text (no document of {MIN_DOC_CHARS}+ characters)",
             "point the domain at files with text in them",
         )
     docs = select_documents(docs, max_bytes, seed)

@@ -70,12 +70,16 @@ def optimize(
     if (total_tokens is None) == (budget is None):
         raise InputError("solve", "--tokens/--budget", "give exactly one", "e.g. --tokens 3e9")
     if total_tokens is not None and total_tokens <= 0:
-        raise InputError("solve", "--tokens", f"must be > 0, got {total_tokens}", "")
+        raise InputError(
+            "solve", "--tokens", f"must be > 0, got {total_tokens}", "give a token count"
+        )
     if budget is not None and budget <= 0:
-        raise InputError("solve", "--budget", f"must be > 0, got {budget}", "")
+        raise InputError(
+            "solve", "--budget", f"must be > 0, got {budget}", "give a positive budget"
+        )
     cost = np.array([constraints.lookup(constraints.cost, d, 1.0) for d in domains])
     if np.any(cost <= 0):
-        raise InputError("--cost", "value", "costs per token must be > 0", "")
+        raise InputError("--cost", "value", "costs per token must be > 0", "e.g. --cost web=1")
     usable = [d for d in domains if fit.domains[d].usable]
     held = [d for d in domains if not fit.domains[d].usable]
     bounds = {d: _token_bounds(constraints, d, total_tokens) for d in domains}

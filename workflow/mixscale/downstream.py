@@ -63,9 +63,16 @@ class TaskBuild:
         build = cls(**{k: int(v) for k, v in data.items()})
         for name in ("items", "context_words", "continuation_words"):
             if getattr(build, name) < 1:
-                raise InputError("config", f"downstream.embedded.{name}", "must be >= 1", "")
+                raise InputError(
+                    "config", f"downstream.embedded.{name}", "must be >= 1", "raise it"
+                )
         if build.choices < 2:
-            raise InputError("config", "downstream.embedded.choices", "must be >= 2", "")
+            raise InputError(
+                "config",
+                "downstream.embedded.choices",
+                "must be >= 2",
+                "a choice needs at least 2 options",
+            )
         return build
 
 
@@ -294,7 +301,12 @@ def entry_from(item: Any, field: str) -> TaskEntry:
     if not isinstance(item, dict) or not item.get("name"):
         raise InputError("config", field, "needs a task name", "e.g. {name: piqa, shots: 0}")
     if not all(c.isalnum() or c in "_-." for c in str(item["name"])):
-        raise InputError("config", f"{field}.name", f"'{item['name']}' is not a task name", "")
+        raise InputError(
+            "config",
+            f"{field}.name",
+            f"'{item['name']}' is not a task name",
+            "use letters, digits, '_', '-' and '.'",
+        )
     entry = TaskEntry(str(item["name"]), int(item.get("shots", 0)), item.get("metric", "acc"))
     if not entry.metric.replace("_", "").isalnum():
         raise InputError(
@@ -316,7 +328,12 @@ def task_entries(config: dict[str, Any]) -> list[TaskEntry]:
     ]
     ids = [e.id for e in entries]
     if len(set(ids)) != len(ids):
-        raise InputError("config", "downstream.tasks", "a task is listed twice with the same shots")
+        raise InputError(
+            "config",
+            "downstream.tasks",
+            "a task is listed twice with the same shots",
+            "list it once",
+        )
     return entries
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from mixscale.anneal import anneal_overrides
 from mixscale.errors import InputError
@@ -17,16 +16,9 @@ from mixscale.runtable import RunTable
 
 
 def load_config(path: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(path, "", "config file not found", "check --configfile")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise InputError(path, "", f"malformed YAML ({exc.__class__.__name__})", "") from exc
-    if not isinstance(data, dict):
-        raise InputError(path, "", "a config is a mapping of keys", "see config/README.md")
-    return data
+    from mixscale.config_check import load_yaml_config
+
+    return load_yaml_config(path)
 
 
 def config_domains(config: dict[str, Any]) -> list[str]:
@@ -209,7 +201,9 @@ def _train_torch(
 def run_table(metrics_paths: list[str], out: str) -> RunTable:
     rows = [read_json(p) for p in metrics_paths]
     if not rows:
-        raise InputError("table", "--metrics", "no metrics files", "")
+        raise InputError(
+            "table", "--metrics", "no metrics files", "pass the runs' metrics.json files"
+        )
     domains = list(rows[0]["tokens"])
     evals = list(rows[0]["final_losses"])
     table = RunTable(

@@ -63,7 +63,12 @@ def parse_objective(kind: str, weights: str | None, domains: str | None) -> Obje
             try:
                 parsed[name.strip()] = float(value)
             except ValueError as exc:
-                raise InputError("--eval-weights", name, f"'{value}' is not a number", "") from exc
+                raise InputError(
+                    "--eval-weights",
+                    name,
+                    f"'{value}' is not a number",
+                    "e.g. --eval-weights web=2",
+                ) from exc
     subset = [d.strip() for d in domains.split(",") if d.strip()] if domains else []
     if kind not in KINDS:
         raise InputError("--objective", kind, "unknown objective", f"use one of {KINDS}")

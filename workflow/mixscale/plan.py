@@ -173,6 +173,13 @@ def check_config(config: dict[str, Any], domains: list[str]) -> None:
             raise InputError("config", "verify.reference", "missing", "give reference weights")
         unknown = [d for d in reference if d not in domains]
         if unknown:
-            raise InputError("config", f"verify.reference.{unknown[0]}", "unknown domain", "")
+            raise InputError(
+                "config",
+                f"verify.reference.{unknown[0]}",
+                "unknown domain",
+                f"use {', '.join(domains)}",
+            )
         if abs(sum(reference.values()) - 1) > 1e-6:
-            raise InputError("config", "verify.reference", "weights must sum to 1", "")
+            raise InputError(
+                "config", "verify.reference", "weights must sum to 1", "normalise them"
+            )

@@ -47,14 +47,21 @@ def optimum_from_json(data: dict[str, Any], source: str) -> Optimum:
     try:
         values = np.array([float(tokens[d]) for d in domains])
     except (TypeError, ValueError) as exc:
-        raise InputError(source, "tokens", "values must be numbers", "") from exc
+        raise InputError(
+            source, "tokens", "values must be numbers", "rerun the DDO step that wrote it"
+        ) from exc
     if not domains:
-        raise InputError(source, "tokens", "no domains", "")
+        raise InputError(source, "tokens", "no domains", "rerun the DDO step that wrote it")
     bad = [d for d, v in zip(domains, values, strict=True) if not np.isfinite(v) or v < 0]
     if bad:
-        raise InputError(source, f"tokens.{bad[0]}", "must be a finite number >= 0", "")
+        raise InputError(
+            source,
+            f"tokens.{bad[0]}",
+            "must be a finite number >= 0",
+            "rerun the DDO step that wrote it",
+        )
     if values.sum() <= 0:
-        raise InputError(source, "tokens", "all zero", "")
+        raise InputError(source, "tokens", "all zero", "rerun the DDO step that wrote it")
     return Optimum(source, domains, values)
 
 
@@ -74,7 +81,12 @@ def _check_order(optima: list[Optimum], target: float) -> list[Optimum]:
     optima = sorted(optima, key=lambda o: o.total)
     totals = [o.total for o in optima]
     if any(np.isclose(a, b, rtol=1e-12) for a, b in itertools.pairwise(totals)):
-        raise InputError("--optimum", "total_tokens", "two optima at the same scale", "")
+        raise InputError(
+            "--optimum",
+            "total_tokens",
+            "two optima at the same scale",
+            "give optima of two different scales",
+        )
     if target <= totals[-1]:
         raise InputError(
             "--target",
@@ -99,12 +111,22 @@ class LogLinear:
     def k_for_total(self, target: float) -> float:
         k_lo = float(self.ks.max())
         if not np.any(self.beta > 0):
-            raise InputError("--optimum", "tokens", "no domain grows with scale", "")
+            raise InputError(
+                "--optimum",
+                "tokens",
+                "no domain grows with scale",
+                "check the DDO optima (see their fits)",
+            )
         k_hi = k_lo + 1.0
         while self.tokens(k_hi).sum() < target:
             k_hi = k_lo + 2.0 * (k_hi - k_lo)
             if k_hi > 1e6:
-                raise InputError("--target", f"{target:g}", "unreachable", "")
+                raise InputError(
+                    "--target",
+                    f"{target:g}",
+                    "unreachable",
+                    "use a target the iteration reaches (above the DDO scales)",
+                )
         # sum_i exp(alpha_i + beta_i k) is convex in k and increasing past the input scales,
         # so the crossing above them is unique.
         return brentq(
@@ -158,7 +180,12 @@ def predict_discrete(optima: list[Optimum], target: float) -> dict[str, Any]:
         current = current * ratio
         path.append(float(current.sum()))
     else:
-        raise InputError("--target", f"{target:g}", "not reached by the iteration", "")
+        raise InputError(
+            "--target",
+            f"{target:g}",
+            "not reached by the iteration",
+            "use a target above the DDO scales",
+        )
     out = _result(domains, current, target, "discrete")
     out["steps"] = len(path) - 1
     out["path_totals"] = path
@@ -175,7 +202,9 @@ def _split_zero(domains: list[str], matrix: np.ndarray) -> tuple[np.ndarray, lis
     """
     keep = np.all(matrix > 0, axis=0)
     if not np.any(keep):
-        raise InputError("--optimum", "tokens", "no domain is positive at every scale", "")
+        raise InputError(
+            "--optimum", "tokens", "no domain is positive at every scale", "check the DDO optima"
+        )
     return keep, [d for d, k in zip(domains, keep, strict=True) if not k]
 
 

@@ -23,7 +23,12 @@ def simulate_run(
     if unknown:
         from mixscale.errors import InputError
 
-        raise InputError("mixture", unknown[0], f"not a domain of world {world.name}", "")
+        raise InputError(
+            "mixture",
+            unknown[0],
+            f"not a domain of world {world.name}",
+            f"use {', '.join(world.domains)}",
+        )
     n = np.array([float(tokens.get(d, 0.0)) for d in world.domains])
     total = float(n.sum())
     curve = []

@@ -309,7 +309,7 @@ class MixtureSampler:
                     d,
                     f"asks {tokens[d]:.0f} tokens, the domain holds {available * seq_len}",
                     "lower the scale or this domain's weight, add data, "
-                    "or set data.allow_repeat: true (epochs are then reported)",
+                    "or set train.allow_repeat: true (epochs are then reported)",
                 )
             self.available[d] = available
             self.sequences[d] = wanted

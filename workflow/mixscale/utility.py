@@ -59,7 +59,9 @@ class SourceCost:
 def _number(source: str, row: int, column: str, text: str, minimum: float | None = None) -> float:
     value = parse_number(source, row, column, text)
     if minimum is not None and value < minimum:
-        raise InputError(source, f"row {row}, column {column}", f"must be >= {minimum}", "")
+        raise InputError(
+            source, f"row {row}, column {column}", f"must be >= {minimum}", "correct the value"
+        )
     return value
 
 
@@ -78,7 +80,9 @@ def load_anneal_table(path: str) -> AnnealTable:
             raise InputError(path, f"row {r}, column source", "empty", "name the source")
         budget = _number(path, r, "budget_tokens", cells[idx["budget_tokens"]])
         if budget <= 0:
-            raise InputError(path, f"row {r}, column budget_tokens", "must be > 0", "")
+            raise InputError(
+                path, f"row {r}, column budget_tokens", "must be > 0", "correct the value"
+            )
         metric = _number(path, r, "metric", cells[idx["metric"]])
         seed = cells[idx["seed"]] if "seed" in idx else "0"
         parsed.append((name, budget, metric, seed))
@@ -103,7 +107,10 @@ def load_anneal_table(path: str) -> AnnealTable:
         key = (name, budget, seed)
         if key in seen:
             raise InputError(
-                path, f"source {name}, budget {budget:g}, seed {seed}", "duplicate run", ""
+                path,
+                f"source {name}, budget {budget:g}, seed {seed}",
+                "duplicate run",
+                "keep one row",
             )
         seen.add(key)
     return AnnealTable(path, sources, parsed)
@@ -442,6 +449,6 @@ def analyse(
     }
     if budget is not None:
         if budget <= 0:
-            raise InputError("--budget", f"{budget:g}", "must be > 0", "")
+            raise InputError("--budget", f"{budget:g}", "must be > 0", "correct the value")
         out["allocation"] = {"budget": budget, **allocate(curves, costs, budget)}
     return out

@@ -128,11 +128,18 @@ def _matrix(data: Any, shape: tuple[int, int], source: str, field: str) -> np.nd
     try:
         arr = np.array(data, dtype=float)
     except (TypeError, ValueError) as exc:
-        raise InputError(source, field, "must be a matrix of numbers", "") from exc
+        raise InputError(
+            source, field, "must be a matrix of numbers", "see workflow/mixscale/worlds/"
+        ) from exc
     if arr.shape != shape:
-        raise InputError(source, field, f"shape {arr.shape}, expected {shape}", "")
+        raise InputError(
+            source,
+            field,
+            f"shape {arr.shape}, expected {shape}",
+            "one row per skill, one column per domain",
+        )
     if np.any(arr < 0) or not np.all(np.isfinite(arr)):
-        raise InputError(source, field, "entries must be finite and >= 0", "")
+        raise InputError(source, field, "entries must be finite and >= 0", "correct the entries")
     return arr
 
 
@@ -144,16 +151,23 @@ def world_from_dict(data: dict[str, Any], source: str = "world") -> World:
             raise InputError(source, key, "missing", "see workflow/mixscale/worlds/")
     domains = [str(d) for d in data["domains"]]
     if len(set(domains)) != len(domains):
-        raise InputError(source, "domains", "duplicate names", "")
+        raise InputError(source, "domains", "duplicate names", "list each domain once")
     skills = data["skills"]
     names = [str(s.get("name", f"skill{k}")) for k, s in enumerate(skills)]
     try:
         beta = np.array([float(s["beta"]) for s in skills])
         gamma = np.array([float(s["gamma"]) for s in skills])
     except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(source, "skills", "each skill needs numeric beta and gamma", "") from exc
+        raise InputError(
+            source,
+            "skills",
+            "each skill needs numeric beta and gamma",
+            "e.g. {beta: 40, gamma: 0.3}",
+        ) from exc
     if np.any(beta <= 0) or np.any(gamma <= 0):
-        raise InputError(source, "skills", "beta and gamma must be > 0", "")
+        raise InputError(
+            source, "skills", "beta and gamma must be > 0", "e.g. {beta: 40, gamma: 0.3}"
+        )
     A = _matrix(
         data.get("A", np.eye(len(skills), len(domains))), (len(skills), len(domains)), source, "A"
     )
@@ -168,7 +182,12 @@ def world_from_dict(data: dict[str, Any], source: str = "world") -> World:
         E = _matrix(data["E"], (len(eval_domains), len(skills)), source, "E")
     else:
         if eval_domains != domains:
-            raise InputError(source, "E", "needed when eval_domains differ from domains", "")
+            raise InputError(
+                source,
+                "E",
+                "needed when eval_domains differ from domains",
+                "give E (eval_domains x skills)",
+            )
         E = len(domains) * A.T / A.sum(axis=1)
     noise = data.get("noise", {}) or {}
     return World(
@@ -191,11 +210,18 @@ def load_world(path: str | Path) -> World:
     if not p.is_file() and (SHIPPED / f"{path}.yaml").is_file():
         p = SHIPPED / f"{path}.yaml"  # a shipped world by name
     if not p.is_file():
-        raise InputError(str(path), "", "world file not found", f"or use one of {shipped_worlds()}")
+        raise InputError(
+            str(path),
+            "world",
+            "no such world file and no shipped world of that name",
+            f"give a world YAML path or one of {', '.join(shipped_worlds())}",
+        )
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise InputError(str(p), "", f"malformed YAML ({exc.__class__.__name__})", "") from exc
+        raise InputError(
+            str(p), "", f"malformed YAML ({exc.__class__.__name__})", "fix the YAML syntax"
+        ) from exc
     return world_from_dict(data, str(p))
 
 
@@ -233,7 +259,9 @@ def score(world: World, weights: dict[str, float], total: float, optimum: np.nda
     that these weights capture (1 = optimal, 0 = no better than uniform, < 0 = worse)."""
     missing = [d for d in world.domains if d not in weights]
     if missing:
-        raise InputError("weights", missing[0], "domain of the world missing", "")
+        raise InputError(
+            "weights", missing[0], "domain of the world missing", "give a weight for every domain"
+        )
     w = np.array([weights[d] for d in world.domains], float)
     w = w / w.sum()
     best = world.optimum(total) if optimum is None else optimum

@@ -1,0 +1,334 @@
+"""Fault test 6: a corpus of bad inputs. Each stops with one line naming the file and the field
+and how to fix it, a non-zero exit code, no traceback, and nothing already computed deleted.
+
+Config mistakes are caught when the config is read (`python -m mixscale check` and the
+Snakefile run the same checks); mistakes in data files, run tables and metrics files are caught
+by the job that reads them, which fails alone (keep-going) with the one line in its log."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from conftest import run_snakemake as snakemake
+
+BIN = str(Path(sys.executable).parent)
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+
+# A valid simulated experiment; every config case breaks one thing in it.
+BASE = {
+    "experiment": "bad",
+    "backend": "simulate",
+    "world": "separable",
+    "fit": {"form": "auto", "loss": "linear", "bootstrap": 10},
+    "ddo": {
+        "seeds": 1,
+        "scales": [{"name": "1M", "tokens": 1.0e6}, {"name": "3M", "tokens": 3.0e6}],
+    },
+    "autoscale": {"targets": [3.0e7]},
+    "verify": {"methods": ["autoscale", "uniform"]},
+}
+TORCH = yaml.safe_load((ROOT / "tests/configs/torch-tiny.yaml").read_text())
+ANNEAL = yaml.safe_load((ROOT / "tests/configs/anneal-tiny.yaml").read_text())
+
+
+def put(path: str, value) -> Callable[[dict], dict]:
+    """A change to one dotted field (list items by index) of a config."""
+
+    def change(config: dict) -> dict:
+        config = copy.deepcopy(config)
+        *parents, last = path.split(".")
+        node = config
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if value is DELETE:
+            del node[last]
+        elif isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+        return config
+
+    return change
+
+
+DELETE = object()
+
+
+def world_file(text: str) -> Callable[[dict, Path], dict]:
+    def change(config: dict, folder: Path) -> dict:
+        (folder / "world.yaml").write_text(text)
+        return {**config, "world": str(folder / "world.yaml")}
+
+    return change
+
+
+# name: (base config, change, what the one line must name). A change is a function of the
+# config (or of the config and the case's folder), or raw file text/bytes.
+CASES: dict[str, tuple[dict, object, str]] = {
+    "malformed YAML": (BASE, "experiment: x\nddo: [unclosed\n", "malformed YAML"),
+    "tab indentation": (BASE, "experiment: x\nddo:\n\tseeds: 1\n", "line 3"),
+    "not a mapping": (BASE, "- experiment\n- ddo\n", "a config is a mapping"),
+    "empty config": (BASE, "", "a config is a mapping"),
+    "binary config": (BASE, b"\x00\xff\xfe\x01binary", "not UTF-8"),
+    "unknown top-level key": (BASE, put("typo_key", 1), "typo_key: unknown key"),
+    "unknown nested key": (BASE, put("fit.formm", "auto"), "fit.formm: unknown key"),
+    "wrong type": (BASE, put("ddo.seeds", "two"), "ddo.seeds"),
+    "seeds below 1": (BASE, put("ddo.seeds", 0), "ddo.seeds"),
+    "experiment with /": (BASE, put("experiment", "a/b"), "experiment: name 'a/b'"),
+    "experiment with ..": (BASE, put("experiment", "../up"), "experiment: name '../up'"),
+    "experiment with space": (BASE, put("experiment", "my run"), "experiment: name 'my run'"),
+    "scale name with /": (BASE, put("ddo.scales.0.name", "1/M"), "ddo.scales[0].name"),
+    "scale name with space": (BASE, put("ddo.scales.1.name", "3 M"), "ddo.scales[1].name"),
+    "scale name ..": (BASE, put("ddo.scales.0.name", ".."), "ddo.scales[0].name"),
+    "duplicate scale names": (BASE, put("ddo.scales.1.name", "1M"), "duplicate scale names"),
+    "scales out of order": (BASE, put("ddo.scales.0.tokens", 9.0e6), "scales must increase"),
+    "a single DDO scale": (BASE, put("ddo.scales", [{"name": "1M", "tokens": 1e6}]), "ddo.scales"),
+    "target below the DDO scales": (BASE, put("autoscale.targets", [2.0e6]), "autoscale.targets"),
+    "negative target": (BASE, put("autoscale.targets", [-1.0]), "autoscale.targets[0]"),
+    "no targets": (BASE, put("autoscale.targets", []), "autoscale.targets"),
+    "unknown fit form": (BASE, put("fit.form", "cubic"), "fit.form"),
+    "unknown verify method": (BASE, put("verify.methods", ["magic"]), "verify.methods[0]"),
+    "reference not summing to 1": (
+        BASE,
+        put("verify", {"methods": ["reference"], "reference": {"web": 0.5, "wiki": 0.2}}),
+        "verify.reference: weights must sum to 1",
+    ),
+    "reference with unknown domain": (
+        BASE,
+        put("verify", {"methods": ["reference"], "reference": {"nope": 1.0}}),
+        "verify.reference.nope: unknown domain",
+    ),
+    "base weights not summing to 1": (
+        BASE,
+        put(
+            "ddo.base_weights", {"web": 0.5, "wiki": 0.5, "code": 0.5, "books": 0.5, "science": 0.5}
+        ),
+        "ddo.base_weights",
+    ),
+    "unknown backend": (BASE, put("backend", "tpu"), "backend"),
+    "unknown world": (BASE, put("world", "no-such-world"), "no-such-world: world: no such"),
+    "malformed world": (BASE, world_file("domains: [a, b\n"), "malformed YAML"),
+    "world with duplicate domains": (
+        BASE,
+        world_file("domains: [a, a]\nskills: [{beta: 1, gamma: 0.3}, {beta: 1, gamma: 0.3}]\n"),
+        "domains: duplicate names",
+    ),
+    "world with negative beta": (
+        BASE,
+        world_file("domains: [a]\nskills: [{beta: -1, gamma: 0.3}]\n"),
+        "beta and gamma must be > 0",
+    ),
+    "nothing to run": (BASE, put("ddo", DELETE), "no experiment to run"),
+    "domain name with /": (TORCH, put("data.sources", {"a/b": "builtin"}), "data.sources"),
+    "domain name ..": (TORCH, put("data.sources", {"..": "builtin"}), "data.sources"),
+    "unknown train key": (TORCH, put("train.lrr", 0.1), "train.lrr: unknown key"),
+    "unknown precision": (TORCH, put("train.precision", "fp8"), "train.precision"),
+    "unknown anneal source": (ANNEAL, put("anneal.sources", {"nope": {}}), "anneal.sources"),
+    "anneal budgets out of order": (
+        ANNEAL,
+        put("anneal.budgets", [4.0e4, 1.0e4, 1.6e5]),
+        "anneal.budgets: must increase strictly",
+    ),
+    "anneal share above 1": (ANNEAL, put("anneal.share", 1.5), "anneal.share"),
+}
+
+
+def case_config(case: str, folder: Path) -> Path:
+    base, change, _ = CASES[case]
+    path = folder / "config.yaml"
+    if isinstance(change, bytes):
+        path.write_bytes(change)
+    elif isinstance(change, str):
+        path.write_text(change)
+    else:
+        takes_folder = len(inspect.signature(change).parameters) == 2
+        config = change(base, folder) if takes_folder else change(base)
+        path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def computed_before(folder: Path) -> dict[str, int]:
+    """An earlier result in the working directory; it must survive the failed run."""
+    earlier = folder / "results/bad/ddo/1M/weights.json"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text('{"weights": {"web": 1.0}}')
+    return {str(p): p.stat().st_mtime_ns for p in (folder / "results").rglob("*") if p.is_file()}
+
+
+def named_file(case: str, config: Path) -> str:
+    """The file the error is in: the config, or the world file it points at."""
+    if getattr(CASES[case][1], "__qualname__", "").startswith("world_file"):
+        return "world.yaml"
+    return "no-such-world" if case == "unknown world" else config.name
+
+
+def assert_one_line_error(res: subprocess.CompletedProcess[str], case: str, config: Path):
+    assert res.returncode != 0
+    assert "Traceback" not in res.stdout + res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("Using profile")]
+    assert len(lines) == 1, res.stderr
+    assert named_file(case, config) in lines[0] and CASES[case][2] in lines[0], lines[0]
+    assert "(fix: " in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_config_stops_in_one_line(case, tmp_path):
+    config = case_config(case, tmp_path)
+    before = computed_before(tmp_path)
+    res = subprocess.run(
+        [sys.executable, "-m", "mixscale", "check", "--configfile", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=ENV,
+        check=False,
+    )
+    assert res.returncode == 2
+    assert_one_line_error(res, case, config)
+    after = {str(p): p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*")}
+    assert {p: after.get(p) for p in before} == before
+
+
+# Snakemake reads the config before the Snakefile: malformed YAML gets its own message there
+# (no line number; `mixscale check` gives it). Everything else stops in the Snakefile's check.
+SNAKEMAKE_CASES = [
+    "unknown nested key",
+    "scales out of order",
+    "target below the DDO scales",
+    "experiment with ..",
+    "unknown world",
+    "unknown precision",
+    "anneal budgets out of order",
+]
+
+
+@pytest.mark.parametrize("case", SNAKEMAKE_CASES)
+def test_snakemake_stops_on_a_bad_config_in_one_line(case, tmp_path):
+    config = case_config(case, tmp_path)
+    before = computed_before(tmp_path)
+    res = snakemake(tmp_path, "-n", "--configfile", str(config))
+    assert_one_line_error(res, case, config)
+    assert all(Path(p).stat().st_mtime_ns == t for p, t in before.items())
+
+
+def test_malformed_config_yaml_under_snakemake_fails_without_traceback(tmp_path):
+    config = case_config("malformed YAML", tmp_path)
+    res = snakemake(tmp_path, "-n", "--configfile", str(config))
+    assert res.returncode != 0
+    output = res.stdout + res.stderr
+    assert "Traceback" not in output and "not valid JSON or YAML" in output
+
+
+# --- files read by jobs -------------------------------------------------------------------
+
+
+def failed_job_log(workdir: Path, log: str) -> str:
+    """The failing job's log: exactly one line, the error."""
+    lines = [line for line in (workdir / log).read_text().splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(b"", "holds no text"), (b"\x00\x01\x02\xff\xfe binary \x00" * 50, "not UTF-8")],
+    ids=["empty data file", "binary data file"],
+)
+def test_bad_data_file_fails_its_domain_only(tmp_path, content, expected):
+    data = tmp_path / "mine.txt"
+    data.write_bytes(content)
+    config = {
+        **TORCH,
+        "experiment": "files",
+        "data": {**TORCH["data"], "sources": {"books": "builtin", "mine": {"path": str(data)}}},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    corpus = "results/files/data/corpus"
+    res = snakemake(
+        tmp_path, f"{corpus}/books.jsonl", f"{corpus}/mine.jsonl", "-c2", "--keep-going",
+        "--configfile", str(path),
+    )  # fmt: skip
+    assert res.returncode != 0
+    line = failed_job_log(tmp_path, "results/files/logs/corpus/mine.log")
+    assert str(data) in line and expected in line and "(fix: " in line
+    assert (tmp_path / f"{corpus}/books.jsonl").stat().st_size > 0  # the other domain is done
+    assert not (tmp_path / f"{corpus}/mine.jsonl").exists()
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory) -> Path:
+    """BASE run to the end with the local executor."""
+    folder = tmp_path_factory.mktemp("sweep")
+    (folder / "config.yaml").write_text(yaml.safe_dump(BASE))
+    res = snakemake(folder, "-c2", "--configfile", str(folder / "config.yaml"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    return folder
+
+
+def test_truncated_metrics_file_fails_its_table_and_keeps_the_rest(finished_sweep, tmp_path):
+    folder = tmp_path / "sweep"
+    subprocess.run(["cp", "-a", str(finished_sweep), str(folder)], check=True)
+    out = folder / "results/bad"
+    broken = out / "runs/ddo-1M-base-s0/metrics.json"
+    broken.write_text(broken.read_text()[: len(broken.read_text()) // 2])
+    untouched = {
+        p: p.stat().st_mtime_ns
+        for p in out.rglob("*.json")
+        if p != broken and "/tables/" not in str(p) and "3M" in p.parent.name + str(p)
+    }
+    res = snakemake(folder, "-c1", "--keep-going", "--configfile", str(folder / "config.yaml"))
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    line = failed_job_log(folder, "results/bad/logs/tables/1M.log")
+    assert str(broken.relative_to(folder)) in line and "(fix: " in line
+    assert untouched and all(p.stat().st_mtime_ns == t for p, t in untouched.items())
+    # every training run is still there: nothing computed was deleted
+    assert len(list(out.glob("runs/*/metrics.json"))) == 24
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ("run\ttokens.web\tloss.web\nr1\t10\tnan\n", "row 2, column loss.web: value is nan"),
+        ("run\ttokens.web\tloss.web\nr1\t10\t2\nr1\t30\t1.9\n", "duplicate run id 'r1'"),
+    ],
+    ids=["run table with NaN", "run table with duplicate runs"],
+)
+def test_bad_run_table_fails_its_ddo_job(tmp_path, table, expected):
+    good = ROOT / "examples/runs_30M.tsv"
+    bad = tmp_path / "runs_10M.tsv"
+    bad.write_text(table)
+    config = {
+        "experiment": "tables",
+        "backend": "tables",
+        "fit": {"bootstrap": 10},
+        "ddo": {
+            "scales": [
+                {"name": "10M", "tokens": 1.0e7, "runs": str(bad)},
+                {"name": "30M", "tokens": 3.0e7, "runs": str(good)},
+            ]
+        },
+        "autoscale": {"targets": [1.0e9]},
+        "verify": {"methods": []},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    res = snakemake(tmp_path, "-c2", "--keep-going", "--configfile", str(path))
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    line = failed_job_log(tmp_path, "results/tables/logs/ddo/10M.log")
+    assert str(bad) in line and expected in line
+    done = json.loads((tmp_path / "results/tables/ddo/30M/weights.json").read_text())
+    assert done["weights"]  # the good scale's DDO finished
