@@ -160,31 +160,42 @@ TORCH = {
     },
     "autoscale": {"targets": [1.0e6]},
 }
+SHORT, LONG = "ddo-30k-base-s0", "ddo-600k-base-s0"
 
 
 @pytest.fixture(scope="module")
-def prepared_data(cluster, tmp_path_factory) -> Path:
-    """Corpus, tokenizer and token stores of TORCH, built once with the local executor."""
-    workdir = tmp_path_factory.mktemp("slurm-data")
+def prepared(cluster, tmp_path_factory) -> Path:
+    """A working directory where the local executor built TORCH's corpus, tokenizer and token
+    stores, and finished the run SHORT: what an earlier, partial sweep leaves behind."""
+    workdir = tmp_path_factory.mktemp("slurm-prepared")
     config = workdir / "torch.yaml"
     config.write_text(yaml.safe_dump(TORCH))
-    data = "results/slurm-torch/data"
-    targets = [f"{data}/tokenizer", f"{data}/stores/books", f"{data}/stores/legal"]
+    targets = [f"results/slurm-torch/runs/{SHORT}/metrics.json"]
     # targets first: --configfile takes every argument that follows it
     res = snakemake(workdir, *targets, "-c2", "--configfile", str(config))
     assert res.returncode == 0, res.stderr[-3000:]
-    return workdir / data
+    return workdir
 
 
-def torch_sweep(workdir: Path, data: Path, **accelerator) -> Path:
-    """Real training on two embedded domains: the 600k-token run trains ~15 s on one core and
-    checkpoints every 20 of its ~2340 steps (a scancelled run was seen to go on ~800 steps
-    before it stopped); the 30k one is done in a few seconds."""
-    shutil.copytree(data, workdir / "results/slurm-torch/data")
+def torch_sweep(workdir: Path, prepared: Path, finished_short: bool = True, **accelerator) -> Path:
+    """Real training on two embedded domains: the 600k-token run LONG trains ~15 s on one core
+    and checkpoints every 20 of its ~2340 steps (a scancelled run was seen to go on ~800 steps
+    before it stopped); SHORT (30k tokens) is done in a few seconds. With finished_short the
+    workdir holds SHORT finished (and Snakemake's records of it), otherwise only the data."""
+    if finished_short:
+        shutil.copytree(prepared / "results", workdir / "results")
+        shutil.copytree(prepared / ".snakemake", workdir / ".snakemake")
+    else:
+        data = "results/slurm-torch/data"
+        shutil.copytree(prepared / data, workdir / data)
     config = {**TORCH, "accelerator": {**TORCH["accelerator"], **accelerator}}
     path = workdir / "torch.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def short_mtime(workdir: Path) -> int:
+    return (workdir / "results/slurm-torch/runs" / SHORT / "metrics.json").stat().st_mtime_ns
 
 
 def wait_for(condition, timeout: float, what: str, sweep: subprocess.Popen | None = None):
@@ -202,15 +213,10 @@ def wait_for(condition, timeout: float, what: str, sweep: subprocess.Popen | Non
     raise AssertionError(f"timed out waiting for {what}")
 
 
-SHORT, LONG = "ddo-30k-base-s0", "ddo-600k-base-s0"
-
-
 def start_sweep(workdir: Path, config: Path, *extra: str) -> subprocess.Popen:
-    """The sweep of two runs through the SLURM profile, in the background, one job at a time,
-    SHORT first: when LONG trains, SHORT is finished and registered by Snakemake (which touches
-    a job's outputs then). Its output goes to workdir/snakemake.log."""
+    """The sweep of SHORT and LONG through the SLURM profile, in the background (only LONG is
+    left to do); its output goes to workdir/snakemake.log."""
     targets = [f"results/slurm-torch/runs/{r}/metrics.json" for r in (SHORT, LONG)]
-    extra = ("--jobs", "1", "--prioritize", targets[0], *extra)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     command = [f"{BIN}/snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir)]
     command += ["--profile", str(ROOT / "profiles/slurm")]
@@ -226,30 +232,21 @@ def start_sweep(workdir: Path, config: Path, *extra: str) -> subprocess.Popen:
     return sweep
 
 
-def mid_run(workdir: Path, sweep: subprocess.Popen) -> tuple[int, int]:
-    """Wait until LONG has written two checkpoints and Snakemake has registered SHORT as
-    finished (it touches a job's outputs then); return LONG's SLURM job id and SHORT's
-    metrics mtime. LONG must still be training."""
-    out = workdir / "results/slurm-torch"
+def mid_run(workdir: Path, sweep: subprocess.Popen) -> int:
+    """Wait until LONG has written two checkpoints; return its SLURM job id. LONG must still
+    be training."""
     log = workdir / "snakemake.log"
-    checkpoints = out / "runs" / LONG / "checkpoints"
+    checkpoints = workdir / "results/slurm-torch/runs" / LONG / "checkpoints"
     wait_for(lambda: len(list(checkpoints.glob("step-*.pt"))) >= 2, 300, "2 checkpoints", sweep)
-    short_job = wait_for(
-        lambda: re.search(rf"runs/{SHORT}/metrics.json\n.*\n\s+jobid: (\d+)", log.read_text()),
-        60,
-        "SHORT's job",
-        sweep,
-    )
-    finished = f"Finished jobid: {short_job.group(1)} "
-    wait_for(lambda: finished in log.read_text(), 300, SHORT, sweep)
     newest = max(int(p.stem.split("-")[1]) for p in checkpoints.glob("step-*.pt"))
     assert newest < 2000, f"LONG is at step {newest} of ~2340: too late for a fault mid-run"
     job = re.search(rf"SLURM jobid (\d+) \(log: [^)]*{LONG}", log.read_text())
     assert job, log.read_text()[-2000:]
-    return int(job.group(1)), (out / "runs" / SHORT / "metrics.json").stat().st_mtime_ns
+    assert f"rule_train/{SHORT}/" not in log.read_text()  # the finished run is not submitted
+    return int(job.group(1))
 
 
-def finished_and_resumed(workdir: Path, sweep: subprocess.Popen, short_mtime: int) -> int:
+def finished_and_resumed(workdir: Path, sweep: subprocess.Popen, finished_mtime: int) -> int:
     """The sweep ends well, LONG resumed from a checkpoint, SHORT was not recomputed."""
     try:
         code = sweep.wait(timeout=900)
@@ -264,28 +261,30 @@ def finished_and_resumed(workdir: Path, sweep: subprocess.Popen, short_mtime: in
     assert 40 <= int(resumed.group(1)) < int(resumed.group(2))  # mid-training
     metrics = json.loads((out / "runs" / LONG / "metrics.json").read_text())
     assert metrics["resumed_at_step"] == int(resumed.group(1))
-    assert (out / "runs" / SHORT / "metrics.json").stat().st_mtime_ns == short_mtime
+    assert (out / "runs" / SHORT / "metrics.json").stat().st_mtime_ns == finished_mtime
     return int(resumed.group(1))
 
 
-def test_scancelled_training_job_is_retried_and_resumes_from_its_checkpoint(
-    prepared_data, tmp_path
-):
+def test_scancelled_training_job_is_retried_and_resumes_from_its_checkpoint(prepared, tmp_path):
     """Fault test 2: scancel a training job mid-run. The sweep still completes (Snakemake's
     retry), the job resumed from its checkpoint (the log says at which step), and a run that
     had finished is untouched."""
-    sweep = start_sweep(tmp_path, torch_sweep(tmp_path, prepared_data))
-    job, short_mtime = mid_run(tmp_path, sweep)
+    config = torch_sweep(tmp_path, prepared)
+    finished = short_mtime(tmp_path)
+    sweep = start_sweep(tmp_path, config)
+    job = mid_run(tmp_path, sweep)
     subprocess.run(["scancel", str(job)], check=True)
-    finished_and_resumed(tmp_path, sweep, short_mtime)
+    finished_and_resumed(tmp_path, sweep, finished)
 
 
-def test_node_down_mid_job_then_back(prepared_data, tmp_path):
+def test_node_down_mid_job_then_back(prepared, tmp_path):
     """Fault test 3: the node goes DOWN under a training job and comes back. SLURM requeues the
     job, which resumes from its checkpoint; nothing finished is recomputed."""
     node = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
-    sweep = start_sweep(tmp_path, torch_sweep(tmp_path, prepared_data))
-    job, short_mtime = mid_run(tmp_path, sweep)
+    config = torch_sweep(tmp_path, prepared)
+    finished = short_mtime(tmp_path)
+    sweep = start_sweep(tmp_path, config)
+    job = mid_run(tmp_path, sweep)
     try:
         subprocess.run(
             ["scontrol", "update", f"nodename={node}", "state=down", "reason=mixscale-test"],
@@ -301,7 +300,7 @@ def test_node_down_mid_job_then_back(prepared_data, tmp_path):
     wait_for(lambda: job_field(job, "JobState") == "PENDING", 60, "the requeue", sweep)
     wait_for(lambda: not training_processes(LONG), 120, "the stale copy to be killed", sweep)
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
-    finished_and_resumed(tmp_path, sweep, short_mtime)
+    finished_and_resumed(tmp_path, sweep, finished)
 
 
 def training_processes(run: str) -> bool:
@@ -323,13 +322,14 @@ def sinfo_state(node: str) -> str:
     ).stdout
 
 
-def test_killed_controller_then_documented_recovery(prepared_data, tmp_path):
+def test_killed_controller_then_documented_recovery(prepared, tmp_path):
     """Fault test 4: SIGKILL the Snakemake controller mid-sweep. The README's recovery (unlock,
     cancel the run's orphaned jobs by its SLURM job name, rerun) completes the sweep with no
     finished run recomputed and no output written twice."""
-    config = torch_sweep(tmp_path, prepared_data)
+    config = torch_sweep(tmp_path, prepared)
+    finished = short_mtime(tmp_path)
     sweep = start_sweep(tmp_path, config)
-    _, short_mtime = mid_run(tmp_path, sweep)
+    mid_run(tmp_path, sweep)
     sweep.send_signal(signal.SIGKILL)
     sweep.wait()
     run_id = re.search(r"SLURM run ID: (\S+)", (tmp_path / "snakemake.log").read_text())
@@ -342,7 +342,7 @@ def test_killed_controller_then_documented_recovery(prepared_data, tmp_path):
     unlock = slurm(tmp_path, "--configfile", str(config), "--unlock")
     assert unlock.returncode == 0, unlock.stderr[-2000:]
     rerun = start_sweep(tmp_path, config)
-    finished_and_resumed(tmp_path, rerun, short_mtime)
+    finished_and_resumed(tmp_path, rerun, finished)
     rerun_part = (tmp_path / "snakemake.log").read_text().split("SLURM run ID")[-1]
     assert f"rule_train/{SHORT}/" not in rerun_part  # nothing submitted for the finished run
 
@@ -354,10 +354,10 @@ def squeue_names(running_only: bool = False) -> str:
     ).stdout
 
 
-def test_two_gpu_job_launches_torchrun_with_its_gpus(prepared_data, tmp_path):
+def test_two_gpu_job_launches_torchrun_with_its_gpus(prepared, tmp_path):
     """A run with accelerator.gpus_per_run: 2 asks SLURM for 2 (fake) GPUs and trains through
     torchrun with one process per GPU (DDP; on CPU here: the GPUs are device files)."""
-    path = torch_sweep(tmp_path, prepared_data, gpus_per_run=2)
+    path = torch_sweep(tmp_path, prepared, finished_short=False, gpus_per_run=2)
     target = f"results/slurm-torch/runs/{SHORT}/metrics.json"
     res = slurm(tmp_path, target, "--configfile", str(path))
     assert res.returncode == 0, res.stderr[-3000:]
