@@ -85,6 +85,7 @@ CASES: dict[str, tuple[dict, object, str]] = {
     "unknown nested key": (BASE, put("fit.formm", "auto"), "fit.formm: unknown key"),
     "wrong type": (BASE, put("ddo.seeds", "two"), "ddo.seeds"),
     "seeds below 1": (BASE, put("ddo.seeds", 0), "ddo.seeds"),
+    "number YAML reads as text": (BASE, put("autoscale.targets", ["1e9"]), "write it as 1.0e+09"),
     "experiment with /": (BASE, put("experiment", "a/b"), "experiment: name 'a/b'"),
     "experiment with ..": (BASE, put("experiment", "../up"), "experiment: name '../up'"),
     "experiment with space": (BASE, put("experiment", "my run"), "experiment: name 'my run'"),

@@ -114,7 +114,7 @@ def schema_error(error: ValidationError, source: str) -> InputError:
         return InputError(source, field, f"{value!r} is not an option", f"use one of {options}")
     if kind == "type":
         return InputError(
-            source, field, f"{value!r} is not of type {error.validator_value}", "fix its type"
+            source, field, f"{value!r} is not of type {error.validator_value}", _type_fix(value)
         )
     if kind == "minItems":
         return InputError(
@@ -130,6 +130,17 @@ def schema_error(error: ValidationError, source: str) -> InputError:
             "give ddo + autoscale (find a mixture) or anneal (value data sources), or both",
         )
     return InputError(source, field or "(top level)", error.message, "see config/README.md")
+
+
+def _type_fix(value: Any) -> str:
+    """PyYAML reads 1e9 (no dot, no sign) as text: the commonest type error in a config."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return "fix its type"
+        return f"write it as {number:.1e} (YAML reads {value} as text)"
+    return "fix its type"
 
 
 def _with_defaults(validator_class):
