@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -300,6 +301,14 @@ def test_node_down_mid_job_then_back(prepared, tmp_path):
     wait_for(lambda: job_field(job, "JobState") == "PENDING", 60, "the requeue", sweep)
     wait_for(lambda: not training_processes(LONG), 120, "the stale copy to be killed", sweep)
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
+    # under load the stale copy can still clash: the node drains and the job is held; the
+    # README's procedure (resume the node, release the job) gets it going again
+    deadline = time.monotonic() + 900
+    while sweep.poll() is None and time.monotonic() < deadline:
+        if "held" in job_field(job, "Reason"):
+            subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=False)
+            subprocess.run(["scontrol", "release", str(job)], check=False)
+        time.sleep(1)
     finished_and_resumed(tmp_path, sweep, finished)
 
 
