@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint format bench clean
+.PHONY: test test-fast demo lint format bench clean
 
 # Reinstall when the pins change; pip reuses the local torch CPU wheel (see pyproject.toml).
 $(STAMP): pyproject.toml
@@ -16,6 +16,14 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -rs -n 3 --dist loadfile --durations=12  # SLURM tests mostly wait
+
+# Math, config, CLI, bad inputs and shell quoting: no training, no SLURM (about a minute).
+FAST := tests/test_architecture.py tests/test_fit.py tests/test_solve.py tests/test_predict.py \
+	tests/test_world.py tests/test_utility.py tests/test_cli.py tests/test_plan.py \
+	tests/test_status.py tests/test_bad_inputs.py tests/test_hardening.py
+test-fast: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -n 2 -m "not slow" $(FAST)
 
 # The embedded default (config/config.yaml): the embedded corpus, a tiny GPT-2 trained on CPU,
 # DDO at two scales, AutoScale, verification, lm-eval downstream tasks, the annealing

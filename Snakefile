@@ -1,7 +1,7 @@
 # mixscale: compute-optimal data mixtures at any scale. Thin entry point: config, schema, rules.
 from snakemake.utils import min_version
 
-from mixscale.config_check import check_or_exit
+from mixscale.plan.check import check_or_exit
 
 min_version("9.0")
 

@@ -20,7 +20,7 @@ import scipy
 from scipy.optimize import Bounds, LinearConstraint, minimize
 from scipy.sparse import csr_matrix
 
-from mixscale.solve import Problem, objective_value, solve
+from mixscale.core.solve import Problem, objective_value, solve
 
 
 def instance(m: int, seed: int) -> Problem:

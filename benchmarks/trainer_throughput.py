@@ -25,15 +25,12 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F  # noqa: N812 - the usual name
 
-from mixscale.corpus import build_domain
-from mixscale.tokens import MixtureSampler, build_store, open_store, train_tokenizer
-from mixscale.trainer import (
-    TrainSettings,
-    build_model,
-    cpu_supports_bf16,
-    resolve_precision,
-    train_run,
-)
+from mixscale.config.training import TrainSettings
+from mixscale.data.corpus import build_domain
+from mixscale.data.tokens import MixtureSampler, build_store, open_store, train_tokenizer
+from mixscale.train.distributed import cpu_supports_bf16, resolve_precision
+from mixscale.train.loop import train_run
+from mixscale.train.model import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "resources" / "bench"

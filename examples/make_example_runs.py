@@ -1,7 +1,7 @@
 """Write examples/runs_10M.tsv and runs_30M.tsv: illustrative DDO sweeps at two scales
 (Algorithm 1's design, 2 seeds each).
 
-The losses come from a stated separable world plus seed noise, so the README's worked example
+The losses come from a stated separable world plus seed noise, so the worked example of docs/cli.md
 can be checked against a known answer; they are not measurements of any model.
 """
 

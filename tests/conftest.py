@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mixscale.runtable import RunTable
+from mixscale.core.runtable import RunTable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,7 @@ TINY_MODEL = {"type": "gpt2", "n_layer": 2, "n_embd": 64, "n_head": 4}
 
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory) -> Path:
-    from mixscale.corpus import build_domain
+    from mixscale.data.corpus import build_domain
 
     out = tmp_path_factory.mktemp("corpus")
     for domain in TEST_DOMAINS:
@@ -128,7 +128,7 @@ def corpus_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def data_dir(corpus_dir, tmp_path_factory) -> Path:
     """Tokenizer (vocab 512) and token stores of the test domains: <dir>/tokenizer, <dir>/stores."""
-    from mixscale.tokens import build_store, train_tokenizer
+    from mixscale.data.tokens import build_store, train_tokenizer
 
     out = tmp_path_factory.mktemp("data")
     files = {d: str(corpus_dir / f"{d}.jsonl") for d in TEST_DOMAINS}

@@ -9,14 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mixscale.anneal import (
-    anneal_runs,
-    anneal_table,
-    costs_table,
-    write_anneal_report,
-)
 from mixscale.errors import InputError
-from mixscale.experiment import run_specs
+from mixscale.evaluate.anneal import anneal_table, costs_table
+from mixscale.plan.anneal import anneal_runs
+from mixscale.plan.specs import run_specs
+from mixscale.report.anneal import write_anneal_report
 
 DOMAINS = ["books", "code", "legal"]
 

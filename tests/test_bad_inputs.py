@@ -142,6 +142,79 @@ CASES: dict[str, tuple[dict, object, str]] = {
         "anneal.budgets: must increase strictly",
     ),
     "anneal share above 1": (ANNEAL, put("anneal.share", 1.5), "anneal.share"),
+    # silently misread before
+    "key written twice": (
+        BASE,
+        "experiment: one\nexperiment: two\nbackend: simulate\nworld: separable\n",
+        "key 'experiment' written twice (lines 1 and 2)",
+    ),
+    "targets sharing a label": (
+        BASE,
+        put("autoscale.targets", [3.0e7, 3.0000001e7]),
+        "both read 3e+07",
+    ),
+    "anneal budgets sharing a label": (
+        ANNEAL,
+        put("anneal.budgets", [1.0e4, 4.0e4, 4.00000001e4]),
+        "anneal.budgets: 40000 and 40000.0001 both read 40000",
+    ),
+    "negative weight decay": (TORCH, put("train.weight_decay", -0.1), "train.weight_decay"),
+    "min_lr_ratio above 1": (TORCH, put("train.min_lr_ratio", 1.5), "train.min_lr_ratio"),
+    "negative checkpoint_every": (TORCH, put("train.checkpoint_every", -5), "checkpoint_every"),
+    # late failures before: each was found only after a sweep had trained
+    "zero base weight": (
+        BASE,
+        put(
+            "ddo.base_weights",
+            {"web": 0.0, "wiki": 0.25, "code": 0.25, "books": 0.25, "science": 0.25},
+        ),
+        "ddo.base_weights.web: is 0",
+    ),
+    "unknown evaluation domain": (
+        BASE,
+        put("objective", {"kind": "mean", "eval_domains": ["nope"]}),
+        "objective.eval_domains: unknown domain nope",
+    ),
+    "empty data.sources": (TORCH, put("data.sources", {}), "data.sources: is empty"),
+    "Adam betas outside [0, 1)": (TORCH, put("train.betas", [0.9, 1.2]), "train.betas"),
+    "world file that does not exist": (
+        BASE,
+        put("world", "/nowhere/world.yaml"),
+        "/nowhere/world.yaml",
+    ),
+    "run table that does not exist": (
+        BASE,
+        lambda c: {
+            **put("backend", "tables")(c),
+            "world": "separable",
+            "ddo": {
+                **c["ddo"],
+                "scales": [{**s, "runs": f"/nowhere/{s['name']}.tsv"} for s in c["ddo"]["scales"]],
+            },
+        },
+        "ddo.scales[0].runs: /nowhere/1M.tsv: file not found",
+    ),
+    # tracebacks before
+    "infinite sequence length": (TORCH, put("train.seq_len", float("inf")), "train.seq_len"),
+    "300-character experiment name": (
+        BASE,
+        put("experiment", "x" * 300),
+        "experiment: longer than 64 characters",
+    ),
+    # hangs before: accepted, then ran for ever
+    "a billion evaluation points": (BASE, put("eval_points", 1.0e9), "eval_points"),
+    "200,000 DDO seeds": (BASE, put("ddo.seeds", 200000), "ddo.seeds"),
+    # values that reach a command line: validated by pattern (and quoted anyway)
+    "device with shell code": (
+        TORCH,
+        put("downstream.device", "cpu; touch pwned"),
+        "downstream.device: 'cpu; touch pwned' not allowed",
+    ),
+    "tokenizer with shell code": (
+        TORCH,
+        put("data.tokenizer", {"pretrained": "gpt2$(touch pwned)"}),
+        "data.tokenizer.pretrained",
+    ),
 }
 
 
@@ -171,6 +244,8 @@ def named_file(case: str, config: Path) -> str:
     """The file the error is in: the config, or the world file it points at."""
     if getattr(CASES[case][1], "__qualname__", "").startswith("world_file"):
         return "world.yaml"
+    if case == "world file that does not exist":
+        return "/nowhere/world.yaml"
     return "no-such-world" if case == "unknown world" else config.name
 
 
@@ -212,6 +287,10 @@ SNAKEMAKE_CASES = [
     "unknown world",
     "unknown precision",
     "anneal budgets out of order",
+    "key written twice",
+    "targets sharing a label",
+    "zero base weight",
+    "device with shell code",
 ]
 
 
@@ -333,3 +412,23 @@ def test_bad_run_table_fails_its_ddo_job(tmp_path, table, expected):
     assert str(bad) in line and expected in line
     done = json.loads((tmp_path / "results/tables/ddo/30M/weights.json").read_text())
     assert done["weights"]  # the good scale's DDO finished
+
+
+def test_a_folder_given_as_the_config_stops_in_one_line(tmp_path):
+    res = subprocess.run(
+        [sys.executable, "-m", "mixscale", "check", "--configfile", str(tmp_path)],
+        capture_output=True, text=True, env=ENV, check=False,
+    )  # fmt: skip
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.count("\n") == 1 and "is a folder, not a config file" in res.stderr
+
+
+def test_a_config_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + yaml.safe_dump(BASE).encode())
+    res = subprocess.run(
+        [sys.executable, "-m", "mixscale", "check", "--configfile", str(path)],
+        capture_output=True, text=True, env=ENV, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "ok (bad: ddo" in res.stdout

@@ -1,12 +1,18 @@
 """The CLI as users call it: JSON shapes, help, and one-line errors for every bad-input class."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from conftest import alg1_mixtures, make_table, power_world, run_cli
-from mixscale.objective import Objective, parse_objective
+from conftest import ROOT, alg1_mixtures, make_table, power_world, run_cli
+from mixscale.config.profile import install_profile
+from mixscale.core.objective import Objective, parse_objective
 
 A = np.array([30.0, 50.0, 20.0])
 B = np.array([0.30, 0.40, 0.25])
@@ -190,3 +196,51 @@ def test_utility_cli(tmp_path):
     assert data["allocation"]["status"] == "ok"
     res = run_cli("utility", "--runs", str(runs), "--costs", str(costs), "--out", str(out))
     assert res.returncode == 2 and "training_cost_per_token" in res.stderr
+
+
+# --- the SLURM profile under a name ---------------------------------------------------------
+
+
+def test_install_profile_makes_profile_by_name_work(tmp_path):
+    """`snakemake --profile slurm` finds the installed profile (a dry run, no cluster needed)."""
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    args = ["install-profile", "--account", "ml-team", "--partition", "cpu"]
+    install = [sys.executable, "-m", "mixscale", *args, "--gpu-partition", "a100"]
+    res = subprocess.run(install, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    profile = tmp_path / "xdg/snakemake/slurm/config.yaml"
+    text = profile.read_text()
+    assert "# The plugin's default status check" in text  # the template's comments are kept
+    settings = yaml.safe_load(text)
+    assert settings["executor"] == "slurm"
+    assert settings["default-resources"]["slurm_account"] == "ml-team"
+    assert settings["default-resources"]["slurm_partition"] == "cpu"
+    assert settings["set-resources"]["train"]["slurm_partition"] == "a100"
+    again = subprocess.run(install, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert (
+        again.returncode == 2
+        and "a profile of that name exists (fix: pass --force)" in again.stderr
+    )
+    bad = [sys.executable, "-m", "mixscale", "install-profile", "--partition", "a;b", "--force"]
+    res = subprocess.run(bad, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert (
+        res.returncode == 2 and "--partition: a;b: not an account or partition name" in res.stderr
+    )
+    dry = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "-n", "--profile", "slurm",
+         "--configfile", "config/examples/simulated-demo.yaml", "-d", str(tmp_path / "work")],
+        cwd=ROOT, env={**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"},
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "Using profile slurm" in dry.stdout + dry.stderr
+
+
+def test_install_profile_without_an_account(tmp_path):
+    path = install_profile(
+        str(ROOT / "profiles/slurm"), "slurm", None, "debug", None, str(tmp_path)
+    )
+    settings = yaml.safe_load(path.read_text())
+    assert settings["slurm-no-account"] is True
+    assert "slurm_account" not in settings["default-resources"]
+    assert settings["set-resources"]["train"]["slurm_partition"] == "debug"

@@ -10,16 +10,22 @@ import numpy as np
 import pytest
 
 from conftest import DOWNLOADS, TEST_DOMAINS
-from mixscale import corpus as corpus_mod
-from mixscale.corpus import BUILTINS, MAX_DOC_CHARS, build_domain, read_documents, split_document
-from mixscale.errors import InputError
-from mixscale.tokens import (
+from mixscale.data import corpus as corpus_mod
+from mixscale.data.corpus import (
+    BUILTINS,
+    MAX_DOC_CHARS,
+    build_domain,
+    read_documents,
+    split_document,
+)
+from mixscale.data.tokens import (
     MixtureSampler,
     build_store,
     load_tokenizer,
     open_store,
     split_documents,
 )
+from mixscale.errors import InputError
 
 # --- corpus ---------------------------------------------------------------------------------
 
@@ -265,7 +271,7 @@ def test_corpus_cli_prints_sizes(tmp_path, cli):
 
 
 def test_a_named_pretrained_tokenizer_is_saved_as_the_experiments_own(data_dir, tmp_path):
-    from mixscale.tokens import pretrained_tokenizer
+    from mixscale.data.tokens import pretrained_tokenizer
 
     info = pretrained_tokenizer(str(data_dir / "tokenizer"), str(tmp_path / "tok"))
     assert info["vocab_size"] == 512 and info["kind"] == "pretrained"

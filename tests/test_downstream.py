@@ -12,18 +12,11 @@ import numpy as np
 import pytest
 
 from conftest import TEST_DOMAINS, TINY_MODEL
-from mixscale.downstream import (
-    KINDS,
-    TaskBuild,
-    TaskEntry,
-    build_tasks,
-    continuation_items,
-    downstream_tables,
-    evaluate,
-    task_entries,
-)
+from mixscale.config.tasks import KINDS, TaskBuild, TaskEntry, task_entries
+from mixscale.data.tasks import build_tasks, continuation_items
+from mixscale.data.tokens import split_corpus
 from mixscale.errors import InputError
-from mixscale.tokens import split_corpus
+from mixscale.evaluate.downstream import downstream_tables, evaluate
 
 SMALL = TaskBuild(items=30, choices=4, context_words=8, continuation_words=4, seed=0)
 
@@ -65,7 +58,7 @@ def tasks_dir(corpus_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def model_dir(data_dir, tmp_path_factory) -> Path:
     """The tiny GPT-2 as initialised, with a context long enough for the items."""
-    from mixscale.trainer import save_initial_model
+    from mixscale.train.model import save_initial_model
 
     out = tmp_path_factory.mktemp("model") / "model"
     save_initial_model(
@@ -248,7 +241,12 @@ def test_bad_task_lists_name_the_field(tasks, field):
 
 
 def test_budget_prices_evaluation():
-    from mixscale.budget import TASK_SIZES, budget_table, downstream_resources, downstream_tokens
+    from mixscale.plan.budget import (
+        TASK_SIZES,
+        budget_table,
+        downstream_resources,
+        downstream_tokens,
+    )
 
     config = {
         "experiment": "x",

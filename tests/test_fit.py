@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from conftest import alg1_mixtures, fixed_total_mixtures, make_table, power_world
-from mixscale.design import detect_design
+from mixscale.core.design import detect_design
+from mixscale.core.fit import FitResult, bootstrap_fits, fit_runs
+from mixscale.core.forms import drop_ratio_power
 from mixscale.errors import InputError
-from mixscale.fit import FitResult, bootstrap_fits, fit_runs
-from mixscale.forms import drop_ratio_power
 
 A = np.array([30.0, 50.0, 20.0, 40.0])
 B = np.array([0.30, 0.40, 0.25, 0.35])

@@ -1,8 +1,9 @@
 import pytest
 
 from mixscale.errors import InputError
-from mixscale.experiment import steps_to_reach
-from mixscale.plan import make_plan, perturb
+from mixscale.evaluate.verify import steps_to_reach
+from mixscale.plan.mixture import perturb
+from mixscale.plan.specs import make_plan
 
 DOMAINS = ["a", "b", "c"]
 
@@ -69,8 +70,8 @@ def test_steps_to_reach_interpolates():
 
 def test_budget_prices_the_plan_like_the_paper():
     from conftest import ROOT
-    from mixscale.budget import budget_table
-    from mixscale.experiment import load_config
+    from mixscale.config.load import load_yaml_config as load_config
+    from mixscale.plan.budget import budget_table
 
     config = load_config(str(ROOT / "config/examples/gpt2-large-redpajama.yaml"))
     budget = budget_table(config)
@@ -89,8 +90,9 @@ def test_budget_prices_the_plan_like_the_paper():
 
 def test_train_resources_come_from_the_cost_model():
     from conftest import ROOT
-    from mixscale.budget import train_resources
-    from mixscale.experiment import load_config, run_specs
+    from mixscale.config.load import load_yaml_config as load_config
+    from mixscale.plan.budget import train_resources
+    from mixscale.plan.specs import run_specs
 
     config = load_config(str(ROOT / "config/examples/gpt2-large-redpajama.yaml"))
     spec = run_specs(config)["verify-3e+09-uniform-s0"]

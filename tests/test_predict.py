@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from scipy.optimize import root
 
+from mixscale.core.predict import Optimum, predict_continuous, predict_discrete
 from mixscale.errors import InputError
-from mixscale.predict import Optimum, predict_continuous, predict_discrete
 
 
 def opt(tokens, domains=("a", "b")):

@@ -65,10 +65,26 @@ def controller_problem() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
+    """A controller that answers, and the project's profile installed as users install it
+    (`mixscale install-profile`), so every test runs the literal `snakemake --profile slurm`."""
     problem = controller_problem()
     if problem:
         pytest.skip(problem)
+    config_home = tmp_path_factory.mktemp("xdg-config")
+    before = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(config_home)
+    installed = subprocess.run(
+        [sys.executable, "-m", "mixscale", "install-profile", "--partition", "debug"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    assert (config_home / "snakemake/slurm/config.yaml").is_file()
+    yield
+    if before is None:
+        os.environ.pop("XDG_CONFIG_HOME")
+    else:
+        os.environ["XDG_CONFIG_HOME"] = before
 
 
 SWEEPS: list[subprocess.Popen] = []
@@ -91,11 +107,12 @@ def leave_the_cluster_clean():
 
 
 def slurm(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The cluster profile plus the test overlay (partition, no account, short status delays)."""
+    """`snakemake --profile slurm` (the installed profile) plus the test overlay (partition, no
+    account, short status delays)."""
     return snakemake(
         workdir,
         "--profile",
-        str(ROOT / "profiles/slurm"),
+        "slurm",
         "--workflow-profile",
         str(ROOT / "tests/slurm/profile"),
         *args,
@@ -220,8 +237,7 @@ def start_sweep(workdir: Path, config: Path, *extra: str) -> subprocess.Popen:
     targets = [f"results/slurm-torch/runs/{r}/metrics.json" for r in (SHORT, LONG)]
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     command = [f"{BIN}/snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir)]
-    command += ["--profile", str(ROOT / "profiles/slurm")]
-    command += ["--workflow-profile", str(ROOT / "tests/slurm/profile")]
+    command += ["--profile", "slurm", "--workflow-profile", str(ROOT / "tests/slurm/profile")]
     with (workdir / "snakemake.log").open("a") as log:
         sweep = subprocess.Popen(
             [*command, *targets, *extra, "--configfile", str(config)],
@@ -302,7 +318,7 @@ def test_node_down_mid_job_then_back(prepared, tmp_path):
     wait_for(lambda: not training_processes(LONG), 120, "the stale copy to be killed", sweep)
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
     # under load the stale copy can still clash: the node drains and the job is held; the
-    # README's procedure (resume the node, release the job) gets it going again
+    # procedure of docs/slurm.md (resume the node, release the job) gets it going again
     deadline = time.monotonic() + 900
     while sweep.poll() is None and time.monotonic() < deadline:
         if "held" in job_field(job, "Reason"):
@@ -332,9 +348,9 @@ def sinfo_state(node: str) -> str:
 
 
 def test_killed_controller_then_documented_recovery(prepared, tmp_path):
-    """Fault test 4: SIGKILL the Snakemake controller mid-sweep. The README's recovery (unlock,
-    cancel the run's orphaned jobs by its SLURM job name, rerun) completes the sweep with no
-    finished run recomputed and no output written twice."""
+    """Fault test 4: SIGKILL the Snakemake controller mid-sweep. The recovery of docs/slurm.md
+    (unlock, cancel the run's orphaned jobs by its SLURM job name, rerun) completes the sweep with
+    no finished run recomputed and no output written twice."""
     config = torch_sweep(tmp_path, prepared)
     finished = short_mtime(tmp_path)
     sweep = start_sweep(tmp_path, config)
@@ -343,7 +359,7 @@ def test_killed_controller_then_documented_recovery(prepared, tmp_path):
     sweep.wait()
     run_id = re.search(r"SLURM run ID: (\S+)", (tmp_path / "snakemake.log").read_text())
     assert run_id
-    # the recovery procedure of the README
+    # the recovery procedure of docs/slurm.md
     orphans = squeue_names()
     assert run_id.group(1) in orphans  # the orphaned training job is still running
     subprocess.run(["scancel", f"--name={run_id.group(1)}"], check=True)

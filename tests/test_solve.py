@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from mixscale.ddo import Constraints, optimize
+from mixscale.core.ddo import Constraints, optimize
+from mixscale.core.fit import DomainFit, FitResult
+from mixscale.core.solve import Problem, objective_value, solve
 from mixscale.errors import InputError
-from mixscale.fit import DomainFit, FitResult
-from mixscale.solve import Problem, objective_value, solve
 
 
 def random_problem(m: int, rng: np.random.Generator, total: float = 1e6, shifted=True) -> Problem:

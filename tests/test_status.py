@@ -8,8 +8,8 @@ import time
 
 import yaml
 
-from mixscale.experiment import run_specs
-from mixscale.status import experiment_status, format_status
+from mixscale.plan.specs import run_specs
+from mixscale.report.status import experiment_status, format_status
 
 
 def _config():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,8 +17,10 @@ import pytest
 import torch
 
 from conftest import tiny_settings
-from mixscale.tokens import open_store
-from mixscale.trainer import TrainSettings, eval_steps, held_out_windows, learning_rate
+from mixscale.config.training import TrainSettings
+from mixscale.data.tokens import open_store
+from mixscale.train.model import learning_rate
+from mixscale.train.validation import eval_steps, held_out_windows
 
 MIX = {"books": 24_000, "code": 16_000, "legal": 8_000}
 
@@ -188,16 +191,58 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert eval_steps(10, 4) == [2, 5, 8, 10] and eval_steps(3, 10) == [1, 2, 3]
 
 
-def test_changed_run_ignores_old_checkpoints(reference, data_dir, tmp_path):
-    """A checkpoint from another version of the run (other mixture) is never resumed."""
+def test_edited_run_moves_old_checkpoints_aside_and_keeps_its_own(reference, data_dir, tmp_path):
+    """A run whose mixture was edited (same id) never resumes another version's checkpoints;
+    they are moved aside, not deleted, and no longer outrank (or get pruned instead of) the
+    run's own: here the old ones have higher step numbers than the whole edited run."""
     import shutil
 
     shutil.copytree(reference / "checkpoints", tmp_path / "checkpoints")
-    other = {**MIX, "legal": 16_000}
-    result = run_train(tmp_path, tiny_settings(data_dir), spec(other))
+    old = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*.pt"))
+    smaller = {"books": 8_000, "code": 8_000, "legal": 8_000}  # fewer steps than the old run
+    result = run_train(tmp_path, tiny_settings(data_dir), spec(smaller))
     assert result.returncode == 0, result.stderr
-    assert "another version of this run" in result.stdout
-    assert json.loads((tmp_path / "metrics.json").read_text())["resumed_at_step"] is None
+    assert "belongs to another version of this run: moved to" in result.stdout
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["resumed_at_step"] is None
+    aside = sorted(p.name for p in (tmp_path / "checkpoints/other-versions").glob("*.pt"))
+    assert aside == old
+    own = sorted((tmp_path / "checkpoints").glob("step-*.pt"))
+    assert own and int(own[-1].stem.split("-")[1]) == metrics["steps"]
+    # and the edited run resumes from its own checkpoints
+    (tmp_path / "metrics.json").unlink()
+    again = run_train(tmp_path, tiny_settings(data_dir), spec(smaller))
+    assert again.returncode == 0, again.stderr
+    assert f"resumed from checkpoint at step {metrics['steps']}" in again.stdout
+    resumed = json.loads((tmp_path / "metrics.json").read_text())
+    assert resumed["final_losses"] == metrics["final_losses"]
+
+
+class _Payload:
+    """What an attacker plants: unpickling it runs a command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_planted_checkpoint_cannot_run_code(data_dir, tmp_path):
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    planted = folder / "step-999999999.pt"
+    torch.save({"fingerprint": "x", "payload": _Payload(marker)}, planted)
+    torch.save([1, 2, 3], folder / "step-999999998.pt")  # the wrong object: not a checkpoint
+    result = run_train(tmp_path / "run", tiny_settings(data_dir))
+    assert result.returncode == 0, result.stderr
+    assert not marker.exists()
+    assert "step-999999999.pt holds objects other than tensors and plain data" in result.stdout
+    assert "step-999999998.pt not a mixscale checkpoint" in result.stdout
+    unreadable = sorted(p.name for p in (folder / "unreadable").iterdir())
+    assert unreadable == ["step-999999998.pt", "step-999999999.pt"]
+    assert json.loads((tmp_path / "run/metrics.json").read_text())["resumed_at_step"] is None
 
 
 def test_llama_family_trains_from_config(data_dir, tmp_path):

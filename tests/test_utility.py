@@ -3,9 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from mixscale.errors import InputError
-from mixscale.fileio import write_tsv
-from mixscale.utility import (
+from mixscale.core.utility import (
     AnnealTable,
     Curve,
     SourceCost,
@@ -14,6 +12,8 @@ from mixscale.utility import (
     fit_curve,
     load_anneal_table,
 )
+from mixscale.errors import InputError
+from mixscale.fileio import write_tsv
 
 BUDGETS = [1e6, 3e6, 1e7, 3e7, 1e8, 3e8]
 TRUE = {  # fast saturates early with a small ceiling; slow keeps climbing to a high one

@@ -4,11 +4,17 @@ import numpy as np
 import pytest
 
 from conftest import alg1_mixtures, run_cli
-from mixscale.ddo import optimize
+from mixscale.core.ddo import optimize
+from mixscale.core.fit import fit_runs
+from mixscale.core.predict import Optimum, predict_continuous
+from mixscale.core.world import (
+    load_world,
+    score,
+    shipped_worlds,
+    simulate_run_table,
+    world_from_dict,
+)
 from mixscale.errors import InputError
-from mixscale.fit import fit_runs
-from mixscale.predict import Optimum, predict_continuous
-from mixscale.world import load_world, score, shipped_worlds, simulate_run_table, world_from_dict
 
 
 def ddo_optimum(world, total, seeds=1, noisy=False):

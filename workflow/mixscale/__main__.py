@@ -1,5 +1,5 @@
 import sys
 
-from mixscale.cli import main
+from mixscale.cli.main import main
 
 sys.exit(main())

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,30 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build a folder under a temporary name beside ``path``, then swap it in. Readers see the
+    old folder or the complete new one; if building fails the old one stays and the temporary
+    is removed. (The old folder is renamed aside before the swap, so a crash between the two
+    renames leaves it recoverable as ``<name>.old``, never half-deleted.)"""
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = target.with_name(target.name + ".old")
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _umask() -> int:
@@ -59,7 +86,7 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     if not p.is_file():
         raise InputError(str(p), "", "file not found", "check the path")
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(p.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise InputError(str(p), "", "not UTF-8 text", "pass a JSON file") from exc
     except json.JSONDecodeError as exc:
@@ -74,7 +101,7 @@ def read_tsv_rows(path: str | os.PathLike[str]) -> tuple[list[str], list[list[st
     if not p.is_file():
         raise InputError(str(p), "", "file not found", "check the path")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # spreadsheets write a byte-order mark
     except UnicodeDecodeError as exc:
         raise InputError(str(p), "", "not UTF-8 text", "pass a tab-separated text file") from exc
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]

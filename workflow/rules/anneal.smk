@@ -10,10 +10,10 @@ rule anneal_table:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        target=anneal_target_args(),
+        target=lambda w: commands.anneal_table(config, ANNEAL_TASK),
     shell:
-        "python -m mixscale anneal-table --metrics {input} {params.target} "
-        "--out {output} > {log} 2>&1"
+        "python -m mixscale anneal-table --metrics {input:q} {params.target} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule anneal_costs:
@@ -25,12 +25,9 @@ rule anneal_costs:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        sources=anneal_sources_arg(),
-        share=config.get("anneal", {}).get("share", 0.3),
-        training=anneal_training_cost_arg(),
+        args=lambda w: commands.anneal_costs(config),
     shell:
-        "python -m mixscale anneal-costs --sources {params.sources:q} --share {params.share} "
-        "--training-cost {params.training} --out {output} > {log} 2>&1"
+        "python -m mixscale anneal-costs {params.args} --out {output:q} > {log:q} 2>&1"
 
 
 rule utility:
@@ -47,10 +44,10 @@ rule utility:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        args=utility_args(),
+        args=lambda w: commands.utility(config, ANNEAL_TASK),
     shell:
-        "python -m mixscale utility --runs {input.runs} --costs {input.costs} {params.args} "
-        "--out {output} > {log} 2>&1"
+        "python -m mixscale utility --runs {input.runs:q} --costs {input.costs:q} {params.args} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule anneal_report:
@@ -79,7 +76,7 @@ rule anneal_report:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        unit=config.get("anneal", {}).get("cost_unit", "$"),
+        args=lambda w: commands.anneal_report(config),
     shell:
-        "python -m mixscale anneal-report --utility {input.utility} --runs {input.runs} "
-        "--unit {params.unit:q} --out {output.summary} > {log} 2>&1"
+        "python -m mixscale anneal-report --utility {input.utility:q} --runs {input.runs:q} "
+        "{params.args} --out {output.summary:q} > {log:q} 2>&1"

@@ -11,9 +11,6 @@ rule autoscale:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        optima=optimum_args,
-        target=target_tokens,
-        discrete=discrete_arg(),
+        args=lambda w, input: commands.predict(config, list(input), target_tokens(w)),
     shell:
-        "python -m mixscale predict {params.optima} --target {params.target} "
-        "{params.discrete} --out {output} > {log} 2>&1"
+        "python -m mixscale predict {params.args} --out {output:q} > {log:q} 2>&1"

@@ -9,15 +9,11 @@ rule corpus:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        source=domain_source,
-        folder=output_folder,
-        max_bytes=max_bytes_arg(),
-        downloads=DATA_CONFIG.get("downloads", "resources/downloads"),
-        seed=DATA_CONFIG.get("seed", 0),
+        args=lambda w, output: commands.corpus(
+            config, w.domain, os.path.dirname(output[0])
+        ),
     shell:
-        "python -m mixscale corpus --out {params.folder} "
-        "--source {wildcards.domain}={params.source:q} {params.max_bytes} "
-        "--cache {params.downloads} --seed {params.seed} > {log} 2>&1"
+        "python -m mixscale corpus {params.args} > {log:q} 2>&1"
 
 
 rule tokenizer:
@@ -33,12 +29,10 @@ rule tokenizer:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        how=tokenizer_args(),
-        seed=DATA_CONFIG.get("seed", 0),
-        validation=DATA_CONFIG.get("validation_bytes", 200000),
+        args=commands.tokenizer(config),
     shell:
-        "python -m mixscale tokenizer --corpus {input} {params.how} --seed {params.seed} "
-        "--validation-bytes {params.validation} --out {output} > {log} 2>&1"
+        "python -m mixscale tokenizer --corpus {input:q} {params.args} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule tokens:
@@ -55,9 +49,7 @@ rule tokens:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        seed=DATA_CONFIG.get("seed", 0),
-        validation=DATA_CONFIG.get("validation_bytes", 200000),
+        args=lambda w: commands.tokens(config, w.domain),
     shell:
-        "python -m mixscale tokens --domain {wildcards.domain} --corpus {input.corpus} "
-        "--tokenizer {input.tokenizer} --seed {params.seed} "
-        "--validation-bytes {params.validation} --out {output} > {log} 2>&1"
+        "python -m mixscale tokens {params.args} --corpus {input.corpus:q} "
+        "--tokenizer {input.tokenizer:q} --out {output:q} > {log:q} 2>&1"

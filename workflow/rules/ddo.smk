@@ -17,12 +17,7 @@ rule ddo:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        tokens=scale_tokens,
-        form=config["fit"]["form"],
-        loss=config["fit"]["loss"],
-        bootstrap=config["fit"]["bootstrap"],
-        objective=objective_args(),
+        args=lambda w: commands.ddo(config, scale_tokens(w)),
     shell:
-        "python -m mixscale ddo --runs {input.runs} --tokens {params.tokens} "
-        "--form {params.form} --loss {params.loss} --bootstrap {params.bootstrap} "
-        "{params.objective} --figure {output.fits} --out {output.weights} > {log} 2>&1"
+        "python -m mixscale ddo --runs {input.runs:q} {params.args} "
+        "--figure {output.fits:q} --out {output.weights:q} > {log:q} 2>&1"

@@ -11,12 +11,9 @@ rule downstream_tasks:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        build=embedded_build_arg(),
-        seed=DATA_CONFIG.get("seed", 0),
-        validation=DATA_CONFIG.get("validation_bytes", 200000),
+        args=commands.tasks(config),
     shell:
-        "python -m mixscale tasks --corpus {input} --seed {params.seed} "
-        "--validation-bytes {params.validation} {params.build} --out {output} > {log} 2>&1"
+        "python -m mixscale tasks --corpus {input:q} {params.args} --out {output:q} > {log:q} 2>&1"
 
 
 rule untrained_model:
@@ -30,9 +27,9 @@ rule untrained_model:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        settings=train_settings_arg(),
+        args=commands.init_model(SETTINGS),
     shell:
-        "python -m mixscale init-model {params.settings} --seed 0 --out {output} > {log} 2>&1"
+        "python -m mixscale init-model {params.args} --out {output:q} > {log:q} 2>&1"
 
 
 rule downstream:
@@ -54,8 +51,12 @@ rule downstream:
         runtime=downstream_runtime,
         gpu=downstream_gpus,
     params:
-        model=downstream_model_dir,
-        args=downstream_args,
+        args=lambda w, input: commands.downstream(
+            config,
+            ENTRIES[w.entry],
+            SPECS.get(w.model),
+            os.path.dirname(input.model),
+            input.tasks,
+        ),
     shell:
-        "python -m mixscale downstream --model {params.model} {params.args} "
-        "--out {output} > {log} 2>&1"
+        "python -m mixscale downstream {params.args} --out {output:q} > {log:q} 2>&1"

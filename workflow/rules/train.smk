@@ -21,16 +21,13 @@ rule train:
         mem_mb=train_mem_mb,
     params:
         spec=run_spec,
-        backend=config["backend"],
-        world=world_arg(),
-        settings=train_settings_arg(),
-        launcher=train_launcher,
-        eval_points=run_eval_points,
-        weights=weights_arg,
+        launcher=lambda w: commands.launcher(config, SPECS[w.run]),
+        args=lambda w, input: commands.train(
+            config, SPECS[w.run], SETTINGS, input.weights
+        ),
     shell:
-        "{params.launcher} train --spec {params.spec:q} --backend {params.backend} "
-        "{params.world} {params.settings} --threads {threads} "
-        "--eval-points {params.eval_points} {params.weights} --out {output} > {log} 2>&1"
+        "{params.launcher} train --spec {params.spec:q} {params.args} --threads {threads} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule run_table:
@@ -46,4 +43,4 @@ rule run_table:
     conda:
         "../../envs/mixscale.yaml"
     shell:
-        "python -m mixscale table --metrics {input} --out {output} > {log} 2>&1"
+        "python -m mixscale table --metrics {input:q} --out {output:q} > {log:q} 2>&1"

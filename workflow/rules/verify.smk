@@ -11,11 +11,10 @@ rule compare:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        target=target_tokens,
-        world=world_arg(),
+        args=lambda w: commands.compare(config, target_tokens(w)),
     shell:
-        "python -m mixscale compare --metrics {input} --target {params.target} "
-        "{params.world} --out {output} > {log} 2>&1"
+        "python -m mixscale compare --metrics {input:q} {params.args} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule report:
@@ -49,10 +48,8 @@ rule report:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        experiment=EXP,
-        world=world_arg(),
-        downstream=downstream_report_arg,
+        args=lambda w, input: commands.report(
+            config, input.ddo, input.autoscale, input.compare, input.downstream
+        ),
     shell:
-        "python -m mixscale report --experiment {params.experiment} --ddo {input.ddo} "
-        "--autoscale {input.autoscale} --compare {input.compare} {params.world} "
-        "{params.downstream} --out {output.summary} > {log} 2>&1"
+        "python -m mixscale report {params.args} --out {output.summary:q} > {log:q} 2>&1"

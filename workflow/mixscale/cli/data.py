@@ -1,0 +1,118 @@
+"""Data preparation: corpus, tokenizer, token stores, embedded downstream tasks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mixscale.cli.args import count, json_or_file, number
+from mixscale.errors import InputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("corpus", help="real text domains as JSONL (embedded or your own)")
+    p.add_argument("--out", required=True, help="folder for <domain>.jsonl + provenance")
+    p.add_argument("--domains", help="comma-separated built-in domains (default: all six)")
+    p.add_argument(
+        "--source",
+        action="append",
+        help="DOMAIN=SPEC: a built-in name, or JSON {path: ...} / {hf: ...} (repeatable)",
+    )
+    p.add_argument("--max-bytes", type=number, help="cap per domain (seeded document subset)")
+    p.add_argument("--cache", default="resources/downloads", help="pinned package downloads")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=cmd_corpus)
+
+    p = sub.add_parser("tokenizer", help="train a byte-level BPE, or save a pretrained one")
+    p.add_argument("--corpus", nargs="*", default=[], help="<domain>.jsonl files to train on")
+    p.add_argument("--vocab-size", type=int, default=1024)
+    p.add_argument("--pretrained", help="a named tokenizer instead (cluster)")
+    p.add_argument("--seed", type=int, default=0, help="document shuffle (held-out split)")
+    p.add_argument("--validation-bytes", type=count, default=200000)
+    p.add_argument("--out", required=True, help="tokenizer folder")
+    p.set_defaults(handler=cmd_tokenizer)
+
+    p = sub.add_parser("tokens", help="one domain's token store (train.bin, val.bin)")
+    p.add_argument("--corpus", required=True, help="<domain>.jsonl")
+    p.add_argument("--domain", help="domain name (default: from the file name)")
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validation-bytes", type=count, default=200000)
+    p.add_argument("--out", required=True, help="store folder")
+    p.set_defaults(handler=cmd_tokens)
+
+    p = sub.add_parser("tasks", help="embedded lm-eval tasks from each domain's held-out text")
+    p.add_argument("--corpus", nargs="+", required=True, help="<domain>.jsonl files")
+    p.add_argument("--seed", type=int, default=0, help="data seed (the held-out split)")
+    p.add_argument("--validation-bytes", type=count, default=200000)
+    p.add_argument("--build", help="JSON: items, choices, context_words, continuation_words, seed")
+    p.add_argument("--out", required=True, help="task folder (JSONL + YAML + tasks.json)")
+    p.set_defaults(handler=cmd_tasks)
+
+
+def cmd_corpus(args: argparse.Namespace) -> None:
+    """Build domains as JSONL documents; print what was built and how long it took."""
+    import time
+
+    from mixscale.data.corpus import BUILTINS, build_domain
+
+    # --domains picks built-ins; without it, all built-ins unless --source names the domains
+    default = [] if args.source else list(BUILTINS)
+    sources = dict.fromkeys(args.domains.split(",") if args.domains else default)
+    for item in args.source or []:
+        name, _, spec = item.partition("=")
+        sources[name] = json_or_file(spec) if spec.lstrip().startswith("{") else spec
+    rows = []
+    for domain, spec in sources.items():
+        start = time.perf_counter()
+        built = build_domain(domain, spec, args.out, args.cache, args.max_bytes, args.seed)
+        rows.append((domain, built.documents, built.bytes, time.perf_counter() - start))
+        print(
+            f"{domain:14s} {built.documents:8d} docs {built.bytes / 1e6:8.2f} MB "
+            f"{rows[-1][3]:6.1f} s",
+            file=sys.stderr,
+        )
+
+
+def cmd_tokenizer(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mixscale.data.tokens import pretrained_tokenizer, train_tokenizer
+
+    if args.pretrained:
+        info = pretrained_tokenizer(args.pretrained, args.out)
+    elif not args.corpus:
+        raise InputError(
+            "tokenizer", "--corpus", "no files", "give <domain>.jsonl files or --pretrained"
+        )
+    else:
+        files = {Path(f).name.removesuffix(".jsonl"): f for f in args.corpus}
+        info = train_tokenizer(files, args.out, args.vocab_size, args.seed, args.validation_bytes)
+    print(f"tokenizer: {info['kind']}, vocabulary {info['vocab_size']}", file=sys.stderr)
+
+
+def cmd_tokens(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mixscale.data.tokens import build_store
+
+    domain = args.domain or Path(args.corpus).name.removesuffix(".jsonl")
+    meta = build_store(
+        domain, args.corpus, args.tokenizer, args.out, args.seed, args.validation_bytes
+    )
+    print(
+        f"{domain}: {meta['train_tokens']} training + {meta['val_tokens']} held-out tokens "
+        f"({meta['bytes_per_token']:.2f} bytes/token)",
+        file=sys.stderr,
+    )
+
+
+def cmd_tasks(args: argparse.Namespace) -> None:
+
+    from mixscale.config.tasks import TaskBuild
+    from mixscale.data.tasks import build_tasks
+
+    build = TaskBuild.from_dict(json_or_file(args.build) if args.build else None)
+    manifest = build_tasks(args.corpus, args.out, build, args.seed, args.validation_bytes)
+    for name, task in manifest["tasks"].items():
+        print(f"{name:32s} {task['items']:5d} items", file=sys.stderr)

@@ -1,0 +1,114 @@
+"""After the runs: run tables, verification, downstream scores, annealing tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from mixscale.cli.args import json_or_file, number
+from mixscale.errors import InputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("table", help="gather runs' metrics.json into a run table (TSV)")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_table)
+
+    p = sub.add_parser("compare", help="verification runs at one target scale")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--target", type=number, required=True)
+    p.add_argument("--world", help="score against this world's optimum (backend simulate)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_compare)
+
+    p = sub.add_parser("downstream", help="score a saved model on an lm-eval task")
+    p.add_argument("--model", required=True, help="saved model folder (transformers)")
+    p.add_argument("--task", required=True, help="lm-eval task or group, or 'embedded'")
+    p.add_argument("--shots", type=int, default=0)
+    p.add_argument("--metric", default="acc", help="the metric the report shows")
+    p.add_argument("--include-path", help="folder of task YAMLs (the embedded tasks)")
+    p.add_argument("--limit", type=number, help="items per task (a fraction if < 1)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 ...")
+    p.add_argument("--cache-dir", help="HF_HOME for this job (default: beside the model)")
+    p.add_argument("--datasets-cache", help="a prepared datasets cache (cluster)")
+    p.add_argument("--online", action="store_true", help="allow the Hugging Face hub")
+    p.add_argument("--seed", type=int, default=0, help="few-shot sampling seed")
+    p.add_argument("--label", help="row label in the report (the method)")
+    p.add_argument("--target", help="target scale label the model was trained for")
+    p.add_argument("--run-seed", type=int, help="training seed of the run")
+    p.add_argument("--out", required=True, help="results JSON")
+    p.set_defaults(handler=cmd_downstream)
+
+    p = sub.add_parser("anneal-table", help="annealing runs' target metric as utility's TSV")
+    p.add_argument("--metrics", nargs="+", required=True, help="annealing runs' metrics.json")
+    p.add_argument("--target", help="target domains: a,b (mean held-out loss)")
+    p.add_argument("--task-metric", help="or: downstream result files, mean of this metric")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_anneal_table)
+
+    p = sub.add_parser("anneal-costs", help="utility's costs TSV from anneal.sources")
+    p.add_argument("--sources", required=True, help="JSON: {source: {acquisition_cost, ...}}")
+    p.add_argument("--share", type=number, required=True, help="source share of the mix")
+    p.add_argument("--training-cost", type=number, required=True, help="per annealing token")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_anneal_costs)
+
+
+def cmd_table(args: argparse.Namespace) -> None:
+
+    from mixscale.evaluate.verify import run_table
+
+    run_table(args.metrics, args.out)
+
+
+def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
+
+    from mixscale.evaluate.verify import compare
+
+    return compare(args.metrics, args.target, args.world)
+
+
+def cmd_downstream(args: argparse.Namespace) -> dict[str, Any]:
+
+    from mixscale.config.tasks import TaskEntry
+    from mixscale.evaluate.downstream import evaluate
+
+    entry = TaskEntry(args.task, args.shots, args.metric)
+    result = evaluate(
+        args.model,
+        entry,
+        include_path=args.include_path,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        device=args.device,
+        cache_dir=args.cache_dir,
+        offline=not args.online,
+        datasets_cache=args.datasets_cache,
+        seed=args.seed,
+    )
+    result.update({"label": args.label, "target": args.target, "run_seed": args.run_seed})
+    for name, scores in result["tasks"].items():
+        value = scores.get(args.metric, scores.get("acc"))
+        print(f"{name:32s} {args.metric} {value}", file=sys.stderr)
+    return result
+
+
+def cmd_anneal_table(args: argparse.Namespace) -> None:
+
+    from mixscale.evaluate.anneal import anneal_table
+
+    if not args.target and not args.task_metric:
+        raise InputError("anneal-table", "--target", "missing", "give --target or --task-metric")
+    target = args.target.split(",") if args.target else []
+    rows = anneal_table(args.metrics, target, args.out, args.task_metric)
+    print(f"{rows} annealing runs -> {args.out}", file=sys.stderr)
+
+
+def cmd_anneal_costs(args: argparse.Namespace) -> None:
+
+    from mixscale.evaluate.anneal import costs_table
+
+    costs_table(json_or_file(args.sources), args.share, args.training_cost, args.out)

@@ -1,0 +1,79 @@
+"""A whole config: check it, price it (GPU-hours per stage)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mixscale.cli.args import add_configfiles
+from mixscale.config.load import load_configs
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="check a config (YAML, schema, names, scales) without running")
+    add_configfiles(p)
+    p.set_defaults(handler=cmd_check)
+
+    p = sub.add_parser("budget", help="tokens, FLOPs and GPU-hours per stage of a config")
+    add_configfiles(p)
+    p.add_argument("--out", required=True, help="budget JSON")
+    p.set_defaults(handler=cmd_budget)
+
+    p = sub.add_parser(
+        "install-profile",
+        help="install profiles/slurm under a name: then `snakemake --profile slurm` works",
+    )
+    p.add_argument("--account", help="SLURM account (omit on clusters without accounting)")
+    p.add_argument("--partition", required=True, help="partition of CPU jobs (data, reports)")
+    p.add_argument("--gpu-partition", help="partition of training jobs (default: --partition)")
+    p.add_argument("--name", default="slurm", help="the profile's name (default slurm)")
+    p.add_argument("--source", default="profiles/slurm", help="the project's profile folder")
+    p.add_argument("--config-dir", help="where profiles live (default $XDG_CONFIG_HOME/snakemake)")
+    p.add_argument("--force", action="store_true", help="replace an existing profile")
+    p.set_defaults(handler=cmd_install_profile)
+
+
+def checked_config(paths: list[str]) -> dict[str, Any]:
+    """The merged config files (later ones override earlier ones, as in Snakemake), checked
+    as the Snakefile checks them."""
+    from mixscale.plan.check import check_config
+
+    config = load_configs(paths)
+    return check_config(config, ", ".join(paths))
+
+
+def cmd_check(args: argparse.Namespace) -> None:
+
+    from mixscale.plan.specs import run_specs
+
+    config = checked_config(args.configfile)
+    kinds = [k for k in ("ddo", "anneal") if config.get(k)]
+    print(
+        f"{', '.join(args.configfile)}: ok ({config['experiment']}: {' + '.join(kinds)}, "
+        f"{len(run_specs(config))} runs, backend {config['backend']})"
+    )
+
+
+def cmd_budget(args: argparse.Namespace) -> dict[str, Any]:
+
+    from mixscale.plan.budget import budget_table, format_table
+
+    config = checked_config(args.configfile)
+    result = budget_table(config)
+    print(format_table(result))
+    return result
+
+
+def cmd_install_profile(args: argparse.Namespace) -> None:
+    from mixscale.config.profile import install_profile
+
+    path = install_profile(
+        args.source,
+        args.name,
+        args.account,
+        args.partition,
+        args.gpu_partition,
+        args.config_dir,
+        args.force,
+    )
+    print(f"installed {path}: now `snakemake --profile {args.name} --configfile ...`")

@@ -1,0 +1,42 @@
+"""``python -m mixscale``: every command of the workflow and of the math core, grouped by stage
+(``mixscale.cli.<group>``, each parser next to its handler).
+
+Handlers import the stage modules they call inside the function: the CLI starts in 0.1 s
+instead of 1.8 s, and every Snakemake job calls it. Every command reads files, writes its output
+atomically, and on bad input prints one line naming the input and the field, exiting with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mixscale.cli import data, evaluate, experiment, math, report, train
+from mixscale.errors import InputError
+from mixscale.fileio import write_json
+
+GROUPS = (math, train, data, evaluate, experiment, report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mixscale", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handler(args)
+        if result is not None:  # commands that write their own format return None
+            write_json(args.out, result)
+    except InputError as exc:
+        print(f"mixscale {args.command}: error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    if getattr(args, "out", None):
+        print(f"mixscale {args.command}: wrote {args.out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,266 @@
+"""The math core on your own run tables: fit, solve, ddo, predict, utility, world."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mixscale.cli.args import number, pairs
+from mixscale.errors import InputError
+from mixscale.fileio import read_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="fit per-domain scaling laws to a run table")
+    _add_fit_args(p)
+    p.add_argument("--out", required=True, help="FIT.json")
+    p.set_defaults(handler=cmd_fit)
+
+    p = sub.add_parser("solve", help="optimal weights at a scale from FIT.json (DDO)")
+    p.add_argument("--fit", required=True)
+    p.add_argument("--tokens", type=number, help="total training tokens N")
+    p.add_argument(
+        "--budget", type=number, help="instead of --tokens: a cost budget (needs --cost)"
+    )
+    _add_constraint_args(p)
+    p.add_argument("--out", required=True, help="WEIGHTS.json")
+    p.set_defaults(handler=cmd_solve)
+
+    p = sub.add_parser("ddo", help="fit + solve in one step, with bootstrap intervals")
+    _add_fit_args(p)
+    p.add_argument("--tokens", type=number, required=True)
+    _add_constraint_args(p)
+    p.add_argument("--bootstrap", type=int, default=200, help="resamples over seeds (0: off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--figure", help="also draw the per-domain fits (PNG)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_ddo)
+
+    p = sub.add_parser("predict", help="AutoScale: optimal mixture at a larger scale")
+    p.add_argument("--optimum", action="append", required=True, help="WEIGHTS.json (repeat, 2+)")
+    p.add_argument("--target", type=number, required=True, help="target total tokens")
+    p.add_argument("--discrete", action="store_true", help="the paper's Algorithm 2 (overshoots)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("utility", help="data-source utility from annealing runs")
+    p.add_argument("--runs", required=True, help="TSV: source, budget_tokens, metric, seed")
+    p.add_argument("--costs", required=True, help="TSV: source, acquisition_cost_per_token, ...")
+    p.add_argument("--train-cost-per-token", type=number, help="default training cost per token")
+    p.add_argument(
+        "--direction",
+        default="lower",
+        choices=["lower", "higher"],
+        help="lower: metric is a loss; higher: a score",
+    )
+    p.add_argument("--budget", type=number, help="total cost budget to allocate across sources")
+    p.add_argument("--extrapolate", default="10,100", help="multiples of the largest budget")
+    p.add_argument("--bootstrap", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_utility)
+
+    p = sub.add_parser("world", help="a simulated world: true optimum, and scores of weights")
+    p.add_argument("action", choices=["optimum", "score"])
+    p.add_argument("--world", required=True, help="world YAML or a shipped name (separable, ...)")
+    p.add_argument("--tokens", type=number, required=True, help="total tokens")
+    p.add_argument("--weights", action="append", help="score: WEIGHTS.json (repeatable)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_world)
+
+
+def _add_objective_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--objective",
+        default="mean",
+        choices=["mean", "perplexity"],
+        help="mean validation loss (default) or mean perplexity exp(loss)",
+    )
+    p.add_argument("--eval-weights", help="weighted mean over evaluation domains: a=0.5,b=0.5")
+    p.add_argument("--eval-domains", help="use only these evaluation domains: a,b")
+
+
+def _add_fit_args(p: argparse.ArgumentParser) -> None:
+
+    from mixscale.core.forms import FORM_CHOICES
+
+    p.add_argument("--runs", required=True, help="run table (TSV): tokens.<d>, loss.<d>, run, seed")
+    p.add_argument("--base", help="run id of the base run (default: found from the design)")
+    p.add_argument(
+        "--form",
+        default="auto",
+        choices=FORM_CHOICES,
+        help="auto: power law where r > 1, Eq. 2's shifted form where 1/3 < r <= 1",
+    )
+    p.add_argument(
+        "--loss",
+        default="linear",
+        choices=["linear", "huber"],
+        help="least-squares loss; huber down-weights outlier seeds",
+    )
+    p.add_argument(
+        "--unit", type=number, help="token unit of the paper's forms (default: base total)"
+    )
+    _add_objective_args(p)
+
+
+def _add_constraint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--min-weight",
+        action="append",
+        metavar="[DOMAIN=]W",
+        help="minimum weight, for all domains or one (repeatable)",
+    )
+    p.add_argument("--max-weight", action="append", metavar="[DOMAIN=]W")
+    p.add_argument("--max-tokens", action="append", metavar="DOMAIN=N", help="cap in tokens")
+    p.add_argument(
+        "--available",
+        action="append",
+        metavar="DOMAIN=N",
+        help="tokens the domain holds (with --max-epochs)",
+    )
+    p.add_argument("--max-epochs", type=number, help="cap each domain at this many passes")
+    p.add_argument("--cost", action="append", metavar="DOMAIN=C", help="cost per token")
+
+
+def _constraints(args: argparse.Namespace):
+
+    from mixscale.core.ddo import Constraints
+
+    return Constraints(
+        min_weight=pairs(args.min_weight, "--min-weight", "*"),
+        max_weight=pairs(args.max_weight, "--max-weight", "*"),
+        max_tokens=pairs(args.max_tokens, "--max-tokens"),
+        available=pairs(args.available, "--available"),
+        max_epochs=args.max_epochs,
+        cost=pairs(args.cost, "--cost"),
+    )
+
+
+def _fit_from_args(args: argparse.Namespace):
+
+    from mixscale.core.fit import fit_runs
+    from mixscale.core.objective import parse_objective
+    from mixscale.core.runtable import load_run_table
+
+    table = load_run_table(args.runs)
+    objective = parse_objective(args.objective, args.eval_weights, args.eval_domains)
+    fit = fit_runs(
+        table, objective, form=args.form, base_run=args.base, loss=args.loss, unit=args.unit
+    )
+    return table, objective, fit
+
+
+def _multiples(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise InputError(
+            "--extrapolate", text, "expected numbers like 10,100", "e.g. --extrapolate 10,100"
+        ) from exc
+    if any(v <= 1 for v in values):
+        raise InputError(
+            "--extrapolate", text, "multiples must be > 1", "e.g. --extrapolate 10,100"
+        )
+    return values
+
+
+def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
+    _, _, fit = _fit_from_args(args)
+    return fit.to_json()
+
+
+def cmd_solve(args: argparse.Namespace) -> dict[str, Any]:
+
+    from mixscale.core.ddo import optimize
+    from mixscale.core.fit import FitResult
+
+    fit = FitResult.from_json(read_json(args.fit), args.fit)
+    return optimize(fit, args.tokens, _constraints(args), args.budget)
+
+
+def cmd_ddo(args: argparse.Namespace) -> dict[str, Any]:
+
+    from mixscale.core.ddo import optimize, weight_intervals
+    from mixscale.core.fit import bootstrap_fits
+    from mixscale.report.summary import plot_fits
+
+    table, objective, fit = _fit_from_args(args)
+    constraints = _constraints(args)
+    out = optimize(fit, args.tokens, constraints)
+    boots = (
+        bootstrap_fits(
+            table,
+            args.bootstrap,
+            seed=args.seed,
+            base_run=args.base,
+            objective=objective,
+            form=args.form,
+            loss=args.loss,
+            unit=args.unit,
+        )
+        if args.bootstrap
+        else []
+    )
+    out["weight_intervals_90"] = weight_intervals(boots, args.tokens, constraints) if boots else {}
+    if args.bootstrap and not boots:
+        out["weight_intervals_note"] = "no replicate seeds: bootstrap over seeds not possible"
+    out["fit"] = fit.to_json()
+    if args.figure:
+        from pathlib import Path
+
+        plot_fits(table, objective, fit, Path(args.figure))
+    return out
+
+
+def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
+
+    from mixscale.core.predict import optimum_from_json, predict_continuous, predict_discrete
+
+    if len(args.optimum) < 2:
+        raise InputError("--optimum", "count", "needs at least two DDO optima", "repeat --optimum")
+    optima = [optimum_from_json(read_json(p), p) for p in args.optimum]
+    if args.target <= 0:
+        raise InputError("--target", f"{args.target:g}", "must be > 0", "give a token count")
+    if args.discrete:
+        return predict_discrete(optima, args.target)
+    return predict_continuous(optima, args.target)
+
+
+def cmd_utility(args: argparse.Namespace) -> dict[str, Any]:
+
+    from mixscale.core.utility import analyse, load_anneal_table, load_costs
+
+    table = load_anneal_table(args.runs)
+    costs = load_costs(args.costs, args.train_cost_per_token)
+    extrapolate = _multiples(args.extrapolate)
+    return analyse(
+        table, costs, args.budget, args.direction, extrapolate, args.bootstrap, args.seed
+    )
+
+
+def cmd_world(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+
+    from mixscale.core.world import load_world, score
+
+    world = load_world(args.world)
+    if args.tokens <= 0:
+        raise InputError("--tokens", f"{args.tokens:g}", "must be > 0", "give a token count")
+    optimum = world.optimum(args.tokens)
+    out: dict[str, Any] = {
+        "world": world.name,
+        "total_tokens": args.tokens,
+        "weights": dict(zip(world.domains, map(float, optimum / args.tokens), strict=True)),
+        "tokens": dict(zip(world.domains, map(float, optimum), strict=True)),
+        "loss": world.loss(optimum),
+        "uniform_loss": world.loss(np.full(len(world.domains), args.tokens / len(world.domains))),
+    }
+    if args.action == "score":
+        if not args.weights:
+            raise InputError("world score", "--weights", "missing", "pass WEIGHTS.json files")
+        out["scores"] = {
+            path: score(world, read_json(path).get("weights", {}), args.tokens, optimum)
+            for path in args.weights
+        }
+    return out

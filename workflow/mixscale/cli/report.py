@@ -1,0 +1,73 @@
+"""Reports: the experiment's summary, the annealing report, the status of every run."""
+
+from __future__ import annotations
+
+import argparse
+
+from mixscale.config.load import load_configs
+from mixscale.fileio import write_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="summary.md of an experiment")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--ddo", nargs="+", required=True, help="DDO WEIGHTS.json per scale")
+    p.add_argument("--autoscale", nargs="*", default=[], help="PRED.json per target")
+    p.add_argument("--compare", nargs="*", default=[], help="compare JSON per target")
+    p.add_argument("--world", help="draw this world's true optimum (backend simulate)")
+    p.add_argument("--downstream", nargs="*", default=[], help="downstream results JSONs")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("anneal-report", help="anneal.md + gain curves from UTILITY.json")
+    p.add_argument("--utility", required=True)
+    p.add_argument("--runs", required=True, help="the annealing TSV the utility was fitted on")
+    p.add_argument("--unit", default="$", help="cost unit")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_anneal_report)
+
+    p = sub.add_parser("status", help="finished, running, interrupted and missing runs")
+    p.add_argument(
+        "--configfile",
+        action="append",
+        default=None,
+        help="the experiment's config (default: config/config.yaml)",
+    )
+    p.add_argument("--directory", default=".", help="the workflow's working directory")
+    p.add_argument("--verbose", action="store_true", help="list finished runs too")
+    p.add_argument("--out", help="also write the status as JSON")
+    p.set_defaults(handler=cmd_status)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+
+    from mixscale.report.summary import write_summary
+
+    write_summary(
+        args.experiment,
+        args.ddo,
+        args.autoscale,
+        args.compare,
+        args.out,
+        args.world,
+        args.downstream,
+    )
+
+
+def cmd_anneal_report(args: argparse.Namespace) -> None:
+
+    from mixscale.report.anneal import write_anneal_report
+
+    write_anneal_report(args.utility, args.runs, args.out, args.unit)
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from mixscale.report.status import experiment_status, format_status
+
+    config = load_configs(args.configfile or [str(Path(args.directory) / "config/config.yaml")])
+    status = experiment_status(config, args.directory)
+    print(format_status(status, args.verbose))
+    if args.out:
+        write_json(args.out, status)

@@ -1,0 +1,80 @@
+"""Training: one run of the plan, and the untrained model (the floor of every task)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from mixscale.cli.args import json_or_file
+from mixscale.errors import InputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="one training run of the plan (backend torch or simulate)")
+    p.add_argument("--spec", required=True, help="the run's plan entry as JSON")
+    p.add_argument("--backend", default="simulate")
+    p.add_argument("--world", help="world YAML or shipped name (backend simulate)")
+    p.add_argument("--eval-points", type=int, default=10, help="evaluations along the run")
+    p.add_argument("--weights", help="WEIGHTS.json giving the mixture (verification runs)")
+    p.add_argument(
+        "--settings",
+        help="backend torch: JSON (or a JSON/YAML file) with stores, tokenizer, model, train",
+    )
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process")
+    p.add_argument("--out", required=True, help="metrics.json (model/ and checkpoints/ beside)")
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("init-model", help="save the configured model as initialised (step 0)")
+    p.add_argument("--settings", required=True, help="JSON with stores, tokenizer, model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="model folder")
+    p.set_defaults(handler=cmd_init_model)
+
+
+def _spec(text: str) -> dict[str, Any]:
+    import json
+
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            "--spec", "", f"invalid JSON ({exc.msg})", "pass the run's plan entry"
+        ) from exc
+    for key in ("id", "stage", "seed", "total_tokens"):
+        if key not in spec:
+            raise InputError("--spec", key, "missing", "pass the run's plan entry")
+    return spec
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+
+    from mixscale.train.backends import train
+
+    settings = json_or_file(args.settings) if args.settings else None
+    if settings is not None and args.threads:
+        settings.setdefault("train", {})["threads"] = args.threads
+    return train(
+        _spec(args.spec),
+        args.backend,
+        args.world,
+        args.eval_points,
+        args.weights,
+        settings,
+        args.out,
+    )
+
+
+def cmd_init_model(args: argparse.Namespace) -> None:
+    # torch and transformers only for the command that needs them (~3 s to import)
+    from mixscale.train.model import save_initial_model
+
+    settings = json_or_file(args.settings)
+    for key in ("stores", "tokenizer", "model"):
+        if not settings.get(key):
+            raise InputError("--settings", key, "missing", "pass the experiment's settings")
+    seq_len = int(settings.get("train", {}).get("seq_len", 128))
+    params = save_initial_model(
+        settings["stores"], settings["tokenizer"], settings["model"], seq_len, args.seed, args.out
+    )
+    print(f"untrained model: {params} parameters, seed {args.seed} -> {args.out}", file=sys.stderr)

@@ -1,0 +1,122 @@
+"""The config schema (``schema.yaml``, shipped with the package): validation with one line
+naming the file, the field and the fix, and the defaults filled in from the schema alone. The
+checks that need the plan are ``mixscale.plan.check``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError, best_match
+
+from mixscale.errors import InputError
+
+SCHEMA = Path(__file__).with_name("schema.yaml")  # package data: shipped with any install
+# the schema's name patterns, in words
+NAME_PATTERNS = ("^[A-Za-z0-9_][A-Za-z0-9_.-]*$", "^[A-Za-z0-9_-]+$")
+PATTERNS = {
+    "^(auto|cpu|mps|cuda(:[0-9]+)?)$": "auto, cpu, mps, cuda or cuda:N",
+    "^[A-Za-z0-9_./ ~+-]+$": "a tokenizer name or folder: letters, digits, '_', '.', '/', '-'",
+    "^[A-Za-z0-9_][A-Za-z0-9_.-]*$": "letters, digits, '_', '-' and '.', not starting with '.'",
+    "^[A-Za-z0-9_-]+$": "letters, digits, '_' and '-'",
+}
+
+
+def validate_schema(config: dict[str, Any], source: str) -> dict[str, Any]:
+    """Validate against the schema and fill its defaults into config (in place): the schema is
+    the one place every default is written. Raises InputError naming source."""
+    schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+    error = best_match(Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        raise schema_error(error, source)
+    _with_defaults(Draft202012Validator)(schema).validate(config)
+    return config
+
+
+def schema_error(error: ValidationError, source: str) -> InputError:
+    """One schema violation as a sentence: where, what, how to fix."""
+    field = _dotted(error.absolute_path)
+    value = error.instance
+    kind = error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
+        key = extra[0] if extra else "?"
+        fix = f"remove it or use one of {', '.join(allowed)}" if allowed else "remove it"
+        return InputError(source, _join(field, key), "unknown key", fix)
+    if kind == "required":
+        missing = str(error.message).split("'")[1] if "'" in error.message else "?"
+        return InputError(source, _join(field, missing), "missing", "add it (see config/README.md)")
+    if kind == "pattern":  # also the names of mappings (propertyNames): domains, sources
+        rule = PATTERNS.get(error.validator_value, f"a value matching {error.validator_value}")
+        if error.validator_value in NAME_PATTERNS:  # names become folder and file names
+            return InputError(
+                source, field, f"name {value!r} not allowed", f"use only {rule} (no '/' or spaces)"
+            )
+        return InputError(source, field, f"{value!r} not allowed", f"use {rule}")
+    if kind == "maxLength":
+        return InputError(
+            source, field, f"longer than {error.validator_value} characters", "shorten it"
+        )
+    if kind == "minProperties":
+        return InputError(source, field, "is empty", "give at least one entry")
+    if kind == "enum":
+        options = ", ".join(str(o) for o in error.validator_value)
+        return InputError(source, field, f"{value!r} is not an option", f"use one of {options}")
+    if kind == "type":
+        return InputError(
+            source, field, f"{value!r} is not of type {error.validator_value}", _type_fix(value)
+        )
+    if kind == "minItems":
+        return InputError(
+            source, field, f"needs at least {error.validator_value} entries", "add entries"
+        )
+    if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        return InputError(source, field, error.message, "use a value in the allowed range")
+    if kind == "anyOf" and not field:
+        return InputError(
+            source,
+            "ddo/anneal",
+            "no experiment to run",
+            "give ddo + autoscale (find a mixture) or anneal (value data sources), or both",
+        )
+    return InputError(source, field or "(top level)", error.message, "see config/README.md")
+
+
+def _type_fix(value: Any) -> str:
+    """PyYAML reads 1e9 (no dot, no sign) as text: the commonest type error in a config."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return "fix its type"
+        return f"write it as {number:.1e} (YAML reads {value} as text)"
+    return "fix its type"
+
+
+def _with_defaults(validator_class):
+    """A validator that fills schema defaults in (the recipe of the jsonschema FAQ, as
+    snakemake.utils.validate does)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema) -> Iterator[ValidationError]:
+        for name, subschema in properties.items():
+            if isinstance(instance, dict) and "default" in subschema:
+                instance.setdefault(name, subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _dotted(path) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _join(field: str, key: str) -> str:
+    return f"{field}.{key}" if field else key

@@ -1,0 +1,762 @@
+"""DDO step 1: fit the separable model objective(run) = C + sum_j f_j(n_j) to a run table.
+
+How the parameters are identified (see docs/method.md, "Fit forms"):
+
+* Algorithm 1's design (domain j's tokens x k and / k, other domains unchanged) isolates f_j:
+  D1 = L(x/k) - L(x) = f_j(x/k) - f_j(x) and D2 = L(x) - L(kx) = f_j(x) - f_j(kx). For a power
+  law a n^-b the drop ratio r = D1 / D2 = k^b, so b = log r / log k and a follows from D2:
+  the closed form, exact through the three points.
+* The paper's Eq. 2, (N0 + x/u)^-b + c, has three parameters for three points: r fixes N0/x
+  for a given b (r falls from k^b at N0 = 0 to the straight-line ratio 1/k as N0 grows), D2
+  fixes b, the base level fixes c. It covers 1/k < r <= 1, the near-linear response that small
+  models show, which no pure power law with b > 0 can.
+* Section 2.2's fixed-total design changes every domain in each perturbed run, so the domains
+  are fitted jointly by nonlinear least squares over all runs (replicate seeds as separate
+  residuals), started from the per-domain fits.
+
+Data that no convex decreasing form describes gets a named status and a defined fallback:
+``no_gain`` (more tokens do not lower the objective), ``non_monotone``, ``accelerating``
+(r <= 1/k: returns grow with data, the problem would not be convex) and ``insufficient_data``.
+Such a domain is held at its base-run weight by the solver (``fallback: hold_base_weight``):
+the data give no evidence to move it, and a linear or concave extrapolation would put all
+weight in a corner.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.optimize import brentq, least_squares
+
+from mixscale.core.design import Design, detect_design
+from mixscale.core.forms import (
+    FORM_CHOICES,
+    FORMS,
+    Canonical,
+    canonical,
+    drop_ratio_power,
+    form_value,
+    linear_ratio,
+)
+from mixscale.core.objective import Objective
+from mixscale.core.runtable import RunTable
+from mixscale.errors import InputError
+
+OK = "ok"
+FALLBACK = "hold_base_weight"
+B_BOUNDS = (1e-4, 5.0)
+LOG_N0_BOUNDS = (math.log(1e-6), math.log(1e3))
+
+
+@dataclass
+class DomainFit:
+    domain: str
+    status: str
+    reason: str
+    form: str | None = None
+    method: str | None = None  # closed | nls | joint_nls
+    params: dict[str, float] = field(default_factory=dict)
+    base_tokens: float = 0.0
+    base_weight: float = 0.0
+    fallback: str | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def usable(self) -> bool:
+        return self.status == OK and self.form is not None
+
+    def canonical(self, unit: float) -> Canonical:
+        assert self.form is not None
+        return canonical(self.form, self.params, unit)
+
+
+@dataclass
+class FitResult:
+    objective: str
+    design: str
+    base_runs: list[str]
+    base_total_tokens: float
+    unit: float
+    intercept: float
+    domains: dict[str, DomainFit]
+    form_requested: str = "auto"
+    loss: str = "linear"
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["domains"] = {name: asdict(d) for name, d in self.domains.items()}
+        for name, d in self.domains.items():
+            if d.usable:
+                c = d.canonical(self.unit)
+                data["domains"][name]["canonical"] = {"A": c.A, "S": c.S, "b": c.b}
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str = "FIT.json") -> FitResult:
+        try:
+            domains = {}
+            for name, d in data["domains"].items():
+                d = {k: v for k, v in d.items() if k != "canonical"}
+                domains[name] = DomainFit(**d)
+            fields = {k: data[k] for k in cls.__dataclass_fields__ if k != "domains" and k in data}
+            return cls(domains=domains, **fields)
+        except (KeyError, TypeError) as exc:
+            raise InputError(
+                source, str(exc).strip("'"), "missing or malformed field", "regenerate with fit"
+            ) from exc
+
+    def predict(self, tokens: np.ndarray, train_domains: list[str]) -> np.ndarray:
+        """Model objective for token vectors (runs x train_domains)."""
+        total = np.full(tokens.shape[0], self.intercept)
+        for j, name in enumerate(train_domains):
+            d = self.domains.get(name)
+            if d is not None and d.usable:
+                total += d.canonical(self.unit).value(tokens[:, j])
+        return total
+
+
+@dataclass
+class _Points:
+    """One domain's view: base mixture and the mixtures that perturb this domain."""
+
+    groups: list[int]
+    factors: list[float]
+    tokens: list[float]  # this domain's tokens in each group
+    means: list[float]
+    sds: list[float]
+    counts: list[int]
+    rows: list[list[int]]
+
+
+def _group_stats(
+    y: np.ndarray, groups: list[list[int]], robust: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centre (mean; median when robust) and seed sd of the objective per mixture."""
+    centre = np.median if robust else np.mean
+    means = np.array([centre(y[g]) for g in groups])
+    sds = np.array([y[g].std(ddof=1) if len(g) > 1 else float("nan") for g in groups])
+    return means, sds
+
+
+def _domain_points(
+    j: int,
+    design: Design,
+    table: RunTable,
+    groups: list[list[int]],
+    y: np.ndarray,
+    robust: bool = False,
+) -> _Points:
+    means, sds = _group_stats(y, groups, robust)
+    base = design.base_group
+    assert base is not None
+    entries = [(base, 1.0)] + [(p.group, p.factor) for p in design.for_domain(j)]
+    entries.sort(key=lambda e: e[1])
+    return _Points(
+        groups=[g for g, _ in entries],
+        factors=[f for _, f in entries],
+        tokens=[float(table.tokens[groups[g][0], j]) for g, _ in entries],
+        means=[float(means[g]) for g, _ in entries],
+        sds=[float(sds[g]) for g, _ in entries],
+        counts=[len(groups[g]) for g, _ in entries],
+        rows=[groups[g] for g, _ in entries],
+    )
+
+
+def _drops(points: _Points) -> tuple[float, float, float, float] | None:
+    """(D1, D2, lo factor, hi factor) from the extreme lower and upper perturbations."""
+    base = points.factors.index(1.0)
+    if base == 0 or base == len(points.factors) - 1:
+        return None
+    d1 = points.means[0] - points.means[base]
+    d2 = points.means[base] - points.means[-1]
+    return d1, d2, points.factors[0], points.factors[-1]
+
+
+def _classify(d1: float, d2: float, lo: float, hi: float, form: str) -> tuple[str, str | None, str]:
+    """(status, chosen form, reason) from the drops around the base point."""
+    if d1 <= 0 and d2 <= 0:
+        return "no_gain", None, "objective does not fall with more of this domain"
+    if d1 <= 0 or d2 <= 0:
+        return (
+            "non_monotone",
+            None,
+            "objective falls on one side of the base and rises on the other",
+        )
+    r = d1 / d2
+    r_log, r_lin = drop_ratio_power(lo, hi, 0.0), linear_ratio(lo, hi)
+    if r <= r_lin:
+        return (
+            "accelerating",
+            None,
+            f"r={r:.3g} <= {r_lin:.3g} (straight line): returns grow with data, not convex",
+        )
+    if form in ("closed", "power", "algorithm1") and r <= r_log:
+        return (
+            "accelerating",
+            None,
+            f"r={r:.3g} <= {r_log:.3g}: a pure power law would need b <= 0; "
+            "--form auto or paper fits it with Eq. 2's shifted form",
+        )
+    if form == "paper":
+        return OK, "paper", f"r={r:.3g}: Eq. 2 requested"
+    if form == "auto":
+        if r > r_log:
+            return OK, "power", f"r={r:.3g} > {r_log:.3g}: diminishing returns, pure power law"
+        return (
+            OK,
+            "paper",
+            f"{r_lin:.3g} < r={r:.3g} <= {r_log:.3g}: near-linear response, "
+            "Eq. 2's shifted form (N0 + x/u)^-b",
+        )
+    chosen = "algorithm1" if form == "algorithm1" else "power"
+    return OK, chosen, f"r={r:.3g} > {r_log:.3g}: {chosen} form requested"
+
+
+def _closed_form_power(points: _Points) -> dict[str, float]:
+    """Exact a n^-b + c through three points at factors lo < 1 < hi."""
+    d1, d2, lo, hi = _drops(points)  # type: ignore[misc]
+    r = d1 / d2
+    if math.isclose(lo * hi, 1.0, rel_tol=1e-9):
+        b = math.log(r) / math.log(hi)  # r = k^b for the reciprocal pair (x/k, x, kx)
+    else:
+        b = brentq(lambda x: drop_ratio_power(lo, hi, x) - r, 1e-12, 60.0, xtol=1e-15)
+    n0 = points.tokens[points.factors.index(1.0)]
+    a = d2 * n0**b / (1.0 - hi**-b)
+    c = points.means[points.factors.index(1.0)] - a * n0**-b
+    return {"a": a, "b": b, "c": c}
+
+
+def _paper_ratio(n0: float, b: float, t: float, lo: float, hi: float) -> tuple[float, float]:
+    """(r, D2) of (N0 + x)^-b at x = lo*t, t, hi*t (x in the unit u)."""
+    f_lo, f0, f_hi = (n0 + lo * t) ** -b, (n0 + t) ** -b, (n0 + hi * t) ** -b
+    return (f_lo - f0) / (f0 - f_hi), f0 - f_hi
+
+
+def _paper_n0_for_ratio(r: float, b: float, t: float, lo: float, hi: float) -> float | None:
+    """N0 >= 0 at which Eq. 2 with exponent b has drop ratio r (r falls as N0 grows)."""
+    lo_log, hi_log = math.log(1e-9 * t), math.log(1e9 * t)
+    g = lambda x: _paper_ratio(math.exp(x), b, t, lo, hi)[0] - r  # noqa: E731
+    try:
+        if g(lo_log) < 0 or g(hi_log) > 0:
+            return None
+        return math.exp(brentq(g, lo_log, hi_log, xtol=1e-14))
+    except (ValueError, OverflowError, ZeroDivisionError):
+        return None
+
+
+def _paper_exact_solutions(points: _Points, unit: float) -> list[dict[str, float]]:
+    """Every (N0, b, c) of Eq. 2 through three points, found by scanning b.
+
+    For each b the drop ratio fixes N0; the remaining equation (the size of the drop D2) is a
+    1-D root in b. It can have two roots: three points do not always identify Eq. 2 uniquely.
+    """
+    d1, d2, lo, hi = _drops(points)  # type: ignore[misc]
+    r = d1 / d2
+    t = points.tokens[points.factors.index(1.0)] / unit
+
+    def mismatch(log_b: float) -> float:
+        b = math.exp(log_b)
+        n0 = _paper_n0_for_ratio(r, b, t, lo, hi)
+        if n0 is None:
+            return math.nan
+        return math.log(_paper_ratio(n0, b, t, lo, hi)[1]) - math.log(d2)
+
+    grid = np.linspace(math.log(B_BOUNDS[0]), math.log(B_BOUNDS[1]), 400)
+    values = [mismatch(x) for x in grid]
+    solutions = []
+    for (x0, v0), (x1, v1) in itertools.pairwise(zip(grid, values, strict=True)):
+        if math.isfinite(v0) and math.isfinite(v1) and v0 * v1 <= 0 and v0 != v1:
+            log_b = brentq(mismatch, x0, x1, xtol=1e-15)
+            b = math.exp(log_b)
+            n0 = _paper_n0_for_ratio(r, b, t, lo, hi)
+            if n0 is not None:
+                base_mean = points.means[points.factors.index(1.0)]
+                solutions.append({"N0": n0, "b": b, "c": base_mean - (n0 + t) ** -b})
+    return solutions
+
+
+def _pack(form: str, params: dict[str, float]) -> list[float]:
+    if form == "power":
+        return [math.log(params["a"]), params["b"]]
+    if form == "paper":
+        return [math.log(max(params["N0"], 1e-6)), params["b"]]
+    return [params["b"]]
+
+
+def _unpack(form: str, values: np.ndarray) -> dict[str, float]:
+    if form == "power":
+        return {"a": float(np.exp(values[0])), "b": float(values[1])}
+    if form == "paper":
+        return {"N0": float(np.exp(values[0])), "b": float(values[1])}
+    return {"b": float(values[0])}
+
+
+def _bounds(form: str) -> tuple[list[float], list[float]]:
+    if form == "power":
+        return [-np.inf, B_BOUNDS[0]], [np.inf, B_BOUNDS[1]]
+    if form == "paper":
+        return [LOG_N0_BOUNDS[0], B_BOUNDS[0]], [LOG_N0_BOUNDS[1], B_BOUNDS[1]]
+    return [B_BOUNDS[0]], [B_BOUNDS[1]]
+
+
+def _starts(form: str, n0: float, unit: float, drop: float) -> list[dict[str, float]]:
+    starts = []
+    for b in (0.05, 0.3, 1.0, 2.5):
+        if form == "power":
+            starts.append({"a": max(drop, 1e-6) * n0**b / max(1 - 3.0**-b, 1e-6), "b": b})
+        elif form == "paper":
+            starts.extend({"N0": n0 / unit * s, "b": b} for s in (0.03, 1.0, 30.0))
+        else:
+            starts.append({"b": b})
+    return starts
+
+
+def _nls(
+    residual_fn,
+    starts: list[np.ndarray],
+    lower: list[float],
+    upper: list[float],
+    loss: str,
+    f_scale: float,
+) -> np.ndarray:
+    """Multi-start bounded least squares; the best start by robust cost wins."""
+    best = None
+    for x0 in starts:
+        x0 = np.clip(x0, np.array(lower) + 1e-12, np.array(upper) - 1e-12)
+        try:
+            res = least_squares(
+                residual_fn,
+                x0,
+                bounds=(lower, upper),
+                loss=loss,
+                f_scale=f_scale,
+                xtol=1e-12,
+                ftol=1e-12,
+                gtol=1e-12,
+                max_nfev=300,
+            )
+        except (ValueError, FloatingPointError):
+            continue
+        if np.all(np.isfinite(res.fun)) and (best is None or res.cost < best.cost):
+            best = res
+    if best is None:
+        raise RuntimeError("no start converged")
+    return best.x
+
+
+def _marginal_nls(
+    points: _Points, form: str, unit: float, loss: str, f_scale: float, y: np.ndarray
+) -> dict[str, float]:
+    """Fit form + c to one domain's points, replicate seeds as separate residuals."""
+    xs = np.concatenate([[points.tokens[i]] * len(r) for i, r in enumerate(points.rows)])
+    ys = np.concatenate([y[r] for r in points.rows])
+    n0 = points.tokens[points.factors.index(1.0)]
+    drops = _drops(points)
+    drop = drops[1] if drops else float(np.ptp(ys))
+    lower, upper = _bounds(form)
+    lower, upper = [*lower, -np.inf], [*upper, np.inf]
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        params = _unpack(form, theta[:-1])
+        return canonical(form, params, unit).value(xs) + theta[-1] - ys
+
+    starts = []
+    for s in _starts(form, n0, unit, drop):
+        c0 = float(ys.mean() - canonical(form, s, unit).value(np.array([n0]))[0])
+        starts.append(np.array([*_pack(form, s), c0]))
+    theta = _nls(residuals, starts, lower, upper, loss, f_scale)
+    params = _unpack(form, theta[:-1])
+    params["c"] = float(theta[-1])
+    return params
+
+
+def _joint_nls(
+    fits: dict[str, DomainFit],
+    table: RunTable,
+    y: np.ndarray,
+    unit: float,
+    loss: str,
+    f_scale: float,
+    start_bs: tuple[float, ...] = (),
+) -> tuple[float, float]:
+    """Refine all usable domains jointly: y_row = C + sum_j f_j(n_row,j).
+
+    Starts from the current parameters and, for each b in ``start_bs``, from every domain at
+    that b. Returns (intercept C, least-squares cost).
+    """
+    names = [d for d in table.train_domains if fits[d].usable]
+    cols = [table.train_domains.index(d) for d in names]
+    forms = [fits[d].form for d in names]
+    sizes = [len(_pack(f, fits[d].params)) for f, d in zip(forms, names, strict=True)]  # type: ignore[arg-type]
+
+    def split(theta: np.ndarray) -> list[dict[str, float]]:
+        out, k = [], 1
+        for f, size in zip(forms, sizes, strict=True):
+            out.append(_unpack(f, theta[k : k + size]))  # type: ignore[arg-type]
+            k += size
+        return out
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        pred = np.full(len(y), theta[0])
+        for f, col, params in zip(forms, cols, split(theta), strict=True):
+            pred += canonical(f, params, unit).value(table.tokens[:, col])  # type: ignore[arg-type]
+        return pred - y
+
+    lower, upper = [-np.inf], [np.inf]
+    for f in forms:
+        lo, hi = _bounds(f)  # type: ignore[arg-type]
+        lower += lo
+        upper += hi
+
+    def start(params: list[dict[str, float]]) -> np.ndarray:
+        x0 = np.array([0.0] + [v for f, p in zip(forms, params, strict=True) for v in _pack(f, p)])  # type: ignore[arg-type]
+        x0[0] = float(np.mean(-residuals(x0)))  # best intercept for this start
+        return x0
+
+    starts = [start([fits[d].params for d in names])]
+    for b in start_bs:
+        starts.append(
+            start([_rescaled_start(fits[d], f, b, unit) for d, f in zip(names, forms, strict=True)])
+        )  # type: ignore[arg-type]
+    theta = _nls(residuals, starts, lower, upper, loss, f_scale)
+    for d, params in zip(names, split(theta), strict=True):
+        fits[d].params = params
+        fits[d].method = "joint_nls"
+    return float(theta[0]), float(0.5 * np.sum(residuals(theta) ** 2))
+
+
+def _rescaled_start(fit: DomainFit, form: str, b: float, unit: float) -> dict[str, float]:
+    """A start at exponent b whose drop over the domain's perturbation range matches the data."""
+    diag = fit.diagnostics
+    n0 = fit.base_tokens
+    span = abs(diag.get("drop_high", 0.0)) + abs(diag.get("drop_low", 0.0)) or 1e-3
+    if form == "power":
+        lo, hi = diag.get("factor_low", 1 / 3), diag.get("factor_high", 3.0)
+        return {"a": span * n0**b / max((lo**-b - hi**-b), 1e-9), "b": b}
+    if form == "paper":
+        return {"N0": max(n0 / unit, 1e-3), "b": b}
+    return {"b": b}
+
+
+def _noise_sd(y: np.ndarray, groups: list[list[int]], robust: bool = False) -> float | None:
+    """Pooled seed standard deviation of the objective over replicated mixtures.
+
+    Robust: 1.4826 x the median absolute deviation from each mixture's median, so one
+    diverged seed does not set the scale that is meant to discount it.
+    """
+    if robust:
+        dev = [np.abs(y[g] - np.median(y[g])) for g in groups if len(g) > 2]
+        return float(1.4826 * np.median(np.concatenate(dev))) if dev else None
+    ss, dof = 0.0, 0
+    for g in groups:
+        if len(g) > 1:
+            ss += float(((y[g] - y[g].mean()) ** 2).sum())
+            dof += len(g) - 1
+    return math.sqrt(ss / dof) if dof else None
+
+
+def fit_runs(
+    table: RunTable,
+    objective: Objective | None = None,
+    form: str = "auto",
+    base_run: str | None = None,
+    loss: str = "linear",
+    unit: float | None = None,
+) -> FitResult:
+    """Fit each training domain's response; see the module docstring for the method."""
+    if form not in FORM_CHOICES:
+        raise InputError("--form", form, "unknown form", f"use one of {FORM_CHOICES}")
+    if loss not in ("linear", "huber"):
+        raise InputError("--loss", loss, "unknown loss", "use linear or huber")
+    objective = objective or Objective()
+    y = objective.evaluate(table.eval_domains, table.losses, table.source)
+    groups = table.mixture_groups()
+    design = detect_design(table, base_run)
+    if design.base_group is None:
+        raise InputError(
+            table.source,
+            "tokens.*",
+            "no base run found: no run differs from another in one domain only "
+            "(Algorithm 1) or in one domain's share at a fixed total (Section 2.2)",
+            "name the base with --base RUN or add the perturbed runs",
+        )
+    base_rows = groups[design.base_group]
+    base_tokens = table.tokens[base_rows[0]]
+    base_total = float(base_tokens.sum())
+    unit = float(unit) if unit else base_total
+    noise = _noise_sd(y, groups)
+    robust_noise = _noise_sd(y, groups, robust=True) if loss == "huber" else None
+    f_scale = robust_noise if robust_noise else 1.0
+    joint = design.kind != "algorithm1"
+    fits: dict[str, DomainFit] = {}
+    for j, name in enumerate(table.train_domains):
+        if joint:
+            fits[name] = _joint_domain_start(j, name, table, design, groups, y, form)
+        else:
+            fits[name] = _fit_domain(j, name, table, design, groups, y, form, unit, loss, f_scale)
+        fits[name].base_tokens = float(base_tokens[j])
+        fits[name].base_weight = float(base_tokens[j] / base_total)
+        _add_noise_diagnostics(fits[name], noise)
+
+    notes = []
+    if joint and any(f.usable for f in fits.values()):
+        notes.append(
+            f"{design.kind} design: every perturbed run moves several domains, so the domains "
+            "were fitted jointly by nonlinear least squares over all runs"
+        )
+        intercept = _fit_jointly(fits, table, y, unit, loss, f_scale, form)
+    else:
+        intercept = float(y[base_rows].mean()) - sum(
+            f.canonical(unit).value(np.array([f.base_tokens]))[0] for f in fits.values() if f.usable
+        )
+    result = FitResult(
+        objective=objective.describe(),
+        design=design.kind,
+        base_runs=[table.run_ids[i] for i in base_rows],
+        base_total_tokens=base_total,
+        unit=unit,
+        intercept=float(intercept),
+        domains=fits,
+        form_requested=form,
+        loss=loss,
+        notes=notes,
+    )
+    _add_model_diagnostics(result, table, y, design, groups)
+    return result
+
+
+def _observe(
+    j: int,
+    design: Design,
+    table: RunTable,
+    groups: list[list[int]],
+    y: np.ndarray,
+    robust: bool = False,
+) -> tuple[_Points, dict[str, Any], tuple[float, float, float, float] | None]:
+    """One domain's points, their diagnostics, and the drops around the base (if both sides)."""
+    points = _domain_points(j, design, table, groups, y, robust)
+    diag = _points_diagnostics(points, table)
+    drops = _drops(points)
+    if drops is not None:
+        d1, d2, lo, hi = drops
+        diag.update({"drop_low": d1, "drop_high": d2, "factor_low": lo, "factor_high": hi})
+    return points, diag, drops
+
+
+def _insufficient(name: str, diag: dict[str, Any], what: str) -> DomainFit:
+    reason = f"needs at least one run with {what} than the base"
+    return DomainFit(name, "insufficient_data", reason, fallback=FALLBACK, diagnostics=diag)
+
+
+def _joint_domain_start(
+    j: int,
+    name: str,
+    table: RunTable,
+    design: Design,
+    groups: list[list[int]],
+    y: np.ndarray,
+    form: str,
+) -> DomainFit:
+    """Diagnostics and a starting form for one domain of a joint (fixed-total) design.
+
+    The raw drops around the base mix this domain's effect with the opposite moves of all the
+    others, so they cannot classify the domain: the joint fit does (``_fit_jointly``).
+    """
+    _, diag, drops = _observe(j, design, table, groups, y)
+    if drops is None:
+        return _insufficient(name, diag, "a smaller and one with a larger share")
+    diag["r_raw_note"] = "raw drops include the other domains' opposite moves; see r_model"
+    start_form = {"paper": "paper", "algorithm1": "algorithm1"}.get(form, "power")
+    fit = DomainFit(name, OK, "joint fit", form=start_form, method="joint_nls", diagnostics=diag)
+    return fit
+
+
+def _fit_jointly(
+    fits: dict[str, DomainFit],
+    table: RunTable,
+    y: np.ndarray,
+    unit: float,
+    loss: str,
+    f_scale: float,
+    form: str,
+) -> float:
+    """Joint fit; under ``auto``, domains whose power law collapses to b -> 0 switch to Eq. 2."""
+    for d in fits.values():
+        if d.usable:
+            d.params = _rescaled_start(d, d.form, 0.3, unit)  # type: ignore[arg-type]
+    intercept, cost = _joint_nls(fits, table, y, unit, loss, f_scale, start_bs=(0.1, 1.0))
+    if form == "auto":
+        flat = [d for d in fits.values() if d.usable and d.params["b"] <= 2 * B_BOUNDS[0]]
+        if flat:
+            saved = {d.domain: (d.form, dict(d.params)) for d in flat}
+            for d in flat:
+                d.form, d.params = "paper", _rescaled_start(d, "paper", 0.3, unit)
+            new_intercept, new_cost = _joint_nls(fits, table, y, unit, loss, f_scale, (0.1, 1.0))
+            if new_cost < cost:
+                intercept = new_intercept
+                for d in flat:
+                    d.reason = "joint fit: a power law collapsed to b -> 0; Eq. 2's shifted form"
+            else:
+                for d in flat:
+                    d.form, d.params = saved[d.domain]
+    for d in fits.values():
+        if not d.usable:
+            continue
+        lo, hi = d.diagnostics["factor_low"], d.diagnostics["factor_high"]
+        c = d.canonical(unit)
+        effect = float(c.value(lo * d.base_tokens) - c.value(hi * d.base_tokens))
+        if effect <= 1e-9 * max(1.0, float(np.abs(y).max())):
+            d.status, d.fallback = "no_gain", FALLBACK
+            d.reason = "joint fit: no measurable effect of this domain's share"
+        elif d.reason == "joint fit":
+            d.reason = f"joint fit of the {d.form} form over all runs"
+    return intercept
+
+
+def _points_diagnostics(points: _Points, table: RunTable) -> dict[str, Any]:
+    return {
+        "points": [
+            {
+                "factor": points.factors[i],
+                "tokens": points.tokens[i],
+                "objective_mean": points.means[i],
+                "objective_sd": points.sds[i],
+                "replicates": points.counts[i],
+                "runs": [table.run_ids[r] for r in points.rows[i]],
+            }
+            for i in range(len(points.groups))
+        ]
+    }
+
+
+def _fit_domain(
+    j: int,
+    name: str,
+    table: RunTable,
+    design: Design,
+    groups: list[list[int]],
+    y: np.ndarray,
+    form: str,
+    unit: float,
+    loss: str,
+    f_scale: float,
+) -> DomainFit:
+    points, diag, drops = _observe(j, design, table, groups, y, robust=loss == "huber")
+    if drops is None:
+        return _insufficient(name, diag, "fewer and one with more of this domain")
+    d1, d2, lo, hi = drops
+    diag["r"] = d1 / d2 if d2 != 0 else None
+    status, chosen, reason = _classify(d1, d2, lo, hi, form)
+    if status != OK or chosen is None:
+        return DomainFit(name, status, reason, fallback=FALLBACK, diagnostics=diag)
+    closed = design.kind == "algorithm1" and len(points.groups) == 3 and loss == "linear"
+    if chosen == "power" and closed:
+        params, method = _closed_form_power(points), "closed"
+    elif chosen == "paper" and closed and (solutions := _paper_exact_solutions(points, unit)):
+        # Several exact curves: keep the flattest tail (smallest b), the most conservative
+        # extrapolation, and show the others.
+        solutions.sort(key=lambda p: p["b"])
+        params, method = solutions[0], "closed"
+        if len(solutions) > 1:
+            diag["alternative_exact_fits"] = solutions[1:]
+            reason += f"; {len(solutions)} exact Eq. 2 curves fit, the smallest b is kept"
+    else:
+        params, method = _marginal_nls(points, chosen, unit, loss, f_scale, y), "nls"
+    return DomainFit(name, OK, reason, form=chosen, method=method, params=params, diagnostics=diag)
+
+
+def _add_noise_diagnostics(fit: DomainFit, noise: float | None) -> None:
+    fit.diagnostics["seed_sd"] = noise
+    if noise and "drop_high" in fit.diagnostics:
+        pts = fit.diagnostics["points"]
+        base_n = next(p["replicates"] for p in pts if p["factor"] == 1.0)
+        hi_n, lo_n = pts[-1]["replicates"], pts[0]["replicates"]
+        se_hi = noise * math.sqrt(1 / base_n + 1 / hi_n)
+        se_lo = noise * math.sqrt(1 / base_n + 1 / lo_n)
+        fit.diagnostics["effect_high_over_se"] = fit.diagnostics["drop_high"] / se_hi
+        fit.diagnostics["effect_low_over_se"] = fit.diagnostics["drop_low"] / se_lo
+
+
+def _add_model_diagnostics(
+    result: FitResult, table: RunTable, y: np.ndarray, design: Design, groups: list[list[int]]
+) -> None:
+    """Residuals of the fitted model at each domain's points, R^2 where it is defined."""
+    joint = result.design != "algorithm1"
+    for name, fit in result.domains.items():
+        if not fit.usable:
+            continue
+        j = table.train_domains.index(name)
+        c = fit.canonical(result.unit)
+        lo, hi = fit.diagnostics["factor_low"], fit.diagnostics["factor_high"]
+        n0 = fit.base_tokens
+        f_lo, f0, f_hi = c.value(np.array([lo * n0, n0, hi * n0]))
+        fit.diagnostics["r_model"] = float((f_lo - f0) / (f0 - f_hi))
+        fit.diagnostics["b"] = c.b
+        rows = [r for p in fit.diagnostics["points"] for r in p["runs"]]
+        idx = [table.run_ids.index(r) for r in rows]
+        if joint:
+            pred = result.predict(table.tokens[idx], table.train_domains)
+        else:
+            pred = form_value(fit.form, fit.params, result.unit, table.tokens[idx, j])  # type: ignore[arg-type]
+        resid = y[idx] - pred
+        fit.diagnostics["residuals"] = [float(v) for v in resid]
+        fit.diagnostics["max_abs_residual"] = float(np.max(np.abs(resid)))
+        n_params = len(_pack(fit.form, fit.params)) + 1  # type: ignore[arg-type]
+        distinct = len(fit.diagnostics["points"])
+        if distinct > n_params:
+            ss_res = float((resid**2).sum())
+            ss_tot = float(((y[idx] - y[idx].mean()) ** 2).sum())
+            fit.diagnostics["r2"] = 1 - ss_res / ss_tot if ss_tot > 0 else None
+        else:
+            fit.diagnostics["r2"] = None
+            fit.diagnostics["r2_note"] = (
+                f"{distinct} distinct points for {n_params} parameters: exactly identified, "
+                "R^2 undefined; residuals show replicate spread only"
+            )
+
+
+def bootstrap_fits(
+    table: RunTable,
+    n_boot: int,
+    seed: int = 0,
+    base_run: str | None = None,
+    **kwargs: Any,
+) -> list[FitResult]:
+    """Refit on tables whose replicate seeds are resampled with replacement per mixture.
+
+    Empty when no mixture has replicates: a bootstrap over one seed says nothing.
+    """
+    rng = np.random.default_rng(seed)
+    groups = table.mixture_groups()
+    if all(len(g) == 1 for g in groups):
+        return []
+    base_group = None
+    if base_run is not None:
+        row = table.run_ids.index(base_run)
+        base_group = next(i for i, g in enumerate(groups) if row in g)
+    out = []
+    for _ in range(n_boot):
+        picks = [rng.choice(g, size=len(g), replace=True) for g in groups]
+        rows = np.concatenate(picks)
+        resampled = RunTable(
+            source=table.source,
+            train_domains=table.train_domains,
+            eval_domains=table.eval_domains,
+            tokens=table.tokens[rows],
+            losses=table.losses[rows],
+            run_ids=[f"boot{k}" for k in range(len(rows))],
+            seeds=[table.seeds[r] for r in rows],
+        )
+        boot_base = None
+        if base_group is not None:
+            boot_base = f"boot{sum(len(p) for p in picks[:base_group])}"
+        out.append(fit_runs(resampled, base_run=boot_base, **kwargs))
+    return out
+
+
+__all__ = ["FORMS", "FORM_CHOICES", "DomainFit", "FitResult", "bootstrap_fits", "fit_runs"]

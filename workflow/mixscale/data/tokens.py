@@ -1,0 +1,327 @@
+"""Tokenize once, sample many: tokenizer, per-domain token stores, exact mixture sampling.
+
+A domain's documents are shuffled once (seeded). The leading documents, up to
+``validation_bytes`` of text, form the held-out validation block; the rest are the training
+order. The tokenizer is trained on the training documents only, and a token store holds
+``train.bin`` and ``val.bin`` (uint16 when the vocabulary fits) plus ``meta.json``.
+
+A mixture asks for n_i tokens of domain i. It gets the first n_i tokens of the domain's
+training order, cut into sequences of ``seq_len`` tokens; perturbed runs therefore share their
+data with the base run and differ only where they should. The order in which the sequences are
+visited is a seeded permutation, so the batch at any step is a function of (seed, step) alone and
+a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mixscale.data.corpus import read_documents
+from mixscale.errors import InputError
+from mixscale.fileio import atomic_folder, atomic_write_text, write_json
+
+EOS = "<|endoftext|>"
+ENCODE_CHUNK_DOCS = 2000
+
+
+def split_documents(
+    docs: list[str], seed: int, validation_bytes: int
+) -> tuple[list[str], list[str]]:
+    """(validation, training) documents: a seeded shuffle, the leading ones held out."""
+    order = np.random.default_rng(seed).permutation(len(docs))
+    cut, size = 0, 0
+    while cut < len(order) and size < validation_bytes:
+        size += len(docs[order[cut]].encode("utf-8"))
+        cut += 1
+    validation = [docs[i] for i in order[:cut]]
+    training = [docs[i] for i in order[cut:]]
+    return validation, training
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer
+
+
+def split_corpus(
+    corpus_path: str, domain: str, seed: int, validation_bytes: int
+) -> tuple[list[str], list[str]]:
+    """(held-out, training) documents of a domain, exactly as the store and tokenizer split them."""
+    docs = read_documents(corpus_path)
+    return split_documents(docs, _domain_seed(seed, domain), validation_bytes)
+
+
+def train_tokenizer(
+    corpus_files: dict[str, str], out_dir: str, vocab_size: int, seed: int, validation_bytes: int
+) -> dict[str, Any]:
+    """A byte-level BPE trained on the training documents of the given domains."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < 300:
+        raise InputError(
+            "config", "data.tokenizer.vocab_size", f"{vocab_size} is too small", "use >= 300"
+        )
+
+    def training_text():
+        for domain, path in corpus_files.items():
+            _, training = split_documents(
+                read_documents(path), _domain_seed(seed, domain), validation_bytes
+            )
+            yield from training
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(training_text(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=EOS
+    )
+    fast.model_max_length = 1 << 30
+    info = {"vocab_size": len(fast), "domains": list(corpus_files), "kind": "byte-level BPE"}
+    with atomic_folder(out_dir) as tmp:
+        fast.save_pretrained(str(tmp))
+        write_json(tmp / "mixscale_tokenizer.json", info)
+    return info
+
+
+def pretrained_tokenizer(name: str, out_dir: str) -> dict[str, Any]:
+    """A named tokenizer (hub or local folder; on a cluster), saved as the experiment's own."""
+    tokenizer = load_tokenizer(name)
+    if tokenizer.eos_token_id is None:
+        raise InputError(name, "eos_token", "the tokenizer has no EOS token", "pick another one")
+    info = {"vocab_size": len(tokenizer), "pretrained": name, "kind": "pretrained"}
+    with atomic_folder(out_dir) as tmp:
+        tokenizer.save_pretrained(str(tmp))
+        write_json(tmp / "mixscale_tokenizer.json", info)
+    return info
+
+
+def load_tokenizer(name_or_dir: str):
+    from transformers import AutoTokenizer
+
+    path = Path(name_or_dir)
+    if path.exists() and not (path / "tokenizer.json").is_file():
+        raise InputError(
+            str(path), "tokenizer", "no tokenizer.json in the folder", "train it first"
+        )
+    return AutoTokenizer.from_pretrained(name_or_dir)
+
+
+def _domain_seed(seed: int, domain: str) -> int:
+    """Each domain's shuffle has its own stream, stable when domains are added or removed."""
+    return int.from_bytes(domain.encode("utf-8"), "little") % (2**31) ^ seed
+
+
+# ---------------------------------------------------------------------------------------------
+# token stores
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
+
+
+def _encode_to_file(tokenizer, docs: list[str], path: Path, dtype: np.dtype) -> int:
+    """Encode documents (Rust batch encoder, all cores), each followed by EOS; append to path."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise InputError("tokenizer", "eos_token", "missing", "use a tokenizer with an EOS token")
+    backend = tokenizer.backend_tokenizer
+    count = 0
+    with path.open("wb") as fh:
+        for start in range(0, len(docs), ENCODE_CHUNK_DOCS):
+            encodings = backend.encode_batch(
+                docs[start : start + ENCODE_CHUNK_DOCS], add_special_tokens=False
+            )
+            ids = [np.asarray([*e.ids, eos], dtype=dtype) for e in encodings]
+            block = np.concatenate(ids) if ids else np.zeros(0, dtype)
+            block.tofile(fh)
+            count += block.size
+    return count
+
+
+def build_store(
+    domain: str,
+    corpus_file: str,
+    tokenizer_dir: str,
+    out_dir: str,
+    seed: int,
+    validation_bytes: int,
+) -> dict[str, Any]:
+    """``<out_dir>/{train.bin,val.bin,meta.json}`` for one domain; the folder appears atomically."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    docs = read_documents(corpus_file)
+    validation, training = split_documents(docs, _domain_seed(seed, domain), validation_bytes)
+    if not training:
+        raise InputError(
+            corpus_file,
+            "documents",
+            f"all {len(docs)} documents are held out for validation",
+            "lower data.validation_bytes or add text to the domain",
+        )
+    tokenizer = load_tokenizer(tokenizer_dir)
+    dtype = token_dtype(len(tokenizer))
+    with atomic_folder(out_dir) as tmp:
+        meta = {
+            "domain": domain,
+            "dtype": dtype.name,
+            "vocab_size": len(tokenizer),
+            "eos_id": tokenizer.eos_token_id,
+            "seed": seed,
+            "validation_bytes": validation_bytes,
+            "train_documents": len(training),
+            "val_documents": len(validation),
+            "train_tokens": _encode_to_file(tokenizer, training, tmp / "train.bin", dtype),
+            "val_tokens": _encode_to_file(tokenizer, validation, tmp / "val.bin", dtype),
+            "train_bytes": sum(len(d.encode("utf-8")) for d in training),
+            "tokenizer": str(tokenizer_dir),
+            "corpus": str(corpus_file),
+        }
+        meta["bytes_per_token"] = meta["train_bytes"] / max(1, meta["train_tokens"])
+        atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+@dataclass
+class TokenStore:
+    domain: str
+    train: np.ndarray
+    val: np.ndarray
+    meta: dict[str, Any]
+
+
+def open_store(path: str | Path, domain: str | None = None) -> TokenStore:
+    root = Path(path)
+    meta_path = root / "meta.json"
+    if not meta_path.is_file():
+        raise InputError(
+            str(root), "meta.json", "not a token store", "build it with `mixscale tokens`"
+        )
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    dtype = np.dtype(meta["dtype"])
+
+    def array(name: str) -> np.ndarray:
+        file = root / name
+        if file.stat().st_size == 0:
+            return np.zeros(0, dtype)
+        return np.memmap(file, dtype=dtype, mode="r")
+
+    return TokenStore(domain or meta["domain"], array("train.bin"), array("val.bin"), meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# mixtures
+
+
+class MixtureSampler:
+    """The sequences of one run's mixture and the batch at every step.
+
+    Domain i contributes k_i = round(n_i / seq_len) sequences: sequence j is the window
+    [j L, j L + L + 1) of its training order (inputs and shifted targets). With repetition
+    allowed a domain asked for more than it holds wraps around; its epochs are reported.
+    ``skip`` (tokens per domain) starts a domain's windows after tokens an earlier stage used:
+    an annealing run then reads fresh text, not what its base model was trained on.
+    """
+
+    def __init__(
+        self,
+        stores: dict[str, TokenStore],
+        tokens: dict[str, float],
+        seq_len: int,
+        seed: int,
+        allow_repeat: bool = False,
+        skip: dict[str, float] | None = None,
+    ) -> None:
+        self.seq_len = seq_len
+        self.seed = seed
+        self.domains = [d for d in tokens if tokens[d] > 0]
+        self.stores = stores
+        unknown = [d for d in tokens if d not in stores]
+        if unknown:
+            raise InputError(
+                "mixture",
+                unknown[0],
+                "no token store for this domain",
+                f"use one of {', '.join(stores)} or add the domain to data.sources",
+            )
+        if not self.domains:
+            raise InputError("mixture", "tokens", "every domain has 0 tokens", "give a mixture")
+        self.available = {}
+        self.sequences = {}
+        self.skipped = {d: math.ceil(float((skip or {}).get(d, 0)) / seq_len) for d in self.domains}
+        for d in self.domains:
+            available = (len(stores[d].train) - 1) // seq_len - self.skipped[d]
+            if available <= 0 and self.skipped[d]:
+                raise InputError(
+                    "mixture",
+                    d,
+                    f"nothing left after the {self.skipped[d] * seq_len} tokens an earlier "
+                    "stage used",
+                    "add text to the domain or lower the base run's share of it",
+                )
+            if available <= 0:
+                raise InputError(
+                    stores[d].meta.get("corpus", d),
+                    d,
+                    f"empty domain: fewer than {seq_len + 1} training tokens",
+                    "add text to the domain or drop it",
+                )
+            wanted = round(tokens[d] / seq_len)
+            if wanted > available and not allow_repeat:
+                raise InputError(
+                    "mixture",
+                    d,
+                    f"asks {tokens[d]:.0f} tokens, the domain holds {available * seq_len}",
+                    "lower the scale or this domain's weight, add data, "
+                    "or set train.allow_repeat: true (epochs are then reported)",
+                )
+            self.available[d] = available
+            self.sequences[d] = wanted
+        counts = np.array([self.sequences[d] for d in self.domains], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(counts)])
+        self.total_sequences = int(self.offsets[-1])
+        self.order = np.random.default_rng(seed).permutation(self.total_sequences)
+
+    @property
+    def tokens(self) -> dict[str, int]:
+        return {d: self.sequences[d] * self.seq_len for d in self.domains}
+
+    @property
+    def epochs(self) -> dict[str, float]:
+        return {d: self.sequences[d] / self.available[d] for d in self.domains}
+
+    def steps(self, batch_sequences: int) -> int:
+        return self.total_sequences // batch_sequences
+
+    def sequence(self, index: int) -> np.ndarray:
+        """Global sequence ``index`` (position in the run's order) as seq_len + 1 token ids."""
+        g = int(self.order[index])
+        k = int(np.searchsorted(self.offsets, g, side="right")) - 1
+        domain = self.domains[k]
+        j = (g - int(self.offsets[k])) % self.available[domain] + self.skipped[domain]
+        start = j * self.seq_len
+        return np.asarray(
+            self.stores[domain].train[start : start + self.seq_len + 1], dtype=np.int64
+        )
+
+    def batch(self, step: int, batch_sequences: int, part: slice = slice(None)) -> np.ndarray:
+        """The step's batch (or a slice of it: a micro-batch, a rank's share)."""
+        first = step * batch_sequences
+        indices = range(first, first + batch_sequences)[part]
+        return np.stack([self.sequence(i) for i in indices])
+
+    def domain_of(self, index: int) -> str:
+        g = int(self.order[index])
+        return self.domains[int(np.searchsorted(self.offsets, g, side="right")) - 1]

@@ -1,0 +1,86 @@
+"""After the runs: a DDO scale's run table, and the verification of methods at a target scale."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mixscale.core.runtable import RunTable
+from mixscale.core.world import load_world, score
+from mixscale.errors import InputError
+from mixscale.fileio import read_json
+
+
+def run_table(metrics_paths: list[str], out: str) -> RunTable:
+    rows = [read_json(p) for p in metrics_paths]
+    if not rows:
+        raise InputError(
+            "table", "--metrics", "no metrics files", "pass the runs' metrics.json files"
+        )
+    domains = list(rows[0]["tokens"])
+    evals = list(rows[0]["final_losses"])
+    table = RunTable(
+        source=out,
+        train_domains=domains,
+        eval_domains=evals,
+        tokens=np.array([[r["tokens"][d] for d in domains] for r in rows]),
+        losses=np.array([[r["final_losses"][e] for e in evals] for r in rows]),
+        run_ids=[r["run"] for r in rows],
+        seeds=[str(r["seed"]) for r in rows],
+    )
+    table.save(out)
+    return table
+
+
+def steps_to_reach(curve: list[dict[str, Any]], level: float) -> float | None:
+    """First fraction of the run (linearly interpolated) at which the objective <= level."""
+    prev_t, prev_v = 0.0, None
+    for point in curve:
+        t, v = point["fraction"], point["objective"]
+        if v <= level:
+            if prev_v is None or prev_v == v:
+                return t
+            return prev_t + (t - prev_t) * (prev_v - level) / (prev_v - v)
+        prev_t, prev_v = t, v
+    return None
+
+
+def compare(metrics_paths: list[str], target: float, world_name: str | None) -> dict[str, Any]:
+    """Verification at one target scale: losses, perplexities, steps saved, world scores."""
+    runs = [read_json(p) for p in metrics_paths]
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_method.setdefault(r["method"], []).append(r)
+    methods: dict[str, Any] = {}
+    for method, items in by_method.items():
+        evals = list(items[0]["final_losses"])
+        losses = np.array([[r["final_losses"][e] for e in evals] for r in items]).mean(axis=0)
+        curve = [
+            {
+                "fraction": p["fraction"],
+                "objective": float(np.mean([r["curve"][k]["objective"] for r in items])),
+            }
+            for k, p in enumerate(items[0]["curve"])
+        ]
+        methods[method] = {
+            "weights": items[0]["weights"],
+            "seeds": len(items),
+            "objective": float(np.mean([r["objective"] for r in items])),
+            "perplexity": {e: float(np.exp(v)) for e, v in zip(evals, losses, strict=True)},
+            "mean_perplexity": float(np.exp(losses).mean()),
+            "worst_perplexity": float(np.exp(losses).max()),
+            "curve": curve,
+        }
+    out: dict[str, Any] = {"target_tokens": target, "methods": methods}
+    if "uniform" in methods:
+        level = methods["uniform"]["objective"]
+        for m in methods.values():
+            reached = steps_to_reach(m["curve"], level)
+            m["steps_saved_pct"] = None if reached is None else 100 * (1 - reached)
+    if world_name:
+        world = load_world(world_name)
+        optimum = world.optimum(target)
+        for m in methods.values():
+            m["world_score"] = score(world, m["weights"], target, optimum)
+    return out

@@ -1,0 +1,229 @@
+"""Price the plan before anything runs: tokens, FLOPs and GPU-hours per stage.
+
+FLOPs of a training run = 6 x parameters x tokens (forward + backward), plus evaluation
+(2 x parameters x evaluated tokens per evaluation point). GPU-hours = FLOPs / (peak x utilisation)
+/ 3600. The proxy overhead is the DDO cost as a share of the verification (target) training.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from mixscale.config.domains import config_domains
+from mixscale.config.tasks import EMBEDDED, KINDS, TaskBuild, task_entries
+from mixscale.errors import InputError
+from mixscale.plan.anneal import anneal_config
+from mixscale.plan.specs import run_specs
+
+DEFAULT_ACCELERATOR = {"name": "A100-80GB", "peak_tflops": 312.0, "utilisation": 0.4}
+
+
+def model_params(config: dict[str, Any], key: str) -> float:
+    model = config.get("model", {})
+    value = model.get(key, model.get("params"))
+    if not value and config.get("backend") == "torch" and model.get("type"):
+        return float(architecture_params(json.dumps(config, sort_keys=True, default=str)))
+    if not value:
+        raise InputError("config", f"model.{key}", "missing", "give the parameter count")
+    return float(value)
+
+
+@lru_cache(maxsize=8)
+def architecture_params(config_json: str) -> int:
+    """Exact parameter count of the configured architecture (built on the meta device: no memory,
+    no weights)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = json.loads(config_json)
+    spec = {k: v for k, v in config["model"].items() if k not in ("name", "params", "proxy_params")}
+    model_type = spec.pop("type")
+    tokenizer = config.get("data", {}).get("tokenizer", {})
+    vocab = spec.pop("vocab_size", tokenizer.get("vocab_size", 1024))
+    seq_len = int(config.get("train", {}).get("seq_len", 128))
+    key = "n_positions" if model_type == "gpt2" else "max_position_embeddings"
+    spec.setdefault(key, seq_len)
+    spec.setdefault("eos_token_id", 0)  # the architecture's default may lie outside the vocabulary
+    spec.setdefault("bos_token_id", 0)
+    try:
+        arch = AutoConfig.for_model(model_type, vocab_size=vocab, **spec)
+        with torch.device("meta"):
+            net = AutoModelForCausalLM.from_config(arch)
+    except Exception as exc:  # transformers raises many kinds for a bad config, all input errors
+        field = "model.type" if "Unrecognized model" in str(exc) else "model"
+        raise InputError(
+            "config",
+            field,
+            " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])[:200],
+            "a transformers causal-LM type (gpt2, llama, ...) and fields of its config",
+        ) from exc
+    return sum(p.numel() for p in net.parameters())
+
+
+def run_flops(config: dict[str, Any], spec: dict[str, Any]) -> float:
+    key = "proxy_params" if spec["stage"] == "ddo" else "params"
+    params = model_params(config, key)
+    evaluation = config.get("evaluation", {})
+    per_domain = config.get("train", {}).get("eval_tokens", evaluation.get("tokens_per_domain", 0))
+    eval_tokens = float(per_domain) * len(config_domains(config))
+    points = int(config.get("eval_points", 10))
+    if spec["stage"] in ("ddo", "anneal"):
+        points = int(config.get(spec["stage"], {}).get("eval_points", points))
+    return 6 * params * float(spec["total_tokens"]) + 2 * params * eval_tokens * points
+
+
+def flops_per_gpu_hour(config: dict[str, Any]) -> float:
+    acc = {**DEFAULT_ACCELERATOR, **config.get("accelerator", {})}
+    return acc["peak_tflops"] * 1e12 * acc["utilisation"] * 3600
+
+
+def train_resources(config: dict[str, Any], spec: dict[str, Any], attempt: int) -> dict[str, Any]:
+    """SLURM resources of one training job from the cost model.
+
+    runtime = GPU-hours / GPUs x safety factor x attempt (a retry after a timeout gets more),
+    at least 10 minutes; simulated runs need no GPU and a few minutes.
+    """
+    if config.get("backend") != "torch":
+        return {"runtime": 10 * attempt, "gpu": 0, "mem_mb": 2000}
+    acc = config.get("accelerator", {})
+    gpus = int(acc.get("gpus_per_run", 1))
+    hours = run_flops(config, spec) / flops_per_gpu_hour(config) / gpus
+    minutes = hours * 60 * float(acc.get("runtime_safety", 1.5)) * attempt
+    return {
+        "runtime": max(10, round(minutes)),
+        "gpu": gpus,
+        "mem_mb": int(acc.get("mem_mb", 64000)),
+    }
+
+
+# Evaluated size of the paper's tasks (lm-eval 0.4 splits): items, choices, tokens of one
+# example. Estimates for the budget only: each choice is one forward pass over the context
+# (which holds the few-shot examples too) plus the choice.
+TASK_SIZES = {
+    "truthfulqa_mc2": (817, 7, 500),  # its prompt carries six fixed QA pairs
+    "pubmedqa": (1000, 3, 400),
+    "piqa": (1838, 2, 60),
+    "hellaswag": (10042, 4, 120),
+    "crows_pairs_english": (1677, 2, 40),
+    "boolq": (3270, 2, 150),
+    "arc_easy": (2376, 4, 50),
+}
+DEFAULT_TASK_TOKENS = 5.0e6  # an unknown task without downstream.tasks[].tokens
+TOKENS_PER_WORD = 2.0  # embedded tasks on a small BPE vocabulary (measured ~1.6-2.2)
+
+
+def downstream_tokens(config: dict[str, Any], entry) -> float:
+    """Tokens one model reads for one task entry (see TASK_SIZES)."""
+
+    listed = next(
+        (
+            t
+            for t in config.get("downstream", {}).get("tasks", [])
+            if isinstance(t, dict)
+            and t.get("name") == entry.name
+            and int(t.get("shots", 0)) == entry.shots
+        ),
+        {},
+    )
+    if listed.get("tokens"):
+        return float(listed["tokens"])
+    if entry.name == EMBEDDED:
+        build = TaskBuild.from_dict(config.get("downstream", {}).get("embedded"))
+        words = build.context_words + build.continuation_words
+        per_domain = len(KINDS) * build.items * build.choices * words * TOKENS_PER_WORD
+        return per_domain * len(config_domains(config))
+    if entry.name in TASK_SIZES:
+        items, choices, tokens = TASK_SIZES[entry.name]
+        return float(items * choices * tokens * (1 + entry.shots))
+    return DEFAULT_TASK_TOKENS
+
+
+def downstream_flops(config: dict[str, Any], entry) -> float:
+    return 2 * model_params(config, "params") * downstream_tokens(config, entry)
+
+
+def downstream_resources(config: dict[str, Any], entry, attempt: int) -> dict[str, Any]:
+    """One GPU (if training uses GPUs) for the estimated time, plus 10 minutes to load the
+    model and prepare the dataset."""
+    acc = config.get("accelerator", {})
+    hours = downstream_flops(config, entry) / flops_per_gpu_hour(config)
+    minutes = hours * 60 * float(acc.get("runtime_safety", 1.5)) * attempt + 10
+    return {"runtime": round(minutes), "gpu": 1 if int(acc.get("gpus_per_run", 1)) else 0}
+
+
+def _downstream_stage(config: dict[str, Any]) -> dict[str, float] | None:
+
+    entries = task_entries(config)
+    if config.get("backend") != "torch" or not entries:
+        return None
+    models = sum(1 for s in run_specs(config).values() if s["stage"] == "verify")
+    if not models:
+        return None
+    models += 1 if config.get("downstream", {}).get("untrained", True) else 0
+    tokens = sum(downstream_tokens(config, e) for e in entries)
+    return {
+        "runs": models * len(entries),
+        "tokens": models * tokens,
+        "flops": models * sum(downstream_flops(config, e) for e in entries),
+    }
+
+
+def budget_table(config: dict[str, Any]) -> dict[str, Any]:
+    acc = {**DEFAULT_ACCELERATOR, **config.get("accelerator", {})}
+    per_gpu_hour = flops_per_gpu_hour(config)
+    stages: dict[str, dict[str, float]] = {}
+    for spec in run_specs(config).values():
+        stage = f"{spec['stage']} {spec['scale']}".replace("anneal-base base", "anneal base")
+        row = stages.setdefault(stage, {"runs": 0, "tokens": 0.0, "flops": 0.0})
+        row["runs"] += 1
+        row["tokens"] += float(spec["total_tokens"])
+        row["flops"] += run_flops(config, spec)
+    downstream = _downstream_stage(config)
+    if downstream:
+        stages["downstream (lm-eval)"] = downstream
+    for row in stages.values():
+        row["gpu_hours"] = row["flops"] / per_gpu_hour
+    ddo = sum(r["gpu_hours"] for s, r in stages.items() if s.startswith("ddo"))
+    verify = sum(r["gpu_hours"] for s, r in stages.items() if s.startswith("verify"))
+    return {
+        "accelerator": acc,
+        "stages": stages,
+        "total_gpu_hours": sum(r["gpu_hours"] for r in stages.values()),
+        "proxy_overhead_pct": 100 * ddo / verify if verify else None,
+    }
+
+
+def format_table(budget: dict[str, Any]) -> str:
+    acc = budget["accelerator"]
+    lines = [
+        f"accelerator: {acc['name']}, {acc['peak_tflops']:g} TFLOP/s peak at "
+        f"{100 * acc['utilisation']:.0f}% utilisation",
+        f"{'stage':<22}{'runs':>6}{'tokens':>12}{'FLOPs':>12}{'GPU-hours':>12}",
+    ]
+    for stage, r in budget["stages"].items():
+        lines.append(
+            f"{stage:<22}{r['runs']:>6}{r['tokens']:>12.3g}{r['flops']:>12.3g}{r['gpu_hours']:>12.1f}"
+        )
+    lines.append(f"{'total':<52}{budget['total_gpu_hours']:>12.1f}")
+    if acc.get("price_per_gpu_hour"):
+        cost = budget["total_gpu_hours"] * acc["price_per_gpu_hour"]
+        lines.append(f"at {acc['price_per_gpu_hour']:g} per GPU-hour: {cost:,.0f}")
+    if budget["proxy_overhead_pct"] is not None:
+        lines.append(f"proxy (DDO) overhead: {budget['proxy_overhead_pct']:.1f}% of verification")
+    return "\n".join(lines)
+
+
+def training_cost_per_token(config: dict[str, Any]) -> float:
+    """Training cost of one annealing token from the budget model: 6 x params FLOPs at the
+    configured peak and utilisation, priced per GPU-hour (accelerator.price_per_gpu_hour)."""
+
+    price = float(config.get("accelerator", {}).get("price_per_gpu_hour", 1.0))
+    return 6 * model_params(config, "params") / flops_per_gpu_hour(config) * price
+
+
+def anneal_training_cost(config: dict[str, Any]) -> float:
+    """anneal.training_cost_per_token, or the budget model's price of a token."""
+    given = anneal_config(config).get("training_cost_per_token")
+    return float(given) if given is not None else training_cost_per_token(config)

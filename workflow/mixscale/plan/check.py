@@ -1,0 +1,106 @@
+"""Everything a config can fail before any job runs, as one line naming the config file, the
+field and the fix: the schema (``mixscale.config``), then everything the rules compute from the
+config when Snakemake builds the DAG (domains, the plan, training settings, task entries).
+
+The Snakefile calls ``check_or_exit``; ``python -m mixscale check --configfile F`` runs the same
+checks without Snakemake (and points at the line of malformed YAML, which Snakemake's own loader
+does not)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from mixscale.config.check import validate_schema
+from mixscale.config.domains import config_domains
+from mixscale.config.load import load_yaml_config
+from mixscale.config.tasks import task_entries
+from mixscale.core.world import load_world
+from mixscale.errors import InputError
+from mixscale.plan.anneal import target_task
+from mixscale.plan.budget import model_params
+from mixscale.plan.run import target_label
+from mixscale.plan.specs import run_specs, torch_settings
+
+
+def check_config(config: dict[str, Any], source: str) -> dict[str, Any]:
+    """Schema and defaults (in place), then the checks the schema cannot express."""
+    validate_schema(config, source)
+    try:
+        _semantic_checks(config)
+    except InputError as exc:
+        if exc.source != "config":
+            raise
+        raise InputError(source, exc.field, exc.problem, exc.fix) from exc
+    return config
+
+
+def check_or_exit(config: dict[str, Any], configfiles: list[Any]) -> None:
+    """For the Snakefile: a bad config prints one line and exits 2 before any job runs.
+    Each file is read again with mixscale's strict loader: Snakemake's keeps the last of a key
+    written twice without a word."""
+    files = [str(f) for f in configfiles] or ["config/config.yaml"]
+    try:
+        for path in files:
+            load_yaml_config(path)
+        check_config(config, ", ".join(files))
+    except InputError as exc:
+        print(f"mixscale: {exc.one_line()}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _semantic_checks(config: dict[str, Any]) -> None:
+    domains = config_domains(config)
+    if config.get("world"):  # the simulated world, or the world a table experiment is scored in
+        load_world(config["world"])
+    _check_run_tables(config)
+    _check_eval_domains(config, domains)
+    run_specs(config)
+    if "autoscale" in config:
+        [target_label(t) for t in config["autoscale"]["targets"]]
+    if config["backend"] == "torch":
+        torch_settings(config)
+        if config.get("model", {}).get("type"):  # the architecture builds (on the meta device)
+            model_params(config, "proxy_params")
+        task_entries(config)
+        if config.get("anneal"):
+            target_task(config)
+
+
+def _check_run_tables(config: dict[str, Any]) -> None:
+    """Backend tables: every scale's run table exists (a typo would fail only after the fits
+    of the other scales)."""
+    for i, scale in enumerate(config.get("ddo", {}).get("scales", [])):
+        path = scale.get("runs")
+        if path is not None and not Path(path).is_file():
+            raise InputError(
+                "config", f"ddo.scales[{i}].runs", f"{path}: file not found", "check the path"
+            )
+    if config["backend"] == "tables" and "ddo" in config:
+        missing = [i for i, s in enumerate(config["ddo"]["scales"]) if "runs" not in s]
+        if missing:
+            raise InputError(
+                "config",
+                f"ddo.scales[{missing[0]}].runs",
+                "missing (backend tables trains nothing)",
+                "give the scale's run table, or use backend: torch or simulate",
+            )
+
+
+def _check_eval_domains(config: dict[str, Any], domains: list[str]) -> None:
+    """The objective's domains exist: the training domains (torch) or the world's evaluation
+    domains (simulate). Run tables name theirs, so backend tables is checked by the fit."""
+    wanted = config.get("objective", {}).get("eval_domains") or []
+    if config["backend"] == "simulate":
+        domains = load_world(config["world"]).eval_domains
+    elif config["backend"] != "torch":
+        return
+    unknown = [d for d in wanted if d not in domains]
+    if unknown:
+        raise InputError(
+            "config",
+            "objective.eval_domains",
+            f"unknown domain {unknown[0]}",
+            f"use one of {', '.join(domains)}",
+        )

@@ -1,0 +1,231 @@
+"""The command line of every job of the workflow, built from the config as argument lists and
+quoted for the shell (``shlex``) in one place: a config value never reaches a shell unquoted, so
+a path with a space works and ``$(...)`` in a config stays text. The rule files only call these
+(one lambda per rule); ``tests/test_hardening.py`` runs them with hostile values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from typing import Any
+
+from mixscale.config.tasks import TaskEntry
+from mixscale.plan.budget import anneal_training_cost, train_resources
+
+Item = str | tuple[str, Any] | None
+
+
+def shell_args(*items: Item) -> str:
+    """Flags and values as one shell-quoted string. A bare item is one word (left out when
+    None/False/empty); a (flag, value) pair is left out when the value is None, empty or False,
+    and is the flag alone when the value is True."""
+    words: list[str] = []
+    for item in items:
+        if isinstance(item, tuple):
+            flag, value = item
+            if value is None or value == "" or value is False:
+                continue
+            words += [flag] if value is True else [flag, str(value)]
+        elif item not in (None, False, ""):
+            words.append(str(item))
+    return shlex.join(words)
+
+
+def world(config: dict[str, Any]) -> str | None:
+    return config.get("world") if config["backend"] == "simulate" else None
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def split_flags(config: dict[str, Any]) -> tuple[Item, ...]:
+    """The document shuffle and held-out size: the same for tokenizer, stores and tasks."""
+    data = config.get("data", {})
+    return (
+        ("--seed", data.get("seed", 0)),
+        ("--validation-bytes", data.get("validation_bytes", 200000)),
+    )
+
+
+def corpus(config: dict[str, Any], domain: str, folder: str) -> str:
+    data = config.get("data", {})
+    source = data.get("sources", {}).get(domain, "builtin")
+    if not isinstance(source, str):
+        source = json.dumps(source, separators=(",", ":"))
+    return shell_args(
+        ("--out", folder),
+        ("--source", f"{domain}={source}"),
+        ("--max-bytes", data.get("max_bytes")),
+        ("--cache", data.get("downloads", "resources/downloads")),
+        ("--seed", data.get("seed", 0)),
+    )
+
+
+def tokenizer(config: dict[str, Any]) -> str:
+    tok = config.get("data", {}).get("tokenizer", {})
+    how = (
+        ("--pretrained", tok["pretrained"])
+        if tok.get("pretrained")
+        else ("--vocab-size", tok.get("vocab_size", 1024))
+    )
+    return shell_args(how, *split_flags(config))
+
+
+def tokens(config: dict[str, Any], domain: str) -> str:
+    return shell_args(("--domain", domain), *split_flags(config))
+
+
+def tasks(config: dict[str, Any]) -> str:
+    build = config.get("downstream", {}).get("embedded")
+    return shell_args(*split_flags(config), ("--build", json.dumps(build) if build else None))
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+def eval_points(config: dict[str, Any], spec: dict[str, Any]) -> int:
+    """DDO fits use only a run's final losses: its runs may evaluate less often."""
+    if spec["stage"] in ("ddo", "anneal"):
+        return config[spec["stage"]].get("eval_points", config["eval_points"])
+    return config["eval_points"]
+
+
+def train(config: dict[str, Any], spec: dict[str, Any], settings: str, weights: list[str]) -> str:
+    """Everything but the spec and the output: backend, world, settings, mixture file.
+    ``weights``: the run's mixture file (verification); an annealing run's input is its base
+    model, not a mixture."""
+    mixture = weights[0] if weights and spec["stage"] != "anneal" else None
+    return shell_args(
+        ("--backend", config["backend"]),
+        ("--world", world(config)),
+        ("--settings", settings if config["backend"] == "torch" else None),
+        ("--eval-points", eval_points(config, spec)),
+        ("--weights", mixture),
+    )
+
+
+def launcher(config: dict[str, Any], spec: dict[str, Any]) -> str:
+    """Several GPUs per run: one process per GPU through torchrun, same code path (DDP)."""
+    gpus = train_resources(config, spec, 1)["gpu"]
+    if config["backend"] == "torch" and gpus > 1:
+        return shell_args("torchrun", "--standalone", f"--nproc_per_node={gpus}", "-m", "mixscale")
+    return "python -m mixscale"
+
+
+def init_model(settings: str) -> str:
+    return shell_args(("--settings", settings), ("--seed", 0))
+
+
+# --- mixture: fits, predictions, verification --------------------------------------------------
+
+
+def ddo(config: dict[str, Any], scale_tokens: float) -> str:
+    """The fit and the objective from fit.* and objective.*, the scale's token total."""
+    fit, objective = config["fit"], config["objective"]
+    domains = objective.get("eval_domains")
+    return shell_args(
+        ("--tokens", scale_tokens),
+        ("--form", fit["form"]),
+        ("--loss", fit["loss"]),
+        ("--bootstrap", fit["bootstrap"]),
+        ("--objective", objective["kind"]),
+        ("--eval-domains", ",".join(domains) if domains else None),
+    )
+
+
+def predict(config: dict[str, Any], optima: list[str], target: float) -> str:
+    return shell_args(
+        *(("--optimum", path) for path in optima),
+        ("--target", target),
+        ("--discrete", bool(config.get("autoscale", {}).get("discrete"))),
+    )
+
+
+def compare(config: dict[str, Any], target: float) -> str:
+    return shell_args(("--target", target), ("--world", world(config)))
+
+
+def report(
+    config: dict[str, Any],
+    ddo_optima: list[str],
+    predictions: list[str],
+    compares: list[str],
+    downstream: list[str],
+) -> str:
+    return shell_args(
+        ("--experiment", config["experiment"]),
+        "--ddo",
+        *ddo_optima,
+        "--autoscale",
+        *predictions,
+        "--compare",
+        *compares,
+        ("--world", world(config)),
+        *(["--downstream", *downstream] if downstream else []),
+    )
+
+
+# --- downstream --------------------------------------------------------------------------------
+
+
+def downstream(
+    config: dict[str, Any],
+    entry: TaskEntry,
+    spec: dict[str, Any] | None,
+    run_folder: str,
+    tasks_folder: str | None,
+) -> str:
+    """Everything but the output, from downstream.* and the run's spec (None: untrained)."""
+    down = config.get("downstream", {})
+    return shell_args(
+        ("--model", os.path.join(run_folder, "model")),
+        ("--task", entry.name),
+        ("--shots", entry.shots),
+        ("--metric", entry.metric),
+        ("--include-path", tasks_folder or down.get("include_path")),
+        ("--limit", down.get("limit")),
+        ("--datasets-cache", down.get("datasets_cache")),
+        ("--batch-size", down.get("batch_size", 16)),
+        ("--device", down.get("device", "auto")),
+        ("--online", not down.get("offline", True)),
+        # HF caches inside the run folder, one per task entry: parallel jobs share no lock
+        ("--cache-dir", os.path.join(run_folder, "hf-cache", entry.id)),
+        ("--label", (spec.get("method") or spec.get("source")) if spec else "untrained"),
+        ("--target", spec["scale"] if spec else None),
+        ("--run-seed", spec["seed"] if spec else None),
+    )
+
+
+# --- annealing -----------------------------------------------------------------------------------
+
+
+def anneal_table(config: dict[str, Any], task: TaskEntry | None) -> str:
+    if task:
+        return shell_args(("--task-metric", task.metric))
+    return shell_args(("--target", ",".join(config["anneal"]["target"]["domains"])))
+
+
+def anneal_costs(config: dict[str, Any]) -> str:
+    anneal = config["anneal"]
+    return shell_args(
+        ("--sources", json.dumps(anneal["sources"], separators=(",", ":"))),
+        ("--share", anneal.get("share", 0.3)),
+        ("--training-cost", f"{anneal_training_cost(config):.6g}"),
+    )
+
+
+def utility(config: dict[str, Any], task: TaskEntry | None) -> str:
+    """mixscale utility's options from anneal.*: allocation, extrapolation, bootstrap."""
+    anneal = config["anneal"]
+    return shell_args(
+        ("--extrapolate", ",".join(f"{x:g}" for x in anneal.get("extrapolate", [10, 100]))),
+        ("--bootstrap", anneal.get("bootstrap", 200)),
+        ("--budget", anneal.get("allocate")),
+        ("--direction", "higher" if task else None),  # a task score: higher is better
+    )
+
+
+def anneal_report(config: dict[str, Any]) -> str:
+    return shell_args(("--unit", config.get("anneal", {}).get("cost_unit", "$")))

@@ -1,0 +1,126 @@
+"""The runs of a mixture experiment: the DDO sweep per scale and seed (a base run, and per
+domain its x factor and / factor runs), and the verification runs per target, method and seed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mixscale.errors import InputError
+from mixscale.methods import check_methods
+from mixscale.plan.run import Run, distinct_labels, target_label
+
+
+def _base_weights(config: dict[str, Any], domains: list[str]) -> dict[str, float]:
+    base = config["ddo"].get("base_weights", "uniform")
+    if base == "uniform":
+        return {d: 1 / len(domains) for d in domains}
+    missing = [d for d in domains if d not in base]
+    if missing:
+        raise InputError("config", f"ddo.base_weights.{missing[0]}", "missing", "give every domain")
+    empty = [d for d in domains if float(base[d]) <= 0]
+    if empty:
+        raise InputError(
+            "config",
+            f"ddo.base_weights.{empty[0]}",
+            "is 0: the base run has no tokens of it to multiply or divide",
+            "give every domain a positive weight, or remove the domain",
+        )
+    total = sum(base.values())
+    if abs(total - 1) > 1e-6:
+        raise InputError("config", "ddo.base_weights", f"sum to {total:g}, not 1", "normalise them")
+    return {d: float(base[d]) for d in domains}
+
+
+def perturb(base: dict[str, float], domain: str, factor: float, design: str) -> dict[str, float]:
+    """Tokens of a perturbed run: Algorithm 1 (others unchanged) or fixed total (rescaled)."""
+    out = dict(base)
+    out[domain] = base[domain] * factor
+    if design == "fixed_total":
+        total = sum(base.values())
+        rest = total - base[domain]
+        if out[domain] >= total:
+            raise InputError(
+                "config",
+                "ddo.factor",
+                f"{domain}'s share x{factor:g} exceeds the whole mixture",
+                "lower the factor or the domain's base weight",
+            )
+        scale = (total - out[domain]) / rest
+        for d in out:
+            if d != domain:
+                out[d] = base[d] * scale
+    return out
+
+
+def ddo_runs(config: dict[str, Any], domains: list[str]) -> list[Run]:
+    ddo = config["ddo"]
+    design, factor = ddo.get("design", "algorithm1"), float(ddo.get("factor", 3.0))
+    weights = _base_weights(config, domains)
+    runs = []
+    for scale in ddo["scales"]:
+        if "runs" in scale:  # an external run table: nothing to train
+            continue
+        base = {d: weights[d] * float(scale["tokens"]) for d in domains}
+        mixtures = [("base", "", 1.0, base)]
+        for d in domains:
+            for f, tag in ((factor, "up"), (1 / factor, "down")):
+                mixtures.append((f"{d}-{tag}", d, f, perturb(base, d, f, design)))
+        for seed in range(int(ddo.get("seeds", 1))):
+            for name, domain, f, tokens in mixtures:
+                runs.append(
+                    Run(
+                        id=f"ddo-{scale['name']}-{name}-s{seed}",
+                        stage="ddo",
+                        scale=scale["name"],
+                        seed=seed,
+                        total_tokens=sum(tokens.values()),
+                        tokens=tokens,
+                        perturbed=domain,
+                        factor=f,
+                    )
+                )
+    return runs
+
+
+def verify_runs(config: dict[str, Any]) -> list[Run]:
+    verify = config.get("verify", {})
+    methods = verify.get("methods", [])
+    runs = []
+    for target in config["autoscale"]["targets"]:
+        label = target_label(target)
+        for method in methods:
+            for seed in range(int(verify.get("seeds", 1))):
+                runs.append(
+                    Run(
+                        id=f"verify-{label}-{method}-s{seed}",
+                        stage="verify",
+                        scale=label,
+                        seed=seed,
+                        total_tokens=float(target),
+                        method=method,
+                    )
+                )
+    return runs
+
+
+def check_mixture_stages(config: dict[str, Any], domains: list[str]) -> None:
+    """Checks the schema cannot express: order of scales and targets, names, methods."""
+    scales = config["ddo"]["scales"]
+    names = [s["name"] for s in scales]
+    if len(set(names)) != len(names):
+        raise InputError("config", "ddo.scales[].name", "duplicate scale names", "make them unique")
+    totals = [float(s["tokens"]) for s in scales]
+    if totals != sorted(totals) or len(set(totals)) != len(totals):
+        raise InputError(
+            "config", "ddo.scales[].tokens", "scales must increase strictly", "sort them"
+        )
+    distinct_labels(config["autoscale"]["targets"], "autoscale.targets")
+    for t in config["autoscale"]["targets"]:
+        if float(t) <= totals[-1]:
+            raise InputError(
+                "config",
+                "autoscale.targets",
+                f"target {t:g} is not above the largest DDO scale {totals[-1]:g}",
+                "AutoScale predicts larger scales; use a DDO scale for this one",
+            )
+    check_methods(config, domains)

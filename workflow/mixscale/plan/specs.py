@@ -1,0 +1,71 @@
+"""The plan: every training run a config implies, as a pure function of the config.
+
+Snakemake expands over it, ``mixscale budget`` prices it. Each run's spec (JSON) is the single
+parameter of its training job, so changing one run (or adding a target) reruns that job alone.
+A run's mixture is explicit tokens per domain (DDO sweeps, fixed methods, annealing) or the
+weights file of a method at a target scale (see ``mixscale.methods``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mixscale.config.domains import config_domains, data_dir
+from mixscale.config.training import TrainSettings
+from mixscale.errors import InputError
+from mixscale.methods import method
+from mixscale.plan.anneal import BASE_RUN, anneal_overrides, anneal_runs
+from mixscale.plan.mixture import check_mixture_stages, ddo_runs, verify_runs
+from mixscale.plan.run import Run
+
+
+def make_plan(config: dict[str, Any], domains: list[str]) -> list[Run]:
+    runs = anneal_runs(config, domains)
+    if "ddo" in config:  # a mixture experiment (an annealing-only config has none)
+        check_mixture_stages(config, domains)
+        runs = ddo_runs(config, domains) + verify_runs(config) + runs
+    return runs
+
+
+def run_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every planned run's spec (JSON-able), with fixed verification mixtures filled in."""
+    domains = config_domains(config)
+    specs = {}
+    for run in make_plan(config, domains):
+        spec = run.to_json()
+        if run.stage == "verify":
+            weights = method(run.method).fixed_weights(config, domains)
+            if weights is not None:
+                spec["tokens"] = {d: w * run.total_tokens for d, w in weights.items()}
+        if run.stage == "anneal":
+            spec.update(anneal_overrides(config, base_model_dir(config)))
+        specs[run.id] = spec
+    return specs
+
+
+def base_model_dir(config: dict[str, Any]) -> str:
+    """Where the in-workflow stage-1 base model of an annealing experiment is saved."""
+    return f"results/{config['experiment']}/runs/{BASE_RUN}/model"
+
+
+def torch_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """What every training job of a torch experiment shares (one Snakemake param, so a change
+    reruns the runs it affects). The train keys are checked here, when the DAG is built."""
+    train = dict(config.get("train", {}))
+    TrainSettings.from_dict({**train, "seed": 0})
+    model = {
+        k: v
+        for k, v in config.get("model", {}).items()
+        if k not in ("name", "params", "proxy_params")
+    }
+    if not model.get("type") and not model.get("checkpoint"):
+        raise InputError(
+            "config", "model.type", "missing", "e.g. model: {type: gpt2, n_layer: 2, ...}"
+        )
+    return {
+        "stores": f"{data_dir(config)}/stores",
+        "tokenizer": f"{data_dir(config)}/tokenizer",
+        "model": model,
+        "train": train,
+        "domains": config_domains(config),
+    }

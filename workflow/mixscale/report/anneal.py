@@ -1,0 +1,150 @@
+"""The annealing report: anneal.md, gain curves against tokens and cost, rankings with flips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mixscale.core.utility import gains_by_budget, load_anneal_table
+from mixscale.fileio import atomic_write_text, read_json
+from mixscale.plan.anneal import target_domains
+from mixscale.report.common import markdown_table, save_figure
+
+
+def write_anneal_report(utility_path: str, runs_path: str, out: str, unit: str = "$") -> None:
+    """anneal.md: curves (x: tokens and x: cost), rankings per budget with flips, allocation."""
+
+    result = read_json(utility_path)
+    folder = Path(out).parent
+    plot_gain_curves(result, runs_path, folder / "anneal_gain_vs_tokens.png", "tokens")
+    plot_gain_curves(result, runs_path, folder / "anneal_gain_vs_cost.png", "cost", unit)
+    lines = ["# Data-source utility from annealing", ""]
+    lines += [
+        f"Gain = control's target loss - the run's (higher is better), per source and annealing "
+        f"budget; curve {result['curve_form']}, 90% bootstrap intervals. Micro-annealing point: "
+        f"{result['micro_annealing_budget']:.4g} tokens.",
+        "",
+        "![gain vs tokens](anneal_gain_vs_tokens.png)",
+        "",
+        "![gain vs cost](anneal_gain_vs_cost.png)",
+        "",
+        "## Fitted curves",
+        "",
+    ]
+    rows = []
+    for name, s in result["sources"].items():
+        c = s["curve"]
+        interval = c.get("intervals_90", {}).get("G")
+        rows.append(
+            [
+                name,
+                c["status"],
+                c["G"],
+                f"[{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "-",
+                c["D0"],
+                c["alpha"],
+                s["cost_per_token"],
+                c.get("reason") or "",
+            ]
+        )
+    lines += markdown_table(
+        ["source", "status", "G", "G 90%", "D0", "alpha", f"cost/token ({unit})", "note"], rows
+    )
+    lines += ["", "## Rankings per budget (flips against the micro-annealing budget in bold)", ""]
+    rows = []
+    for r in result["rankings"]:
+        flips_gain = _flipped(r.get("flips_vs_smallest_gain"))
+        flips_cost = _flipped(r.get("flips_vs_smallest_gain_per_cost"))
+        rows.append(
+            [
+                f"{r['budget_tokens']:.4g}",
+                r["kind"],
+                _ranked(r["rank_by_gain"], flips_gain),
+                _ranked(r["rank_by_gain_per_cost"], flips_cost),
+            ]
+        )
+    lines += markdown_table(["budget (tokens)", "kind", "by gain", "by gain per cost"], rows)
+    lines += ["", _flip_summary(result), ""]
+    if "allocation" in result:
+        a = result["allocation"]
+        lines += [f"## Allocation of a budget of {a['budget']:.4g} {unit}", ""]
+        if a.get("status") != "ok":
+            lines += [f"No allocation: {a.get('status')}.", ""]
+        else:
+            rows = [
+                [s, a["tokens"][s], a["cost"][s], a["gain_by_source"][s]]
+                for s in sorted(a["tokens"], key=lambda s: -a["tokens"][s])
+            ]
+            lines += markdown_table(
+                ["source", "annealing tokens", f"cost ({unit})", "fitted gain"], rows
+            )
+            lines += ["", f"Total fitted gain {a['gain']:.4g}; {result['assumption']}.", ""]
+    atomic_write_text(out, "\n".join(lines) + "\n")
+
+
+def _flipped(flips: dict[str, Any] | None) -> set[str]:
+    return {s for pair in (flips or {}).get("flipped_pairs", []) for s in pair}
+
+
+def _ranked(order: list[str], flipped: set[str]) -> str:
+    return " > ".join(f"**{s}**" if s in flipped else s for s in order)
+
+
+def _flip_summary(result: dict[str, Any]) -> str:
+    flips = result.get("rank_flips") or []
+    if not flips:
+        return (
+            "No rank flips: the micro-annealing budget ranks the sources as every larger "
+            "observed and extrapolated budget does."
+        )
+    parts = []
+    for f in flips:
+        for kind, pairs in (("gain", f["by_gain"]), ("gain per cost", f["by_gain_per_cost"])):
+            if pairs:
+                text = ", ".join(f"{a} / {b}" for a, b in pairs)
+                parts.append(f"{f['budget_tokens']:.4g} tokens ({f['kind']}, by {kind}): {text}")
+    return "Rank flips against the micro-annealing budget: " + "; ".join(parts) + "."
+
+
+def plot_gain_curves(
+    result: dict[str, Any], runs_path: str, png: Path, axis: str, unit: str = "$"
+) -> None:
+    """Observed gains per seed and the fitted curve per source, against tokens or total cost."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    gains = gains_by_budget(load_anneal_table(runs_path), result["direction"])
+    budgets = [float(k) for k in next(iter(result["sources"].values()))["observed"]]
+    grid = np.geomspace(min(budgets) / 2, max(budgets) * 10, 100)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, source) in enumerate(result["sources"].items()):
+        color = colors[i % len(colors)]
+
+        def x(tokens, s=source):
+            tokens = np.asarray(tokens, dtype=float)
+            return tokens if axis == "tokens" else tokens * s["cost_per_token"] + s["fixed_cost"]
+
+        for budget, values in gains[name].items():
+            ax.plot(x([budget] * len(values)), values, "o", color=color, ms=3, alpha=0.7)
+        c = source["curve"]
+        if c["status"] == "ok":
+            fit = c["G"] * (1 - (1 + grid / c["D0"]) ** -c["alpha"])
+            ax.plot(x(grid), fit, "-", color=color, label=f"{name} (fit)")
+        else:
+            ax.plot([], [], "o", color=color, label=f"{name} ({c['status']})")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.axvline(x([max(budgets)])[0] if axis == "tokens" else np.nan, color="grey", ls=":", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("annealing tokens" if axis == "tokens" else f"total cost ({unit})")
+    ax.set_ylabel("gain over control (target loss)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, png)
+
+
+def anneal_metric_note(config: dict[str, Any], domains: list[str]) -> str:
+    return "mean held-out loss over " + ", ".join(target_domains(config, domains))

@@ -1,0 +1,334 @@
+"""The plain summary page of an experiment (results/<exp>/report/summary.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mixscale.core.design import classify
+from mixscale.core.world import load_world
+from mixscale.evaluate.downstream import downstream_tables
+from mixscale.fileio import atomic_write_text, read_json
+from mixscale.report.common import markdown_table, save_figure
+
+NOISE_SE = 2.0  # an effect below 2 standard errors of the seed noise is not evidence
+
+
+def scale_verdict(fit: dict[str, Any]) -> str:
+    """usable / noise-dominated / outside the power-law regime, from a FIT.json."""
+    domains = fit["domains"].values()
+    bad = [d["domain"] for d in domains if d["status"] != "ok"]
+    if bad:
+        return f"outside the power-law regime for {', '.join(bad)} (held at base weight)"
+    effects = [d["diagnostics"].get("effect_high_over_se") for d in domains]
+    if any(e is None for e in effects):
+        return "usable (no replicate seeds: noise not measured)"
+    weak = [d["domain"] for d, e in zip(domains, effects, strict=True) if abs(e) < NOISE_SE]
+    if weak:
+        return f"noise-dominated for {', '.join(weak)} (x3 effect < {NOISE_SE:g} SE)"
+    return "usable"
+
+
+def plot_weights_vs_scale(
+    ddo: list[dict[str, Any]],
+    autoscale: list[dict[str, Any]],
+    png: Path,
+    world_name: str | None = None,
+) -> None:
+    """DDO optima per proxy scale, AutoScale's predictions and (simulated) the true optimum."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    domains = list(ddo[0]["weights"])
+    scales = [d["total_tokens"] for d in ddo]
+    targets = [p["target_tokens"] for p in autoscale]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    world = None
+    if world_name:
+        world = load_world(world_name)
+        grid = np.geomspace(min(scales), max(targets or scales), 30)
+        truth = np.array([world.optimum(n) / n for n in grid])
+    for i, d in enumerate(domains):
+        color = colors[i % len(colors)]
+        ax.plot(scales, [x["weights"][d] for x in ddo], "o-", color=color, label=d)
+        if targets:
+            ax.plot(targets, [p["weights"][d] for p in autoscale], "s--", color=color, mfc="none")
+        if world is not None:
+            ax.plot(grid, truth[:, world.domains.index(d)], ":", color=color, alpha=0.7)
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("domain weight")
+    note = "o DDO at proxy scales, □ AutoScale" + (", ··· true optimum" if world else "")
+    ax.set_title(note, fontsize=9)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    save_figure(fig, png)
+
+
+def plot_loss_curves(compares: list[dict[str, Any]], png: Path) -> None:
+    """Objective against the fraction of the run, per method, one panel per target scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = max(1, len(compares))
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
+    for ax, c in zip(axes[0], compares, strict=False):
+        level = c["methods"].get("uniform", {}).get("objective")
+        for method, m in c["methods"].items():
+            xs = [p["fraction"] for p in m["curve"]]
+            ax.plot(xs, [p["objective"] for p in m["curve"]], "o-", ms=3, label=method)
+        if level is not None:
+            ax.axhline(level, color="grey", lw=0.8, ls=":", label="uniform's final")
+        ax.set_title(f"target {c['target_tokens']:.3g} tokens", fontsize=9)
+        ax.set_xlabel("fraction of the run")
+        ax.set_ylabel("objective (validation loss)")
+        ax.legend(fontsize=7)
+    if not compares:
+        axes[0][0].text(0.5, 0.5, "no verification runs in this config", ha="center")
+    fig.tight_layout()
+    save_figure(fig, png)
+
+
+def plot_fits(table, objective, fit, png: Path) -> None:
+    """Per domain (paper Fig. 5): the objective of the base and perturbed runs (every seed, and
+    their mean) against the domain's tokens, with the fitted curve along the design's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    import numpy as np
+
+    y = objective.evaluate(table.eval_domains, table.losses)
+    base_rows = [table.run_ids.index(r) for r in fit.base_runs if r in table.run_ids]
+    base = table.tokens[base_rows[0]] if base_rows else np.median(table.tokens, axis=0)
+    m = len(table.train_domains)
+    cols = min(3, m)
+    rows = -(-m // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for j, name in enumerate(table.train_domains):
+        ax = axes[j // cols][j % cols]
+        picked = []
+        for i in range(table.n_runs):
+            how = classify(base, table.tokens[i])
+            if np.allclose(table.tokens[i], base) or (how is not None and how[1] == j):
+                picked.append(i)
+        xs = table.tokens[picked, j]
+        ax.plot(xs, y[picked], ".", color="grey", alpha=0.6, label="runs (seeds)")
+        for x in np.unique(xs):
+            ax.plot(x, y[picked][xs == x].mean(), "o", color="C0")
+        domain = fit.domains.get(name)
+        if domain is not None and domain.usable:
+            factors = np.geomspace(0.25, 4.0, 60)
+            path = np.repeat(base[None, :], len(factors), axis=0)
+            path[:, j] = base[j] * factors
+            if fit.design == "fixed_total":
+                rest = np.delete(np.arange(m), j)
+                scale = (base.sum() - path[:, j]) / base[rest].sum()
+                path[:, rest] = base[rest][None, :] * scale[:, None]
+            ok = path.min(axis=1) > 0
+            ax.plot(path[ok, j], fit.predict(path[ok], table.train_domains), "-", color="C1")
+        status = domain.status if domain else "-"
+        r = (domain.diagnostics.get("r") if domain else None) or float("nan")
+        form = (domain.form if domain else None) or "no fit"
+        ax.set_title(f"{name}: {status}, {form}, r={r:.2g}", fontsize=8)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.tick_params(labelsize=7)
+    for k in range(m, rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    fig.supxlabel("tokens of the domain", fontsize=8)
+    fig.supylabel(objective.describe(), fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, png)
+
+
+def plot_downstream(tables: dict[str, dict[str, Any]], png: Path) -> None:
+    """Per-task bars per method with standard errors, one panel per target scale; chance as a
+    dashed tick per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    width_in = max(6, 0.7 * max(len(t["columns"]) for t in tables.values()) + 2)
+    fig, axes = plt.subplots(len(tables), 1, figsize=(width_in, 4 * len(tables)), squeeze=False)
+    for ax, (target, table) in zip(axes[:, 0], tables.items(), strict=True):
+        columns, rows = table["columns"], table["rows"]
+        x = np.arange(len(columns))
+        width = 0.8 / max(1, len(rows))
+        for i, (label, row) in enumerate(rows.items()):
+            ax.bar(
+                x + (i - (len(rows) - 1) / 2) * width,
+                [row["scores"].get(c, np.nan) for c in columns],
+                width,
+                yerr=[row["stderr"].get(c, 0.0) for c in columns],
+                label=label,
+                capsize=1.5,
+                error_kw={"lw": 0.6},
+            )
+        for j, c in enumerate(columns):
+            if c in table["chance"]:
+                ax.hlines(table["chance"][c], j - 0.45, j + 0.45, colors="k", ls="--", lw=0.8)
+        ax.set_xticks(x, columns, rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel("accuracy (dashed: chance)")
+        if target != "None":
+            ax.set_title(f"models trained on {float(target):.4g} tokens", fontsize=9)
+        ax.legend(fontsize=7, ncol=min(5, len(rows)))
+    fig.tight_layout()
+    save_figure(fig, png)
+
+
+def downstream_lines(paths: list[str], out: str) -> list[str]:
+    """The Table-1-like section: methods x tasks and the average per target, and bars."""
+
+    tables = downstream_tables(paths)
+    plot_downstream(tables, Path(out).with_name("downstream.png"))
+    lines = []
+    for target, table in tables.items():
+        title = "" if target == "None" else f" at {float(target):.4g} tokens"
+        lines += [f"## Downstream tasks (lm-eval){title}", ""]
+        lines += [
+            "Accuracy per task (mean over seeds, ± the standard error from lm-eval); "
+            "`untrained` is the same architecture at step 0, the floor every trained model "
+            "is read against.",
+            "",
+        ]
+        rows = []
+        for label, row in table["rows"].items():
+            cells = [
+                f"{row['scores'][c]:.3f} ± {row['stderr'].get(c, 0):.3f}"
+                if c in row["scores"]
+                else "-"
+                for c in table["columns"]
+            ]
+            rows.append([label, *cells, row["average"]])
+        if table["chance"]:
+            rows.append(["chance", *(table["chance"].get(c) for c in table["columns"]), None])
+        lines += markdown_table(["method", *table["columns"], "Avg"], rows)
+        lines.append("")
+    lines += ["![downstream tasks](downstream.png)", ""]
+    return lines
+
+
+def write_summary(
+    experiment: str,
+    ddo: list[str],
+    autoscale: list[str],
+    compares: list[str],
+    out: str,
+    world: str | None = None,
+    downstream: list[str] | None = None,
+) -> None:
+    lines = [f"# mixscale report: {experiment}", ""]
+    png = Path(out).with_name("weights_vs_scale.png")
+    plot_weights_vs_scale(
+        [read_json(p) for p in ddo], [read_json(p) for p in autoscale], png, world
+    )
+    lines += ["![weights against scale](weights_vs_scale.png)", ""]
+    lines += ["## DDO per scale", ""]
+    domains: list[str] = []
+    for path in ddo:
+        data = read_json(path)
+        fit = data["fit"]
+        domains = list(data["weights"])
+        scale = Path(path).parent.name
+        lines += [f"### {scale}: {data['total_tokens']:.4g} tokens", ""]
+        lines += [f"Signal: **{scale_verdict(fit)}**. Design: {fit['design']}.", ""]
+        if Path(path).with_name("fits.png").is_file():
+            lines += [f"![fits at {scale}](../ddo/{scale}/fits.png)", ""]
+        rows = []
+        for d in domains:
+            f = fit["domains"][d]
+            diag = f["diagnostics"]
+            interval = data.get("weight_intervals_90", {}).get(d)
+            rows.append(
+                [
+                    d,
+                    data["weights"][d],
+                    f"[{interval['low']:.4f}, {interval['high']:.4f}]" if interval else "-",
+                    f["status"],
+                    f["form"],
+                    diag.get("r"),
+                    diag.get("b"),
+                    diag.get("effect_high_over_se"),
+                ]
+            )
+        lines += markdown_table(
+            ["domain", "weight", "90% interval", "status", "form", "r", "b", "x3 effect / SE"],
+            rows,
+        )
+        lines.append("")
+    if autoscale:
+        lines += ["## AutoScale predictions", ""]
+        doubtful = {
+            Path(p).parent.name: v
+            for p in ddo
+            if (v := scale_verdict(read_json(p)["fit"])) != "usable"
+            and not v.startswith("usable (")
+        }
+        if doubtful:
+            lines += [
+                "**Do not trust these weights as an optimum.** "
+                + "; ".join(f"{scale}: {v}" for scale, v in doubtful.items())
+                + ". Domains without a valid fit keep their base weight, so the prediction "
+                "extrapolates a partly fixed mixture; the verification below shows what it is "
+                "worth, and differences smaller than the seed noise are not evidence.",
+                "",
+            ]
+        rows = []
+        for path in autoscale:
+            p = read_json(path)
+            rows.append([f"{p['target_tokens']:.4g}", *(p["weights"][d] for d in domains)])
+        lines += markdown_table(["target tokens", *domains], rows)
+        lines.append("")
+    plot_loss_curves([read_json(p) for p in compares], Path(out).with_name("loss_curves.png"))
+    if compares:
+        lines += ["![loss curves](loss_curves.png)", ""]
+    for path in compares:
+        c = read_json(path)
+        lines += [f"## Verification at {c['target_tokens']:.4g} tokens", ""]
+        rows = []
+        for method, m in c["methods"].items():
+            score = m.get("world_score") or {}
+            rows.append(
+                [
+                    method,
+                    m["objective"],
+                    m["mean_perplexity"],
+                    m["worst_perplexity"],
+                    m.get("steps_saved_pct"),
+                    score.get("excess_loss"),
+                    score.get("captured_gain"),
+                ]
+            )
+        lines += markdown_table(
+            [
+                "method",
+                "objective",
+                "mean ppl",
+                "worst ppl",
+                "steps saved vs uniform %",
+                "excess loss (world)",
+                "captured gain (world)",
+            ],
+            rows,
+        )
+        lines.append("")
+        evals = list(next(iter(c["methods"].values()))["perplexity"])
+        lines += [f"Per-domain perplexity at {c['target_tokens']:.4g} tokens:", ""]
+        lines += markdown_table(
+            ["method", *evals],
+            [[method, *(m["perplexity"][e] for e in evals)] for method, m in c["methods"].items()],
+        )
+        lines.append("")
+    if downstream:
+        lines += downstream_lines(downstream, out)
+    atomic_write_text(out, "\n".join(lines) + "\n")

@@ -1,0 +1,103 @@
+"""One planned run trained by its backend: a simulated world (milliseconds) or torch
+(the real trainer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mixscale.config.training import TrainSettings
+from mixscale.core.simulate import simulate_run
+from mixscale.core.world import load_world
+from mixscale.errors import InputError
+from mixscale.fileio import read_json
+
+
+def mixture_tokens(spec: dict[str, Any], weights_path: str | None) -> dict[str, float]:
+    """Tokens per domain of a run: explicit in its spec, or a method's weights x its total."""
+    tokens = spec.get("tokens") or {}
+    if weights_path:
+        weights = read_json(weights_path).get("weights")
+        if not isinstance(weights, dict) or not weights:
+            raise InputError(weights_path, "weights", "missing", "regenerate the method's output")
+        total = float(spec["total_tokens"])
+        tokens = {d: float(w) * total for d, w in weights.items()}
+    if not tokens:
+        raise InputError("--spec", "tokens", "no mixture", "pass --weights for this run")
+    return tokens
+
+
+def train(
+    spec: dict[str, Any],
+    backend: str,
+    world_name: str | None,
+    eval_points: int,
+    weights_path: str | None,
+    settings: dict[str, Any] | None = None,
+    out: str | None = None,
+) -> dict[str, Any] | None:
+    """One run of the plan. ``simulate`` returns its metrics; ``torch`` trains and writes them
+    (with the model and side-folder checkpoints) next to ``out`` itself."""
+    tokens = mixture_tokens(spec, weights_path)
+    labels = {"run": spec["id"], "stage": spec["stage"], "method": spec.get("method")}
+    if spec.get("source"):
+        labels["source"] = spec["source"]
+    if backend == "torch":
+        return _train_torch(spec, tokens, settings or {}, eval_points, out, labels)
+    if backend != "simulate":
+        raise InputError(
+            "config",
+            "backend",
+            f"'{backend}' cannot train",
+            "use backend: torch or simulate, or give run tables (backend: tables)",
+        )
+    if not world_name:
+        raise InputError("config", "world", "missing", "name a world for backend: simulate")
+
+    metrics = simulate_run(load_world(world_name), tokens, int(spec["seed"]), eval_points)
+    metrics.update(labels)
+    return metrics
+
+
+def _train_torch(
+    spec: dict[str, Any],
+    tokens: dict[str, float],
+    settings: dict[str, Any],
+    eval_points: int,
+    out: str | None,
+    labels: dict[str, Any],
+) -> None:
+    for key in ("stores", "tokenizer", "model"):
+        if not settings.get(key):
+            raise InputError(
+                "--settings", key, "missing", "pass the experiment's training settings"
+            )
+    if not out:
+        raise InputError("train", "--out", "missing", "name the run's metrics.json")
+    # torch only for torch runs: importing it costs ~2 s, a simulated run takes milliseconds
+    from mixscale.train.loop import train_run
+
+    # a run may override the experiment's training settings and model (annealing: a
+    # checkpoint, its own learning rate and schedule)
+    train = TrainSettings.from_dict(
+        {
+            **settings.get("train", {}),
+            **spec.get("train", {}),
+            "seed": int(spec["seed"]),
+            "eval_points": eval_points,
+        }
+    )
+    train_run(
+        settings["stores"],
+        settings["tokenizer"],
+        spec.get("model") or settings["model"],
+        tokens,
+        train,
+        str(Path(out).parent),
+        eval_domains=settings.get("eval_domains"),
+        domains=settings.get("domains"),
+        labels=labels,
+        metrics_name=Path(out).name,
+        skip=spec.get("skip"),
+    )
+    return None

@@ -1,0 +1,135 @@
+"""The model: built from a config or a checkpoint, its optimizer, learning-rate schedule and
+loss, saved for transformers and lm-eval."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F  # noqa: N812 - the usual name
+
+from mixscale.config.training import TrainSettings
+from mixscale.data.tokens import load_tokenizer, open_store
+from mixscale.errors import InputError
+from mixscale.fileio import atomic_folder
+
+
+def build_model(
+    model_spec: dict[str, Any], vocab_size: int, seq_len: int, seed: int, eos_id: int | None = None
+):
+    """A transformers causal LM from a config dict (``type`` + its fields) or a checkpoint."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    spec = dict(model_spec)
+    if spec.get("checkpoint"):
+        path = spec["checkpoint"]
+        if not Path(path).is_dir():
+            raise InputError(
+                "config",
+                "model.checkpoint",
+                f"{path} is not a folder",
+                "train the base model first",
+            )
+        return AutoModelForCausalLM.from_pretrained(
+            path, attn_implementation="sdpa", dtype=torch.float32
+        )
+    model_type = spec.pop("type", None)
+    if not model_type:
+        raise InputError("config", "model.type", "missing", "e.g. gpt2 or llama")
+    for key in ("params", "proxy_params"):  # cost-model fields, not architecture
+        spec.pop(key, None)
+    if model_type == "gpt2":
+        for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+            spec.setdefault(key, 0.0)  # no dropout: one-epoch pretraining, and exact resumes
+        spec.setdefault("n_positions", seq_len)
+    else:
+        spec.setdefault("max_position_embeddings", seq_len)
+    if eos_id is not None:  # the tokenizer's, not the architecture's default (GPT-2: 50256)
+        spec.setdefault("eos_token_id", eos_id)
+        spec.setdefault("bos_token_id", eos_id)
+    try:
+        config = AutoConfig.for_model(model_type, vocab_size=vocab_size, **spec)
+    except (ValueError, TypeError) as exc:
+        raise InputError(
+            "config", "model", str(exc).splitlines()[0], "see transformers' config docs"
+        ) from exc
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.float32)
+
+
+def make_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """AdamW, weight decay on matrices only; fused kernels where this torch has them."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": settings.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    try:
+        return torch.optim.AdamW(groups, lr=settings.lr, betas=settings.betas, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=settings.lr, betas=settings.betas, foreach=True)
+
+
+def learning_rate(step: int, total: int, s: TrainSettings) -> float:
+    """Linear warmup, then cosine or linear decay to ``min_lr_ratio`` at the last step."""
+    warm = round(s.warmup * total)
+    if step < warm:
+        return s.lr * (step + 1) / warm
+    if s.schedule == "constant" or total <= warm + 1:
+        return s.lr
+    progress = (step - warm) / (total - warm - 1)
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if s.schedule == "cosine" else 1 - progress
+    return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * shape)
+
+
+def next_token_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of predicting tokens 1..L from 0..L-1 (fp32 reduction)."""
+    logits = model(input_ids=batch[:, :-1], use_cache=False).logits
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+
+
+def compiled_loss(model: torch.nn.Module):
+    """Forward and loss compiled as one graph, so the cross-entropy fuses with the output layer."""
+
+    def loss(batch: torch.Tensor) -> torch.Tensor:
+        return next_token_loss(model, batch)
+
+    return torch.compile(loss)
+
+
+def save_initial_model(
+    stores_dir: str,
+    tokenizer_dir: str,
+    model_spec: dict[str, Any],
+    seq_len: int,
+    seed: int,
+    out: str,
+) -> int:
+    """The architecture as initialised before step 0 (a run's seed gives the same weights):
+    the floor that downstream scores of trained models are read against. Returns parameters."""
+    names = sorted(store_names(stores_dir))
+    if not names:
+        raise InputError(stores_dir, "", "no token stores", "build the stores first")
+    meta = open_store(Path(stores_dir) / names[0], names[0]).meta
+    model = build_model(model_spec, int(meta["vocab_size"]), seq_len, seed, meta.get("eos_id"))
+    save_model(model, tokenizer_dir, Path(out))
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_model(model: torch.nn.Module, tokenizer_dir: str, target: Path) -> None:
+    """safetensors + config + tokenizer, loadable by AutoModelForCausalLM and lm-eval's hf model."""
+    with atomic_folder(target) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        load_tokenizer(tokenizer_dir).save_pretrained(str(tmp))
+
+
+def store_names(stores_dir: str) -> list[str]:
+    root = Path(stores_dir)
+    if not root.is_dir():
+        raise InputError(
+            stores_dir, "", "token stores not found", "build them with `mixscale tokens`"
+        )
+    return [p.name for p in root.iterdir() if (p / "meta.json").is_file()]
