@@ -198,6 +198,39 @@ def test_utility_cli(tmp_path):
     assert res.returncode == 2 and "training_cost_per_token" in res.stderr
 
 
+def test_spreadsheet_exports_are_read_as_written(runs, tmp_path):
+    """A UTF-8 byte-order mark and CRLF line ends (spreadsheet exports) change nothing: before,
+    the BOM hid the first column's domain and the fit went on without it (exit 0)."""
+    plain, exported = tmp_path / "plain.json", tmp_path / "exported.json"
+    rows = [line.split("\t") for line in runs.read_text().splitlines()]
+    assert rows[0][:3] == ["run", "seed", "tokens.web"]
+    reordered = "\r\n".join("\t".join(r[2:] + r[:2]) for r in rows) + "\r\n"  # tokens.web first
+    bom = tmp_path / "bom.tsv"
+    bom.write_bytes(b"\xef\xbb\xbf" + reordered.encode())
+    assert run_cli("fit", "--runs", str(runs), "--out", str(plain)).returncode == 0
+    res = run_cli("fit", "--runs", str(bom), "--out", str(exported))
+    assert res.returncode == 0, res.stderr
+    expected, got = json.loads(plain.read_text()), json.loads(exported.read_text())
+    assert set(got["domains"]) == {"web", "wiki", "code"}
+    assert got["domains"] == expected["domains"]
+
+
+def test_budget_without_costs_and_duplicate_cost_rows_are_refused(runs, tmp_path):
+    fit = tmp_path / "fit.json"
+    assert run_cli("fit", "--runs", str(runs), "--out", str(fit)).returncode == 0
+    res = run_cli("solve", "--fit", str(fit), "--budget", "100", "--out", str(tmp_path / "w"))
+    assert res.returncode == 2 and "--budget: --cost: missing" in res.stderr
+    costs = tmp_path / "costs.tsv"
+    costs.write_text("source\tacquisition_cost_per_token\nweb\t0.1\nweb\t2.0\n")
+    anneal = tmp_path / "anneal.tsv"
+    anneal.write_text("source\tbudget_tokens\tmetric\ncontrol\t10\t2\nweb\t10\t1.9\n")
+    res = run_cli(
+        "utility", "--runs", str(anneal), "--costs", str(costs), "--train-cost-per-token", "1",
+        "--out", str(tmp_path / "u.json"),
+    )  # fmt: skip
+    assert res.returncode == 2 and "row 3, column source: web listed twice" in res.stderr
+
+
 # --- the SLURM profile under a name ---------------------------------------------------------
 
 

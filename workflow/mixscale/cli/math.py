@@ -171,10 +171,12 @@ def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_solve(args: argparse.Namespace) -> dict[str, Any]:
-
     from mixscale.core.ddo import optimize
     from mixscale.core.fit import FitResult
 
+    if args.budget is not None and not args.cost:
+        # a budget is in cost units: without costs it would silently mean 1 per token
+        raise InputError("--budget", "--cost", "missing", "give each domain's --cost D=C")
     fit = FitResult.from_json(read_json(args.fit), args.fit)
     return optimize(fit, args.tokens, _constraints(args), args.budget)
 
