@@ -78,6 +78,16 @@ def power_world(a: np.ndarray, b: np.ndarray, c: float = 2.0) -> Callable[[np.nd
     return lambda n: float(c + np.sum(a * n**-b))
 
 
+def with_defaults(config: dict) -> dict:
+    """A config as every caller in mixscale sees it: validated, the schema's defaults filled in
+    (errors name the source "config", as for a config built in memory)."""
+    import copy
+
+    from mixscale.config.check import validate_schema
+
+    return validate_schema(copy.deepcopy(config), "config")
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mixscale", *args],

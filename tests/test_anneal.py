@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import with_defaults
 from mixscale.errors import InputError
 from mixscale.evaluate.anneal import anneal_table, costs_table
 from mixscale.plan.anneal import anneal_runs
@@ -29,13 +30,15 @@ def config(**anneal):
         "schedule": {"lr": 1e-3},
     }
     base.update(anneal)
-    return {
-        "experiment": "a",
-        "backend": "torch",
-        "data": {"sources": dict.fromkeys(DOMAINS, "builtin")},
-        "model": {"type": "gpt2"},
-        "anneal": base,
-    }
+    return with_defaults(
+        {
+            "experiment": "a",
+            "backend": "torch",
+            "data": {"sources": dict.fromkeys(DOMAINS, "builtin")},
+            "model": {"type": "gpt2"},
+            "anneal": base,
+        }
+    )
 
 
 def test_plan_has_base_controls_and_one_run_per_source_budget_seed():

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TEST_DOMAINS, TINY_MODEL
+from conftest import TEST_DOMAINS, TINY_MODEL, with_defaults
 from mixscale.config.tasks import KINDS, TaskBuild, TaskEntry, task_entries
 from mixscale.data.tasks import build_tasks, continuation_items
 from mixscale.data.tokens import split_corpus
@@ -248,18 +248,20 @@ def test_budget_prices_evaluation():
         downstream_tokens,
     )
 
-    config = {
-        "experiment": "x",
-        "backend": "torch",
-        "domains": ["a", "b"],
-        "data": {"sources": {"a": "builtin", "b": "builtin"}},
-        "model": {"type": "gpt2", "params": 1.0e9, "proxy_params": 1.0e8},
-        "accelerator": {"peak_tflops": 100, "utilisation": 0.5, "gpus_per_run": 8},
-        "ddo": {"scales": [{"name": "s", "tokens": 1.0e8}], "seeds": 1},
-        "autoscale": {"targets": [1.0e9]},
-        "verify": {"methods": ["uniform"], "seeds": 2},
-        "downstream": {"tasks": [{"name": "hellaswag", "shots": 10}, "piqa"]},
-    }
+    config = with_defaults(
+        {
+            "experiment": "x",
+            "backend": "torch",
+            "domains": ["a", "b"],
+            "data": {"sources": {"a": "builtin", "b": "builtin"}},
+            "model": {"type": "gpt2", "params": 1.0e9, "proxy_params": 1.0e8},
+            "accelerator": {"peak_tflops": 100, "utilisation": 0.5, "gpus_per_run": 8},
+            "ddo": {"scales": [{"name": "s", "tokens": 1.0e8}, {"name": "s2", "tokens": 3.0e8}]},
+            "autoscale": {"targets": [1.0e9]},
+            "verify": {"methods": ["uniform"], "seeds": 2},
+            "downstream": {"tasks": [{"name": "hellaswag", "shots": 10}, "piqa"]},
+        }
+    )
     hellaswag = TaskEntry("hellaswag", 10)
     items, choices, tokens = TASK_SIZES["hellaswag"]
     assert downstream_tokens(config, hellaswag) == items * choices * tokens * 11

@@ -1,19 +1,32 @@
 import pytest
 
+from mixscale.config.check import validate_schema
+from mixscale.config.load import load_yaml_config
 from mixscale.errors import InputError
 from mixscale.evaluate.verify import steps_to_reach
+from mixscale.plan.check import check_config
 from mixscale.plan.mixture import perturb
 from mixscale.plan.specs import make_plan
 
 DOMAINS = ["a", "b", "c"]
 
 
+def checked(path):
+    return check_config(load_yaml_config(str(path)), str(path))
+
+
 def config(**ddo):
     return {
+        "experiment": "plan",
         "ddo": {"scales": [{"name": "s1", "tokens": 3e6}, {"name": "s2", "tokens": 9e6}], **ddo},
         "autoscale": {"targets": [1e8]},
         "verify": {"methods": ["uniform"], "seeds": 2},
     }
+
+
+def with_defaults(cfg):
+    """As every caller sees a config: validated, the schema's defaults filled in."""
+    return validate_schema(cfg, "test")
 
 
 def test_designs_keep_what_they_should():
@@ -27,7 +40,7 @@ def test_designs_keep_what_they_should():
 
 
 def test_plan_counts_and_ids_are_unique():
-    runs = make_plan(config(seeds=3), DOMAINS)
+    runs = make_plan(with_defaults(config(seeds=3)), DOMAINS)
     ddo = [r for r in runs if r.stage == "ddo"]
     assert len(ddo) == 2 * (1 + 2 * 3) * 3
     assert len([r for r in runs if r.stage == "verify"]) == 2
@@ -58,7 +71,7 @@ def test_config_checks(change, message):
     cfg = config()
     cfg.update(change)
     with pytest.raises(InputError, match=message):
-        make_plan(cfg, DOMAINS)
+        make_plan(with_defaults(cfg), DOMAINS)
 
 
 def test_steps_to_reach_interpolates():
@@ -70,10 +83,9 @@ def test_steps_to_reach_interpolates():
 
 def test_budget_prices_the_plan_like_the_paper():
     from conftest import ROOT
-    from mixscale.config.load import load_yaml_config as load_config
     from mixscale.plan.budget import budget_table
 
-    config = load_config(str(ROOT / "config/examples/gpt2-large-redpajama.yaml"))
+    config = checked(ROOT / "config/examples/gpt2-large-redpajama.yaml")
     budget = budget_table(config)
     stages = budget["stages"]
     assert stages["ddo 120M"]["runs"] == 1 + 2 * 7
@@ -90,11 +102,10 @@ def test_budget_prices_the_plan_like_the_paper():
 
 def test_train_resources_come_from_the_cost_model():
     from conftest import ROOT
-    from mixscale.config.load import load_yaml_config as load_config
     from mixscale.plan.budget import train_resources
     from mixscale.plan.specs import run_specs
 
-    config = load_config(str(ROOT / "config/examples/gpt2-large-redpajama.yaml"))
+    config = checked(ROOT / "config/examples/gpt2-large-redpajama.yaml")
     spec = run_specs(config)["verify-3e+09-uniform-s0"]
     first = train_resources(config, spec, attempt=1)
     assert first["gpu"] == 8

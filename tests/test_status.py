@@ -8,6 +8,7 @@ import time
 
 import yaml
 
+from conftest import with_defaults
 from mixscale.plan.specs import run_specs
 from mixscale.report.status import experiment_status, format_status
 
@@ -24,7 +25,7 @@ def _config():
 
 
 def test_states_from_files(tmp_path):
-    config = _config()
+    config = with_defaults(_config())
     ids = list(run_specs(config))
     runs = tmp_path / "results/st/runs"
     logs = tmp_path / "results/st/logs/train"

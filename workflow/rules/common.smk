@@ -30,9 +30,8 @@ LAYOUT = Layout(out=OUT, scales=tuple(SCALES))
 TORCH = config["backend"] == "torch"
 DOMAINS = config_domains(config)
 DATA = data_dir(config)
-DATA_CONFIG = config.get("data", {})
 SETTINGS = json.dumps(torch_settings(config), separators=(",", ":")) if TORCH else ""
-DOWNSTREAM = config.get("downstream", {})
+DOWNSTREAM = config["downstream"]
 # Downstream tasks need saved models: real training only (simulated runs have none)
 REPORT_ENTRIES = [e.id for e in task_entries(config)] if TORCH else []
 # the annealing target may be a task too (scored on every annealing run)
@@ -131,7 +130,7 @@ def compare_outputs():
 def downstream_models():
     """Models scored downstream: every verification run, and the untrained floor."""
     models = [i for i, s in SPECS.items() if s["stage"] == "verify"]
-    if models and DOWNSTREAM.get("untrained", True):
+    if models and DOWNSTREAM["untrained"]:
         models.append("untrained")
     return models
 

@@ -69,3 +69,13 @@ def add_configfiles(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="config YAML (repeat to merge several files in order)",
     )
+
+
+def checked_config(paths: list[str]) -> dict[str, Any]:
+    """The merged config files (later ones override earlier ones, as in Snakemake), checked
+    as the Snakefile checks them."""
+    from mixscale.config.load import load_configs
+    from mixscale.plan.check import check_config  # the plan: imported only by commands needing it
+
+    config = load_configs(paths)
+    return check_config(config, ", ".join(paths))

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from mixscale.cli.args import json_or_file, number
+from mixscale.config.check import schema_default
 from mixscale.errors import InputError
 
 
@@ -30,8 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", default="acc", help="the metric the report shows")
     p.add_argument("--include-path", help="folder of task YAMLs (the embedded tasks)")
     p.add_argument("--limit", type=number, help="items per task (a fraction if < 1)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 ...")
+    p.add_argument("--batch-size", type=int, default=schema_default("downstream.batch_size"))
+    p.add_argument(
+        "--device", default=schema_default("downstream.device"), help="auto, cpu, cuda, cuda:0"
+    )
     p.add_argument("--cache-dir", help="HF_HOME for this job (default: beside the model)")
     p.add_argument("--datasets-cache", help="a prepared datasets cache (cluster)")
     p.add_argument("--online", action="store_true", help="allow the Hugging Face hub")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mixscale.cli.args import add_configfiles
-from mixscale.config.load import load_configs
+from mixscale.cli.args import add_configfiles, checked_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,15 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config-dir", help="where profiles live (default $XDG_CONFIG_HOME/snakemake)")
     p.add_argument("--force", action="store_true", help="replace an existing profile")
     p.set_defaults(handler=cmd_install_profile)
-
-
-def checked_config(paths: list[str]) -> dict[str, Any]:
-    """The merged config files (later ones override earlier ones, as in Snakemake), checked
-    as the Snakefile checks them."""
-    from mixscale.plan.check import check_config
-
-    config = load_configs(paths)
-    return check_config(config, ", ".join(paths))
 
 
 def cmd_check(args: argparse.Namespace) -> None:

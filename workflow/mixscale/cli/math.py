@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from mixscale.cli.args import number, pairs
+from mixscale.config.check import schema_default
 from mixscale.errors import InputError
 from mixscale.fileio import read_json
 
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_fit_args(p)
     p.add_argument("--tokens", type=number, required=True)
     _add_constraint_args(p)
-    p.add_argument("--bootstrap", type=int, default=200, help="resamples over seeds (0: off)")
+    p.add_argument("--bootstrap", type=int, default=schema_default("fit.bootstrap"), help="0: off")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figure", help="also draw the per-domain fits (PNG)")
     p.add_argument("--out", required=True)
@@ -54,8 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="lower: metric is a loss; higher: a score",
     )
     p.add_argument("--budget", type=number, help="total cost budget to allocate across sources")
-    p.add_argument("--extrapolate", default="10,100", help="multiples of the largest budget")
-    p.add_argument("--bootstrap", type=int, default=200)
+    p.add_argument(
+        "--extrapolate",
+        default=",".join(f"{x:g}" for x in schema_default("anneal.extrapolate")),
+        help="multiples of the largest budget",
+    )
+    p.add_argument("--bootstrap", type=int, default=schema_default("anneal.bootstrap"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_utility)
@@ -72,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _add_objective_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--objective",
-        default="mean",
+        default=schema_default("objective.kind"),
         choices=["mean", "perplexity"],
         help="mean validation loss (default) or mean perplexity exp(loss)",
     )
@@ -88,13 +93,13 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", help="run id of the base run (default: found from the design)")
     p.add_argument(
         "--form",
-        default="auto",
+        default=schema_default("fit.form"),
         choices=FORM_CHOICES,
         help="auto: power law where r > 1, Eq. 2's shifted form where 1/3 < r <= 1",
     )
     p.add_argument(
         "--loss",
-        default="linear",
+        default=schema_default("fit.loss"),
         choices=["linear", "huber"],
         help="least-squares loss; huber down-weights outlier seeds",
     )

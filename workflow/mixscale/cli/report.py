@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from mixscale.config.load import load_configs
+from mixscale.cli.args import checked_config
+from mixscale.config.check import schema_default
 from mixscale.fileio import write_json
 
 
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("anneal-report", help="anneal.md + gain curves from UTILITY.json")
     p.add_argument("--utility", required=True)
     p.add_argument("--runs", required=True, help="the annealing TSV the utility was fitted on")
-    p.add_argument("--unit", default="$", help="cost unit")
+    p.add_argument("--unit", default=schema_default("anneal.cost_unit"), help="cost unit")
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_anneal_report)
 
@@ -66,7 +67,7 @@ def cmd_status(args: argparse.Namespace) -> None:
 
     from mixscale.report.status import experiment_status, format_status
 
-    config = load_configs(args.configfile or [str(Path(args.directory) / "config/config.yaml")])
+    config = checked_config(args.configfile or [str(Path(args.directory) / "config/config.yaml")])
     status = experiment_status(config, args.directory)
     print(format_status(status, args.verbose))
     if args.out:

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from mixscale.cli.args import json_or_file
+from mixscale.config.check import schema_default
 from mixscale.errors import InputError
 
 
@@ -15,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spec", required=True, help="the run's plan entry as JSON")
     p.add_argument("--backend", default="simulate")
     p.add_argument("--world", help="world YAML or shipped name (backend simulate)")
-    p.add_argument("--eval-points", type=int, default=10, help="evaluations along the run")
+    p.add_argument(
+        "--eval-points", type=int, default=schema_default("eval_points"), help="evaluations"
+    )
     p.add_argument("--weights", help="WEIGHTS.json giving the mixture (verification runs)")
     p.add_argument(
         "--settings",
@@ -67,13 +70,14 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_init_model(args: argparse.Namespace) -> None:
     # torch and transformers only for the command that needs them (~3 s to import)
+    from mixscale.config.training import TrainSettings
     from mixscale.train.model import save_initial_model
 
     settings = json_or_file(args.settings)
     for key in ("stores", "tokenizer", "model"):
         if not settings.get(key):
             raise InputError("--settings", key, "missing", "pass the experiment's settings")
-    seq_len = int(settings.get("train", {}).get("seq_len", 128))
+    seq_len = TrainSettings.from_dict({**settings.get("train", {}), "seed": 0}).seq_len
     params = save_initial_model(
         settings["stores"], settings["tokenizer"], settings["model"], seq_len, args.seed, args.out
     )

@@ -5,6 +5,7 @@ checks that need the plan are ``mixscale.plan.check``."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,24 @@ PATTERNS = {
 }
 
 
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+
+
+def schema_default(dotted: str) -> Any:
+    """The schema's default of a field (``downstream.device``): command-line options that
+    mirror a config field take their default from here, so it is written once."""
+    node = schema()
+    for key in dotted.split("."):
+        node = node["properties"][key]
+    return node["default"]
+
+
 def validate_schema(config: dict[str, Any], source: str) -> dict[str, Any]:
     """Validate against the schema and fill its defaults into config (in place): the schema is
     the one place every default is written. Raises InputError naming source."""
-    schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+    schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))  # fresh: defaults get filled in
     error = best_match(Draft202012Validator(schema).iter_errors(config))
     if error is not None:
         raise schema_error(error, source)

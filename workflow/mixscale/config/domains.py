@@ -8,7 +8,7 @@ from mixscale.core.world import load_world
 
 
 def config_domains(config: dict[str, Any]) -> list[str]:
-    if config.get("backend", "tables") == "simulate":
+    if config["backend"] == "simulate":
         return list(load_world(config["world"]).domains)
     if config.get("domains"):
         return list(config["domains"])

@@ -108,7 +108,7 @@ def task_entries(config: dict[str, Any]) -> list[TaskEntry]:
     """``downstream.tasks`` as entries: strings or {name, shots, metric} mappings."""
     entries = [
         entry_from(item, f"downstream.tasks[{i}]")
-        for i, item in enumerate(config.get("downstream", {}).get("tasks", []))
+        for i, item in enumerate(config["downstream"]["tasks"])
     ]
     ids = [e.id for e in entries]
     if len(set(ids)) != len(ids):

@@ -44,7 +44,7 @@ def method(name: str, field: str = "verify.methods") -> Method:
 
 def check_methods(config: dict[str, Any], domains: list[str]) -> None:
     """Every configured method exists and finds what it needs in the config."""
-    for i, name in enumerate(config.get("verify", {}).get("methods", [])):
+    for i, name in enumerate(config["verify"]["methods"]):
         entry = method(name, f"verify.methods[{i}]")
         if entry.needs_ddo and "ddo" not in config:
             raise InputError("config", "verify.methods", f"{name} needs ddo", "add ddo scales")

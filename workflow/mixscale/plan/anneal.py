@@ -99,7 +99,7 @@ def check_anneal(config: dict[str, Any], domains: list[str]) -> None:
     if budgets != sorted(budgets) or len(set(budgets)) != len(budgets):
         raise InputError("config", "anneal.budgets", "must increase strictly", "sort them")
     distinct_labels(budgets, "anneal.budgets")
-    share = float(anneal.get("share", 0.3))
+    share = float(anneal["share"])
     if not 0 < share <= 1:
         raise InputError("config", "anneal.share", f"{share:g}", "a fraction in (0, 1]")
     sources = anneal.get("sources") or {}
@@ -137,16 +137,16 @@ def anneal_runs(config: dict[str, Any], domains: list[str]) -> list[Run]:
                 id=BASE_RUN,
                 stage="anneal-base",
                 scale="base",
-                seed=int(base.get("seed", 0)),
+                seed=int(base["seed"]),
                 total_tokens=float(base["tokens"]),
                 tokens=tokens,
             )
         )
     replay = replay_mix(config, domains)
-    share = float(anneal.get("share", 0.3))
+    share = float(anneal["share"])
     for budget in anneal["budgets"]:
         label = target_label(float(budget))
-        for seed in range(int(anneal.get("seeds", 1))):
+        for seed in range(int(anneal["seeds"])):
             for source in [CONTROL, *anneal["sources"]]:
                 mix = _anneal_tokens(replay, source, share, float(budget))
                 runs.append(
@@ -178,11 +178,11 @@ def _anneal_tokens(
 def anneal_overrides(config: dict[str, Any], base_model_dir: str | None) -> dict[str, Any]:
     """Per-run overrides of an annealing run: start from the base model, linear decay to zero."""
     anneal = anneal_config(config)
-    schedule = anneal.get("schedule", {})
+    schedule = anneal["schedule"]
     train = {
         "schedule": "linear",
         "min_lr_ratio": 0.0,
-        "warmup": float(schedule.get("warmup", 0.0)),
+        "warmup": float(schedule["warmup"]),
     }
     if "lr" in schedule:
         train["lr"] = float(schedule["lr"])

@@ -12,12 +12,14 @@ from functools import lru_cache
 from typing import Any
 
 from mixscale.config.domains import config_domains
-from mixscale.config.tasks import EMBEDDED, KINDS, TaskBuild, task_entries
+from mixscale.config.tasks import EMBEDDED, KINDS, TaskBuild, entry_from, task_entries
+from mixscale.config.training import TrainSettings
 from mixscale.errors import InputError
 from mixscale.plan.anneal import anneal_config
 from mixscale.plan.specs import run_specs
 
-DEFAULT_ACCELERATOR = {"name": "A100-80GB", "peak_tflops": 312.0, "utilisation": 0.4}
+# Every function here reads a config checked by mixscale.plan.check: the schema's defaults are
+# filled in (accelerator, eval_points, downstream), so none is written again here.
 
 
 def model_params(config: dict[str, Any], key: str) -> float:
@@ -40,9 +42,8 @@ def architecture_params(config_json: str) -> int:
     config = json.loads(config_json)
     spec = {k: v for k, v in config["model"].items() if k not in ("name", "params", "proxy_params")}
     model_type = spec.pop("type")
-    tokenizer = config.get("data", {}).get("tokenizer", {})
-    vocab = spec.pop("vocab_size", tokenizer.get("vocab_size", 1024))
-    seq_len = int(config.get("train", {}).get("seq_len", 128))
+    vocab = spec.pop("vocab_size", config["data"]["tokenizer"]["vocab_size"])
+    seq_len = TrainSettings.from_dict({**config.get("train", {}), "seed": 0}).seq_len
     key = "n_positions" if model_type == "gpt2" else "max_position_embeddings"
     spec.setdefault(key, seq_len)
     spec.setdefault("eos_token_id", 0)  # the architecture's default may lie outside the vocabulary
@@ -68,14 +69,14 @@ def run_flops(config: dict[str, Any], spec: dict[str, Any]) -> float:
     evaluation = config.get("evaluation", {})
     per_domain = config.get("train", {}).get("eval_tokens", evaluation.get("tokens_per_domain", 0))
     eval_tokens = float(per_domain) * len(config_domains(config))
-    points = int(config.get("eval_points", 10))
+    points = int(config["eval_points"])
     if spec["stage"] in ("ddo", "anneal"):
         points = int(config.get(spec["stage"], {}).get("eval_points", points))
     return 6 * params * float(spec["total_tokens"]) + 2 * params * eval_tokens * points
 
 
 def flops_per_gpu_hour(config: dict[str, Any]) -> float:
-    acc = {**DEFAULT_ACCELERATOR, **config.get("accelerator", {})}
+    acc = config["accelerator"]
     return acc["peak_tflops"] * 1e12 * acc["utilisation"] * 3600
 
 
@@ -87,15 +88,11 @@ def train_resources(config: dict[str, Any], spec: dict[str, Any], attempt: int) 
     """
     if config.get("backend") != "torch":
         return {"runtime": 10 * attempt, "gpu": 0, "mem_mb": 2000}
-    acc = config.get("accelerator", {})
-    gpus = int(acc.get("gpus_per_run", 1))
+    acc = config["accelerator"]
+    gpus = int(acc["gpus_per_run"])
     hours = run_flops(config, spec) / flops_per_gpu_hour(config) / gpus
-    minutes = hours * 60 * float(acc.get("runtime_safety", 1.5)) * attempt
-    return {
-        "runtime": max(10, round(minutes)),
-        "gpu": gpus,
-        "mem_mb": int(acc.get("mem_mb", 64000)),
-    }
+    minutes = hours * 60 * float(acc["runtime_safety"]) * attempt
+    return {"runtime": max(10, round(minutes)), "gpu": gpus, "mem_mb": int(acc["mem_mb"])}
 
 
 # Evaluated size of the paper's tasks (lm-eval 0.4 splits): items, choices, tokens of one
@@ -120,17 +117,15 @@ def downstream_tokens(config: dict[str, Any], entry) -> float:
     listed = next(
         (
             t
-            for t in config.get("downstream", {}).get("tasks", [])
-            if isinstance(t, dict)
-            and t.get("name") == entry.name
-            and int(t.get("shots", 0)) == entry.shots
+            for i, t in enumerate(config["downstream"]["tasks"])
+            if isinstance(t, dict) and entry_from(t, f"downstream.tasks[{i}]").id == entry.id
         ),
         {},
     )
     if listed.get("tokens"):
         return float(listed["tokens"])
     if entry.name == EMBEDDED:
-        build = TaskBuild.from_dict(config.get("downstream", {}).get("embedded"))
+        build = TaskBuild.from_dict(config["downstream"].get("embedded"))
         words = build.context_words + build.continuation_words
         per_domain = len(KINDS) * build.items * build.choices * words * TOKENS_PER_WORD
         return per_domain * len(config_domains(config))
@@ -147,10 +142,10 @@ def downstream_flops(config: dict[str, Any], entry) -> float:
 def downstream_resources(config: dict[str, Any], entry, attempt: int) -> dict[str, Any]:
     """One GPU (if training uses GPUs) for the estimated time, plus 10 minutes to load the
     model and prepare the dataset."""
-    acc = config.get("accelerator", {})
+    acc = config["accelerator"]
     hours = downstream_flops(config, entry) / flops_per_gpu_hour(config)
-    minutes = hours * 60 * float(acc.get("runtime_safety", 1.5)) * attempt + 10
-    return {"runtime": round(minutes), "gpu": 1 if int(acc.get("gpus_per_run", 1)) else 0}
+    minutes = hours * 60 * float(acc["runtime_safety"]) * attempt + 10
+    return {"runtime": round(minutes), "gpu": 1 if int(acc["gpus_per_run"]) else 0}
 
 
 def _downstream_stage(config: dict[str, Any]) -> dict[str, float] | None:
@@ -161,7 +156,7 @@ def _downstream_stage(config: dict[str, Any]) -> dict[str, float] | None:
     models = sum(1 for s in run_specs(config).values() if s["stage"] == "verify")
     if not models:
         return None
-    models += 1 if config.get("downstream", {}).get("untrained", True) else 0
+    models += 1 if config["downstream"]["untrained"] else 0
     tokens = sum(downstream_tokens(config, e) for e in entries)
     return {
         "runs": models * len(entries),
@@ -171,7 +166,7 @@ def _downstream_stage(config: dict[str, Any]) -> dict[str, float] | None:
 
 
 def budget_table(config: dict[str, Any]) -> dict[str, Any]:
-    acc = {**DEFAULT_ACCELERATOR, **config.get("accelerator", {})}
+    acc = config["accelerator"]
     per_gpu_hour = flops_per_gpu_hour(config)
     stages: dict[str, dict[str, float]] = {}
     for spec in run_specs(config).values():
@@ -219,7 +214,7 @@ def training_cost_per_token(config: dict[str, Any]) -> float:
     """Training cost of one annealing token from the budget model: 6 x params FLOPs at the
     configured peak and utilisation, priced per GPU-hour (accelerator.price_per_gpu_hour)."""
 
-    price = float(config.get("accelerator", {}).get("price_per_gpu_hour", 1.0))
+    price = float(config["accelerator"].get("price_per_gpu_hour", 1.0))
     return 6 * model_params(config, "params") / flops_per_gpu_hour(config) * price
 
 

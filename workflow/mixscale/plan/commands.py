@@ -12,6 +12,9 @@ import shlex
 from typing import Any
 
 from mixscale.config.tasks import TaskEntry
+
+# Every builder reads a config checked by mixscale.plan.check (the Snakefile checks it before any
+# rule is read): the schema's defaults are filled in, so none is written again here.
 from mixscale.plan.budget import anneal_training_cost, train_resources
 
 Item = str | tuple[str, Any] | None
@@ -42,15 +45,12 @@ def world(config: dict[str, Any]) -> str | None:
 
 def split_flags(config: dict[str, Any]) -> tuple[Item, ...]:
     """The document shuffle and held-out size: the same for tokenizer, stores and tasks."""
-    data = config.get("data", {})
-    return (
-        ("--seed", data.get("seed", 0)),
-        ("--validation-bytes", data.get("validation_bytes", 200000)),
-    )
+    data = config["data"]
+    return (("--seed", data["seed"]), ("--validation-bytes", data["validation_bytes"]))
 
 
 def corpus(config: dict[str, Any], domain: str, folder: str) -> str:
-    data = config.get("data", {})
+    data = config["data"]
     source = data.get("sources", {}).get(domain, "builtin")
     if not isinstance(source, str):
         source = json.dumps(source, separators=(",", ":"))
@@ -58,17 +58,17 @@ def corpus(config: dict[str, Any], domain: str, folder: str) -> str:
         ("--out", folder),
         ("--source", f"{domain}={source}"),
         ("--max-bytes", data.get("max_bytes")),
-        ("--cache", data.get("downloads", "resources/downloads")),
-        ("--seed", data.get("seed", 0)),
+        ("--cache", data["downloads"]),
+        ("--seed", data["seed"]),
     )
 
 
 def tokenizer(config: dict[str, Any]) -> str:
-    tok = config.get("data", {}).get("tokenizer", {})
+    tok = config["data"]["tokenizer"]
     how = (
         ("--pretrained", tok["pretrained"])
         if tok.get("pretrained")
-        else ("--vocab-size", tok.get("vocab_size", 1024))
+        else ("--vocab-size", tok["vocab_size"])
     )
     return shell_args(how, *split_flags(config))
 
@@ -78,7 +78,7 @@ def tokens(config: dict[str, Any], domain: str) -> str:
 
 
 def tasks(config: dict[str, Any]) -> str:
-    build = config.get("downstream", {}).get("embedded")
+    build = config["downstream"].get("embedded")
     return shell_args(*split_flags(config), ("--build", json.dumps(build) if build else None))
 
 
@@ -139,7 +139,7 @@ def predict(config: dict[str, Any], optima: list[str], target: float) -> str:
     return shell_args(
         *(("--optimum", path) for path in optima),
         ("--target", target),
-        ("--discrete", bool(config.get("autoscale", {}).get("discrete"))),
+        ("--discrete", config["autoscale"]["discrete"]),
     )
 
 
@@ -178,7 +178,7 @@ def downstream(
     tasks_folder: str | None,
 ) -> str:
     """Everything but the output, from downstream.* and the run's spec (None: untrained)."""
-    down = config.get("downstream", {})
+    down = config["downstream"]
     return shell_args(
         ("--model", os.path.join(run_folder, "model")),
         ("--task", entry.name),
@@ -187,9 +187,9 @@ def downstream(
         ("--include-path", tasks_folder or down.get("include_path")),
         ("--limit", down.get("limit")),
         ("--datasets-cache", down.get("datasets_cache")),
-        ("--batch-size", down.get("batch_size", 16)),
-        ("--device", down.get("device", "auto")),
-        ("--online", not down.get("offline", True)),
+        ("--batch-size", down["batch_size"]),
+        ("--device", down["device"]),
+        ("--online", not down["offline"]),
         # HF caches inside the run folder, one per task entry: parallel jobs share no lock
         ("--cache-dir", os.path.join(run_folder, "hf-cache", entry.id)),
         ("--label", (spec.get("method") or spec.get("source")) if spec else "untrained"),
@@ -211,7 +211,7 @@ def anneal_costs(config: dict[str, Any]) -> str:
     anneal = config["anneal"]
     return shell_args(
         ("--sources", json.dumps(anneal["sources"], separators=(",", ":"))),
-        ("--share", anneal.get("share", 0.3)),
+        ("--share", anneal["share"]),
         ("--training-cost", f"{anneal_training_cost(config):.6g}"),
     )
 
@@ -220,12 +220,12 @@ def utility(config: dict[str, Any], task: TaskEntry | None) -> str:
     """mixscale utility's options from anneal.*: allocation, extrapolation, bootstrap."""
     anneal = config["anneal"]
     return shell_args(
-        ("--extrapolate", ",".join(f"{x:g}" for x in anneal.get("extrapolate", [10, 100]))),
-        ("--bootstrap", anneal.get("bootstrap", 200)),
+        ("--extrapolate", ",".join(f"{x:g}" for x in anneal["extrapolate"])),
+        ("--bootstrap", anneal["bootstrap"]),
         ("--budget", anneal.get("allocate")),
         ("--direction", "higher" if task else None),  # a task score: higher is better
     )
 
 
 def anneal_report(config: dict[str, Any]) -> str:
-    return shell_args(("--unit", config.get("anneal", {}).get("cost_unit", "$")))
+    return shell_args(("--unit", config["anneal"]["cost_unit"]))

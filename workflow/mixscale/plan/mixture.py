@@ -11,7 +11,7 @@ from mixscale.plan.run import Run, distinct_labels, target_label
 
 
 def _base_weights(config: dict[str, Any], domains: list[str]) -> dict[str, float]:
-    base = config["ddo"].get("base_weights", "uniform")
+    base = config["ddo"]["base_weights"]
     if base == "uniform":
         return {d: 1 / len(domains) for d in domains}
     missing = [d for d in domains if d not in base]
@@ -54,7 +54,7 @@ def perturb(base: dict[str, float], domain: str, factor: float, design: str) -> 
 
 def ddo_runs(config: dict[str, Any], domains: list[str]) -> list[Run]:
     ddo = config["ddo"]
-    design, factor = ddo.get("design", "algorithm1"), float(ddo.get("factor", 3.0))
+    design, factor = ddo["design"], float(ddo["factor"])
     weights = _base_weights(config, domains)
     runs = []
     for scale in ddo["scales"]:
@@ -65,7 +65,7 @@ def ddo_runs(config: dict[str, Any], domains: list[str]) -> list[Run]:
         for d in domains:
             for f, tag in ((factor, "up"), (1 / factor, "down")):
                 mixtures.append((f"{d}-{tag}", d, f, perturb(base, d, f, design)))
-        for seed in range(int(ddo.get("seeds", 1))):
+        for seed in range(int(ddo["seeds"])):
             for name, domain, f, tokens in mixtures:
                 runs.append(
                     Run(
@@ -83,13 +83,13 @@ def ddo_runs(config: dict[str, Any], domains: list[str]) -> list[Run]:
 
 
 def verify_runs(config: dict[str, Any]) -> list[Run]:
-    verify = config.get("verify", {})
-    methods = verify.get("methods", [])
+    verify = config["verify"]
+    methods = verify["methods"]
     runs = []
     for target in config["autoscale"]["targets"]:
         label = target_label(target)
         for method in methods:
-            for seed in range(int(verify.get("seeds", 1))):
+            for seed in range(int(verify["seeds"])):
                 runs.append(
                     Run(
                         id=f"verify-{label}-{method}-s{seed}",
