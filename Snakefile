@@ -15,7 +15,7 @@ if not config:
 
 
 # schema, defaults and every check of the config before any job: one line and exit 2 if bad
-check_or_exit(config, workflow.overwrite_configfiles)
+CONFIG = check_or_exit(config, workflow.overwrite_configfiles)
 
 
 include: "workflow/rules/common.smk"

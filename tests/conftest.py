@@ -78,14 +78,15 @@ def power_world(a: np.ndarray, b: np.ndarray, c: float = 2.0) -> Callable[[np.nd
     return lambda n: float(c + np.sum(a * n**-b))
 
 
-def with_defaults(config: dict) -> dict:
-    """A config as every caller in mixscale sees it: validated, the schema's defaults filled in
+def with_defaults(config: dict):
+    """A config as every stage sees it: validated, the schema's defaults filled in, typed
     (errors name the source "config", as for a config built in memory)."""
     import copy
 
     from mixscale.config.check import validate_schema
+    from mixscale.config.typed import Config
 
-    return validate_schema(copy.deepcopy(config), "config")
+    return Config.from_dict(validate_schema(copy.deepcopy(config), "config"))
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -235,8 +236,9 @@ def test_tables_average_seeds_and_show_the_untrained_floor_at_every_target(tmp_p
     ],
 )
 def test_bad_task_lists_name_the_field(tasks, field):
+    listed = SimpleNamespace(downstream=SimpleNamespace(tasks=tasks))  # the entries alone
     with pytest.raises(InputError) as err:
-        task_entries({"downstream": {"tasks": tasks}})
+        task_entries(listed)
     assert f"config: {field}" in err.value.one_line()
 
 

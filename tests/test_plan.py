@@ -2,6 +2,7 @@ import pytest
 
 from mixscale.config.check import validate_schema
 from mixscale.config.load import load_yaml_config
+from mixscale.config.typed import Config
 from mixscale.errors import InputError
 from mixscale.evaluate.verify import steps_to_reach
 from mixscale.plan.check import check_config
@@ -25,8 +26,8 @@ def config(**ddo):
 
 
 def with_defaults(cfg):
-    """As every caller sees a config: validated, the schema's defaults filled in."""
-    return validate_schema(cfg, "test")
+    """As every stage sees a config: validated, the schema's defaults filled in, typed."""
+    return Config.from_dict(validate_schema(cfg, "test"))
 
 
 def test_designs_keep_what_they_should():
@@ -114,4 +115,5 @@ def test_train_resources_come_from_the_cost_model():
     assert train_resources(config, spec, attempt=2)["runtime"] == pytest.approx(
         2 * first["runtime"], abs=1
     )
-    assert train_resources({"backend": "simulate"}, spec, 1)["gpu"] == 0
+    simulated = checked(ROOT / "config/examples/simulated-demo.yaml")
+    assert train_resources(simulated, spec, 1)["gpu"] == 0

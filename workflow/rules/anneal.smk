@@ -10,7 +10,7 @@ rule anneal_table:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        target=lambda w: commands.anneal_table(config, ANNEAL_TASK),
+        target=lambda w: commands.anneal_table(CONFIG, ANNEAL_TASK),
     shell:
         "python -m mixscale anneal-table --metrics {input:q} {params.target} "
         "--out {output:q} > {log:q} 2>&1"
@@ -25,7 +25,7 @@ rule anneal_costs:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        args=lambda w: commands.anneal_costs(config),
+        args=lambda w: commands.anneal_costs(CONFIG),
     shell:
         "python -m mixscale anneal-costs {params.args} --out {output:q} > {log:q} 2>&1"
 
@@ -44,7 +44,7 @@ rule utility:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        args=lambda w: commands.utility(config, ANNEAL_TASK),
+        args=lambda w: commands.utility(CONFIG, ANNEAL_TASK),
     shell:
         "python -m mixscale utility --runs {input.runs:q} --costs {input.costs:q} {params.args} "
         "--out {output:q} > {log:q} 2>&1"
@@ -76,7 +76,7 @@ rule anneal_report:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        args=lambda w: commands.anneal_report(config),
+        args=lambda w: commands.anneal_report(CONFIG),
     shell:
         "python -m mixscale anneal-report --utility {input.utility:q} --runs {input.runs:q} "
         "{params.args} --out {output.summary:q} > {log:q} 2>&1"

@@ -11,6 +11,6 @@ rule autoscale:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        args=lambda w, input: commands.predict(config, list(input), target_tokens(w)),
+        args=lambda w, input: commands.predict(CONFIG, list(input), target_tokens(w)),
     shell:
         "python -m mixscale predict {params.args} --out {output:q} > {log:q} 2>&1"

@@ -8,35 +8,32 @@ from mixscale.config.tasks import needs_generated_tasks, task_entries
 from mixscale.methods import Layout, method
 from mixscale.plan import commands
 from mixscale.plan.anneal import target_task
-from mixscale.plan.budget import (
-    anneal_training_cost,
-    downstream_resources,
-    train_resources,
-)
+from mixscale.plan.budget import downstream_resources, train_resources
 from mixscale.plan.run import target_label
 from mixscale.plan.specs import run_specs, torch_settings
 
-EXP = config["experiment"]
-OUT = f"results/{EXP}"
+# CONFIG: the typed config the Snakefile checked (mixscale.config.typed.Config); Snakemake's own
+# `config` dict is read nowhere else.
+EXP = CONFIG.experiment
+OUT = CONFIG.out
 # An experiment finds a mixture (ddo + autoscale), values data sources (anneal), or both.
-MIXTURE = "ddo" in config
-ANNEAL = bool(config.get("anneal"))
-SCALES = {s["name"]: s for s in config["ddo"]["scales"]} if MIXTURE else {}
-TARGETS = (
-    {target_label(t): t for t in config["autoscale"]["targets"]} if MIXTURE else {}
-)
-SPECS = run_specs(config)
+MIXTURE = CONFIG.mixture
+ANNEAL = CONFIG.anneal is not None
+SCALES = {s.name: s for s in CONFIG.ddo.scales} if MIXTURE else {}
+TARGETS = {target_label(t): t for t in CONFIG.autoscale.targets} if MIXTURE else {}
+SPECS = run_specs(CONFIG)
 LAYOUT = Layout(out=OUT, scales=tuple(SCALES))
-TORCH = config["backend"] == "torch"
-DOMAINS = config_domains(config)
-DATA = data_dir(config)
-SETTINGS = json.dumps(torch_settings(config), separators=(",", ":")) if TORCH else ""
-DOWNSTREAM = config["downstream"]
+TORCH = CONFIG.backend == "torch"
+DOMAINS = config_domains(CONFIG)
+DATA = data_dir(CONFIG)
+SETTINGS = json.dumps(torch_settings(CONFIG), separators=(",", ":")) if TORCH else ""
 # Downstream tasks need saved models: real training only (simulated runs have none)
-REPORT_ENTRIES = [e.id for e in task_entries(config)] if TORCH else []
+REPORT_ENTRIES = [e.id for e in task_entries(CONFIG)] if TORCH else []
 # the annealing target may be a task too (scored on every annealing run)
-ANNEAL_TASK = target_task(config) if TORCH and config.get("anneal") else None
-ENTRIES = {e.id: e for e in task_entries(config)} if TORCH else {}
+ANNEAL_TASK = target_task(CONFIG) if TORCH and ANNEAL else None
+ENTRIES = {e.id: e for e in task_entries(CONFIG)} if TORCH else {}
+# threads of a training or evaluation job: torch's threads per process (one when not set)
+JOB_THREADS = CONFIG.train.get("threads") or 1
 if ANNEAL_TASK:
     ENTRIES[ANNEAL_TASK.id] = ANNEAL_TASK
 
@@ -56,8 +53,8 @@ def runs_of(stage, scale):
 
 def scale_runs(wildcards):
     scale = SCALES[wildcards.scale]
-    if "runs" in scale:  # a run table from the user's own sweep
-        return scale["runs"]
+    if scale.runs is not None:  # a run table from the user's own sweep
+        return scale.runs
     return f"{OUT}/tables/{wildcards.scale}.tsv"
 
 
@@ -74,7 +71,7 @@ def verify_metrics(wildcards):
 
 
 def scale_tokens(wildcards):
-    return SCALES[wildcards.scale]["tokens"]
+    return SCALES[wildcards.scale].tokens
 
 
 def ddo_optima(wildcards):
@@ -93,15 +90,15 @@ def train_data(wildcards):
 
 
 def train_runtime(wildcards, attempt):
-    return train_resources(config, SPECS[wildcards.run], attempt)["runtime"]
+    return train_resources(CONFIG, SPECS[wildcards.run], attempt)["runtime"]
 
 
 def train_gpus(wildcards):
-    return train_resources(config, SPECS[wildcards.run], 1)["gpu"]
+    return train_resources(CONFIG, SPECS[wildcards.run], 1)["gpu"]
 
 
 def train_mem_mb(wildcards, attempt):
-    return train_resources(config, SPECS[wildcards.run], attempt)["mem_mb"]
+    return train_resources(CONFIG, SPECS[wildcards.run], attempt)["mem_mb"]
 
 
 def run_weights(wildcards):
@@ -122,7 +119,7 @@ def target_tokens(wildcards):
 
 
 def compare_outputs():
-    if not MIXTURE or not config["verify"]["methods"]:
+    if not MIXTURE or not CONFIG.verify.methods:
         return []
     return expand(f"{OUT}/verify/{{target}}.json", target=TARGETS)
 
@@ -130,7 +127,7 @@ def compare_outputs():
 def downstream_models():
     """Models scored downstream: every verification run, and the untrained floor."""
     models = [i for i, s in SPECS.items() if s["stage"] == "verify"]
-    if models and DOWNSTREAM["untrained"]:
+    if models and CONFIG.downstream.untrained:
         models.append("untrained")
     return models
 
@@ -160,11 +157,11 @@ def downstream_tasks_input(wildcards):
 
 
 def downstream_runtime(wildcards, attempt):
-    return downstream_resources(config, ENTRIES[wildcards.entry], attempt)["runtime"]
+    return downstream_resources(CONFIG, ENTRIES[wildcards.entry], attempt)["runtime"]
 
 
 def downstream_gpus(wildcards):
-    return downstream_resources(config, ENTRIES[wildcards.entry], 1)["gpu"]
+    return downstream_resources(CONFIG, ENTRIES[wildcards.entry], 1)["gpu"]
 
 
 def downstream_report_outputs():

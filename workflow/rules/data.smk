@@ -10,7 +10,7 @@ rule corpus:
         "../../envs/mixscale.yaml"
     params:
         args=lambda w, output: commands.corpus(
-            config, w.domain, os.path.dirname(output[0])
+            CONFIG, w.domain, os.path.dirname(output[0])
         ),
     shell:
         "python -m mixscale corpus {params.args} > {log:q} 2>&1"
@@ -29,7 +29,7 @@ rule tokenizer:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        args=commands.tokenizer(config),
+        args=commands.tokenizer(CONFIG),
     shell:
         "python -m mixscale tokenizer --corpus {input:q} {params.args} "
         "--out {output:q} > {log:q} 2>&1"
@@ -49,7 +49,7 @@ rule tokens:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        args=lambda w: commands.tokens(config, w.domain),
+        args=lambda w: commands.tokens(CONFIG, w.domain),
     shell:
         "python -m mixscale tokens {params.args} --corpus {input.corpus:q} "
         "--tokenizer {input.tokenizer:q} --out {output:q} > {log:q} 2>&1"

@@ -17,7 +17,7 @@ rule ddo:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        args=lambda w: commands.ddo(config, scale_tokens(w)),
+        args=lambda w: commands.ddo(CONFIG, scale_tokens(w)),
     shell:
         "python -m mixscale ddo --runs {input.runs:q} {params.args} "
         "--figure {output.fits:q} --out {output.weights:q} > {log:q} 2>&1"

@@ -11,7 +11,7 @@ rule downstream_tasks:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        args=commands.tasks(config),
+        args=commands.tasks(CONFIG),
     shell:
         "python -m mixscale tasks --corpus {input:q} {params.args} --out {output:q} > {log:q} 2>&1"
 
@@ -46,13 +46,13 @@ rule downstream:
         f"{OUT}/benchmarks/downstream/{{model}}/{{entry}}.tsv"
     conda:
         "../../envs/mixscale.yaml"
-    threads: config.get("train", {}).get("threads", 1) or 1
+    threads: JOB_THREADS
     resources:
         runtime=downstream_runtime,
         gpu=downstream_gpus,
     params:
         args=lambda w, input: commands.downstream(
-            config,
+            CONFIG,
             ENTRIES[w.entry],
             SPECS.get(w.model),
             os.path.dirname(input.model),

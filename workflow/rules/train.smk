@@ -14,16 +14,16 @@ rule train:
         f"{OUT}/benchmarks/train/{{run}}.tsv"
     conda:
         "../../envs/mixscale.yaml"
-    threads: config.get("train", {}).get("threads", 1) or 1
+    threads: JOB_THREADS
     resources:
         runtime=train_runtime,
         gpu=train_gpus,
         mem_mb=train_mem_mb,
     params:
         spec=run_spec,
-        launcher=lambda w: commands.launcher(config, SPECS[w.run]),
+        launcher=lambda w: commands.launcher(CONFIG, SPECS[w.run]),
         args=lambda w, input: commands.train(
-            config, SPECS[w.run], SETTINGS, input.weights
+            CONFIG, SPECS[w.run], SETTINGS, input.weights
         ),
     shell:
         "{params.launcher} train --spec {params.spec:q} {params.args} --threads {threads} "

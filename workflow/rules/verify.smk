@@ -11,7 +11,7 @@ rule compare:
     conda:
         "../../envs/mixscale.yaml"
     params:
-        args=lambda w: commands.compare(config, target_tokens(w)),
+        args=lambda w: commands.compare(CONFIG, target_tokens(w)),
     shell:
         "python -m mixscale compare --metrics {input:q} {params.args} "
         "--out {output:q} > {log:q} 2>&1"
@@ -49,7 +49,7 @@ rule report:
         "../../envs/mixscale.yaml"
     params:
         args=lambda w, input: commands.report(
-            config, input.ddo, input.autoscale, input.compare, input.downstream
+            CONFIG, input.ddo, input.autoscale, input.compare, input.downstream
         ),
     shell:
         "python -m mixscale report {params.args} --out {output.summary:q} > {log:q} 2>&1"

@@ -71,9 +71,9 @@ def add_configfiles(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def checked_config(paths: list[str]) -> dict[str, Any]:
+def checked_config(paths: list[str]):
     """The merged config files (later ones override earlier ones, as in Snakemake), checked
-    as the Snakefile checks them."""
+    as the Snakefile checks them: the typed config (``mixscale.config.typed.Config``)."""
     from mixscale.config.load import load_configs
     from mixscale.plan.check import check_config  # the plan: imported only by commands needing it
 

@@ -37,10 +37,10 @@ def cmd_check(args: argparse.Namespace) -> None:
     from mixscale.plan.specs import run_specs
 
     config = checked_config(args.configfile)
-    kinds = [k for k in ("ddo", "anneal") if config.get(k)]
+    kinds = [k for k in ("ddo", "anneal") if getattr(config, k) is not None]
     print(
-        f"{', '.join(args.configfile)}: ok ({config['experiment']}: {' + '.join(kinds)}, "
-        f"{len(run_specs(config))} runs, backend {config['backend']})"
+        f"{', '.join(args.configfile)}: ok ({config.experiment}: {' + '.join(kinds)}, "
+        f"{len(run_specs(config))} runs, backend {config.backend})"
     )
 
 

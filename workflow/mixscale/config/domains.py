@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from mixscale.config.typed import Config
 from mixscale.core.world import load_world
 
 
-def config_domains(config: dict[str, Any]) -> list[str]:
-    if config["backend"] == "simulate":
-        return list(load_world(config["world"]).domains)
-    if config.get("domains"):
-        return list(config["domains"])
-    return list(config.get("data", {}).get("sources", {}))
+def config_domains(config: Config) -> list[str]:
+    """The training domains: the world's (simulate), the config's list, or the data sources."""
+    if config.backend == "simulate":
+        return list(load_world(config.world).domains)
+    if config.domains:
+        return list(config.domains)
+    return list(config.data.sources)
 
 
-def data_dir(config: dict[str, Any]) -> str:
-    return f"results/{config['experiment']}/data"
+def data_dir(config: Config) -> str:
+    return f"{config.out}/data"

@@ -4,9 +4,12 @@ what to evaluate, checked when the config is read."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mixscale.errors import InputError
+
+if TYPE_CHECKING:
+    from mixscale.config.typed import Config
 
 EMBEDDED = "embedded"  # the task entry that stands for every generated domain task
 
@@ -104,11 +107,10 @@ def needs_generated_tasks(entry: TaskEntry) -> bool:
     return entry.name == EMBEDDED or entry.name.startswith(TASK_PREFIX)
 
 
-def task_entries(config: dict[str, Any]) -> list[TaskEntry]:
+def task_entries(config: Config) -> list[TaskEntry]:
     """``downstream.tasks`` as entries: strings or {name, shots, metric} mappings."""
     entries = [
-        entry_from(item, f"downstream.tasks[{i}]")
-        for i, item in enumerate(config["downstream"]["tasks"])
+        entry_from(item, f"downstream.tasks[{i}]") for i, item in enumerate(config.downstream.tasks)
     ]
     ids = [e.id for e in entries]
     if len(set(ids)) != len(ids):

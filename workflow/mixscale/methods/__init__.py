@@ -5,8 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from mixscale.config.typed import Config
 from mixscale.errors import InputError
 from mixscale.methods.base import Layout, Method, ProxyRun
 from mixscale.methods.ddo import AutoScale, DDOAtScale
@@ -42,11 +41,11 @@ def method(name: str, field: str = "verify.methods") -> Method:
     return REGISTRY[name]
 
 
-def check_methods(config: dict[str, Any], domains: list[str]) -> None:
+def check_methods(config: Config, domains: list[str]) -> None:
     """Every configured method exists and finds what it needs in the config."""
-    for i, name in enumerate(config["verify"]["methods"]):
+    for i, name in enumerate(config.verify.methods):
         entry = method(name, f"verify.methods[{i}]")
-        if entry.needs_ddo and "ddo" not in config:
+        if entry.needs_ddo and not config.mixture:
             raise InputError("config", "verify.methods", f"{name} needs ddo", "add ddo scales")
         entry.check(config, domains)
 

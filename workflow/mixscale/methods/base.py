@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from mixscale.config.typed import Config
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -43,14 +45,14 @@ class Method:
     summary: ClassVar[str]
     needs_ddo: ClassVar[bool] = False  # reads the DDO optima of the experiment's scales
 
-    def check(self, config: dict[str, Any], domains: list[str]) -> None:
+    def check(self, config: Config, domains: list[str]) -> None:
         """Raise InputError (source "config") if the config cannot serve this method."""
 
-    def fixed_weights(self, config: dict[str, Any], domains: list[str]) -> dict[str, float] | None:
+    def fixed_weights(self, config: Config, domains: list[str]) -> dict[str, float] | None:
         return None
 
     def weights_file(self, layout: Layout, target: str) -> str | None:
         return None
 
-    def proxy_runs(self, config: dict[str, Any], domains: list[str]) -> list[ProxyRun]:
+    def proxy_runs(self, config: Config, domains: list[str]) -> list[ProxyRun]:
         return []

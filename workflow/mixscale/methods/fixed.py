@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from mixscale.config.typed import Config
 from mixscale.errors import InputError
 from mixscale.methods.base import Method
 
@@ -12,7 +11,7 @@ class Uniform(Method):
     name = "uniform"
     summary = "every domain the same share"
 
-    def fixed_weights(self, config: dict[str, Any], domains: list[str]) -> dict[str, float]:
+    def fixed_weights(self, config: Config, domains: list[str]) -> dict[str, float]:
         return {d: 1 / len(domains) for d in domains}
 
 
@@ -21,12 +20,12 @@ class FromConfig(Method):
 
     strict_domains = False  # reference weights must name known domains and sum to 1
 
-    def check(self, config: dict[str, Any], domains: list[str]) -> None:
+    def check(self, config: Config, domains: list[str]) -> None:
         self.fixed_weights(config, domains)
 
-    def fixed_weights(self, config: dict[str, Any], domains: list[str]) -> dict[str, float]:
+    def fixed_weights(self, config: Config, domains: list[str]) -> dict[str, float]:
         field = f"verify.{self.name}"
-        weights = config.get("verify", {}).get(self.name)
+        weights = getattr(config.verify, self.name)
         if not weights:
             raise InputError("config", field, "missing", f"give {self.name} weights")
         unknown = [d for d in weights if d not in domains]

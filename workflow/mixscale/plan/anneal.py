@@ -17,15 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 from mixscale.config.tasks import entry_from
+from mixscale.config.typed import Config
 from mixscale.errors import InputError
 from mixscale.plan.run import Run, distinct_labels, target_label
 
 BASE_RUN = "anneal-base"
 CONTROL = "control"
-
-
-def anneal_config(config: dict[str, Any]) -> dict[str, Any]:
-    return config.get("anneal") or {}
 
 
 def _weights(
@@ -47,34 +44,31 @@ def _weights(
     return {d: float(w) / total for d, w in spec.items() if w > 0}
 
 
-def base_mix(config: dict[str, Any], domains: list[str]) -> dict[str, float]:
+def base_mix(config: Config, domains: list[str]) -> dict[str, float]:
     """The stage-1 (general) mix: anneal.base.weights, uniform over the non-target domains by
     default (the target domain is what annealing is meant to add)."""
-    anneal = anneal_config(config)
     targets = target_domains(config, domains)
     general = [d for d in domains if d not in targets] or domains
-    return _weights(anneal.get("base", {}).get("weights"), general, "anneal.base.weights", domains)
+    return _weights(config.anneal.base.weights, general, "anneal.base.weights", domains)
 
 
-def replay_mix(config: dict[str, Any], domains: list[str]) -> dict[str, float]:
-    anneal = anneal_config(config)
-    if anneal.get("replay") is None:
+def replay_mix(config: Config, domains: list[str]) -> dict[str, float]:
+    if config.anneal.replay is None:
         return base_mix(config, domains)
-    return _weights(anneal["replay"], domains, "anneal.replay")
+    return _weights(config.anneal.replay, domains, "anneal.replay")
 
 
-def target_task(config: dict[str, Any]):
+def target_task(config: Config):
     """The lm-eval task entry that is the target metric (higher is better), if any."""
-
-    task = anneal_config(config).get("target", {}).get("task")
+    task = config.anneal.target.task if config.anneal else None
     return entry_from(task, "anneal.target.task") if task else None
 
 
-def target_domains(config: dict[str, Any], domains: list[str]) -> list[str]:
+def target_domains(config: Config, domains: list[str]) -> list[str]:
     """Target domains: the metric's held-out losses, and what the base mix leaves out."""
-    target = anneal_config(config).get("target", {})
-    targets = target.get("domains", [])
-    if not targets and not target.get("task"):
+    target = config.anneal.target
+    targets = target.domains
+    if not targets and not target.task:
         raise InputError(
             "config", "anneal.target", "needs domains or a task", "e.g. domains: [science]"
         )
@@ -89,9 +83,9 @@ def target_domains(config: dict[str, Any], domains: list[str]) -> list[str]:
     return list(targets)
 
 
-def check_anneal(config: dict[str, Any], domains: list[str]) -> None:
-    anneal = anneal_config(config)
-    budgets = [float(b) for b in anneal.get("budgets", [])]
+def check_anneal(config: Config, domains: list[str]) -> None:
+    anneal = config.anneal
+    budgets = [float(b) for b in anneal.budgets]
     if len(budgets) < 3:
         raise InputError(
             "config", "anneal.budgets", f"{len(budgets)} budgets", "give >= 3 (curves need 3)"
@@ -99,10 +93,10 @@ def check_anneal(config: dict[str, Any], domains: list[str]) -> None:
     if budgets != sorted(budgets) or len(set(budgets)) != len(budgets):
         raise InputError("config", "anneal.budgets", "must increase strictly", "sort them")
     distinct_labels(budgets, "anneal.budgets")
-    share = float(anneal["share"])
+    share = float(anneal.share)
     if not 0 < share <= 1:
         raise InputError("config", "anneal.share", f"{share:g}", "a fraction in (0, 1]")
-    sources = anneal.get("sources") or {}
+    sources = anneal.sources
     if not sources:
         raise InputError("config", "anneal.sources", "missing", "name candidate source domains")
     for name in sources:
@@ -112,42 +106,41 @@ def check_anneal(config: dict[str, Any], domains: list[str]) -> None:
             raise InputError(
                 "config", f"anneal.sources.{name}", "not a domain", "add it to data.sources"
             )
-    base = anneal.get("base", {})
-    if not base.get("checkpoint") and not base.get("tokens"):
+    if not anneal.base.checkpoint and not anneal.base.tokens:
         raise InputError(
             "config", "anneal.base", "needs checkpoint or tokens", "a model folder, or tokens"
         )
     target_domains(config, domains)
 
 
-def anneal_runs(config: dict[str, Any], domains: list[str]) -> list[Run]:
+def anneal_runs(config: Config, domains: list[str]) -> list[Run]:
     """The stage-1 base run (unless a checkpoint is given), then per budget and seed the
     replay-only control and one run per source."""
-    anneal = anneal_config(config)
+    anneal = config.anneal
     if not anneal:
         return []
     check_anneal(config, domains)
-    base = anneal.get("base", {})
+    base = anneal.base
     runs, skip = [], {}
-    if not base.get("checkpoint"):
-        tokens = {d: w * float(base["tokens"]) for d, w in base_mix(config, domains).items()}
+    if not base.checkpoint:
+        tokens = {d: w * float(base.tokens) for d, w in base_mix(config, domains).items()}
         skip = tokens
         runs.append(
             Run(
                 id=BASE_RUN,
                 stage="anneal-base",
                 scale="base",
-                seed=int(base["seed"]),
-                total_tokens=float(base["tokens"]),
+                seed=int(base.seed),
+                total_tokens=float(base.tokens),
                 tokens=tokens,
             )
         )
     replay = replay_mix(config, domains)
-    share = float(anneal["share"])
-    for budget in anneal["budgets"]:
+    share = float(anneal.share)
+    for budget in anneal.budgets:
         label = target_label(float(budget))
-        for seed in range(int(anneal["seeds"])):
-            for source in [CONTROL, *anneal["sources"]]:
+        for seed in range(int(anneal.seeds)):
+            for source in [CONTROL, *anneal.sources]:
                 mix = _anneal_tokens(replay, source, share, float(budget))
                 runs.append(
                     Run(
@@ -175,18 +168,18 @@ def _anneal_tokens(
     return mix
 
 
-def anneal_overrides(config: dict[str, Any], base_model_dir: str | None) -> dict[str, Any]:
+def anneal_overrides(config: Config, base_model_dir: str | None) -> dict[str, Any]:
     """Per-run overrides of an annealing run: start from the base model, linear decay to zero."""
-    anneal = anneal_config(config)
-    schedule = anneal["schedule"]
+    anneal = config.anneal
+    schedule = anneal.schedule
     train = {
         "schedule": "linear",
         "min_lr_ratio": 0.0,
-        "warmup": float(schedule["warmup"]),
+        "warmup": float(schedule.warmup),
     }
-    if "lr" in schedule:
-        train["lr"] = float(schedule["lr"])
-    checkpoint = anneal.get("base", {}).get("checkpoint") or base_model_dir
+    if schedule.lr is not None:
+        train["lr"] = float(schedule.lr)
+    checkpoint = anneal.base.checkpoint or base_model_dir
     return {"train": train, "model": {"checkpoint": checkpoint}}
 
 

@@ -14,36 +14,38 @@ from typing import Any
 from mixscale.config.domains import config_domains
 from mixscale.config.tasks import EMBEDDED, KINDS, TaskBuild, entry_from, task_entries
 from mixscale.config.training import TrainSettings
+from mixscale.config.typed import Config
 from mixscale.errors import InputError
-from mixscale.plan.anneal import anneal_config
 from mixscale.plan.specs import run_specs
 
 # Every function here reads a config checked by mixscale.plan.check: the schema's defaults are
 # filled in (accelerator, eval_points, downstream), so none is written again here.
 
 
-def model_params(config: dict[str, Any], key: str) -> float:
-    model = config.get("model", {})
+def model_params(config: Config, key: str) -> float:
+    model = config.model
     value = model.get(key, model.get("params"))
-    if not value and config.get("backend") == "torch" and model.get("type"):
-        return float(architecture_params(json.dumps(config, sort_keys=True, default=str)))
+    if not value and config.backend == "torch" and model.get("type"):
+        what = {"model": model, "vocab": config.data.tokenizer.vocab_size, "train": config.train}
+        return float(architecture_params(json.dumps(what, sort_keys=True, default=str)))
     if not value:
         raise InputError("config", f"model.{key}", "missing", "give the parameter count")
     return float(value)
 
 
 @lru_cache(maxsize=8)
-def architecture_params(config_json: str) -> int:
+def architecture_params(what_json: str) -> int:
     """Exact parameter count of the configured architecture (built on the meta device: no memory,
-    no weights)."""
+    no weights). ``what_json``: the model fields, the tokenizer's vocabulary and the training
+    settings, as JSON (a cache key)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = json.loads(config_json)
-    spec = {k: v for k, v in config["model"].items() if k not in ("name", "params", "proxy_params")}
+    what = json.loads(what_json)
+    spec = {k: v for k, v in what["model"].items() if k not in ("name", "params", "proxy_params")}
     model_type = spec.pop("type")
-    vocab = spec.pop("vocab_size", config["data"]["tokenizer"]["vocab_size"])
-    seq_len = TrainSettings.from_dict({**config.get("train", {}), "seed": 0}).seq_len
+    vocab = spec.pop("vocab_size", what["vocab"])
+    seq_len = TrainSettings.from_dict({**what["train"], "seed": 0}).seq_len
     key = "n_positions" if model_type == "gpt2" else "max_position_embeddings"
     spec.setdefault(key, seq_len)
     spec.setdefault("eos_token_id", 0)  # the architecture's default may lie outside the vocabulary
@@ -63,36 +65,42 @@ def architecture_params(config_json: str) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def run_flops(config: dict[str, Any], spec: dict[str, Any]) -> float:
+def run_flops(config: Config, spec: dict[str, Any]) -> float:
     key = "proxy_params" if spec["stage"] == "ddo" else "params"
     params = model_params(config, key)
-    evaluation = config.get("evaluation", {})
-    per_domain = config.get("train", {}).get("eval_tokens", evaluation.get("tokens_per_domain", 0))
+    evaluation = config.evaluation or {}
+    per_domain = config.train.get("eval_tokens", evaluation.get("tokens_per_domain", 0))
     eval_tokens = float(per_domain) * len(config_domains(config))
-    points = int(config["eval_points"])
-    if spec["stage"] in ("ddo", "anneal"):
-        points = int(config.get(spec["stage"], {}).get("eval_points", points))
+    points = stage_eval_points(config, spec["stage"])
     return 6 * params * float(spec["total_tokens"]) + 2 * params * eval_tokens * points
 
 
-def flops_per_gpu_hour(config: dict[str, Any]) -> float:
-    acc = config["accelerator"]
-    return acc["peak_tflops"] * 1e12 * acc["utilisation"] * 3600
+def stage_eval_points(config: Config, stage: str) -> int:
+    """Evaluations along a run: DDO and annealing runs may evaluate less often (their fits use
+    only the final losses)."""
+    own = {"ddo": config.ddo, "anneal": config.anneal}.get(stage)
+    return (
+        own.eval_points if own is not None and own.eval_points is not None else config.eval_points
+    )
 
 
-def train_resources(config: dict[str, Any], spec: dict[str, Any], attempt: int) -> dict[str, Any]:
+def flops_per_gpu_hour(config: Config) -> float:
+    acc = config.accelerator
+    return acc.peak_tflops * 1e12 * acc.utilisation * 3600
+
+
+def train_resources(config: Config, spec: dict[str, Any], attempt: int) -> dict[str, Any]:
     """SLURM resources of one training job from the cost model.
 
     runtime = GPU-hours / GPUs x safety factor x attempt (a retry after a timeout gets more),
     at least 10 minutes; simulated runs need no GPU and a few minutes.
     """
-    if config.get("backend") != "torch":
+    if config.backend != "torch":
         return {"runtime": 10 * attempt, "gpu": 0, "mem_mb": 2000}
-    acc = config["accelerator"]
-    gpus = int(acc["gpus_per_run"])
-    hours = run_flops(config, spec) / flops_per_gpu_hour(config) / gpus
-    minutes = hours * 60 * float(acc["runtime_safety"]) * attempt
-    return {"runtime": max(10, round(minutes)), "gpu": gpus, "mem_mb": int(acc["mem_mb"])}
+    acc = config.accelerator
+    hours = run_flops(config, spec) / flops_per_gpu_hour(config) / acc.gpus_per_run
+    minutes = hours * 60 * acc.runtime_safety * attempt
+    return {"runtime": max(10, round(minutes)), "gpu": acc.gpus_per_run, "mem_mb": acc.mem_mb}
 
 
 # Evaluated size of the paper's tasks (lm-eval 0.4 splits): items, choices, tokens of one
@@ -111,13 +119,13 @@ DEFAULT_TASK_TOKENS = 5.0e6  # an unknown task without downstream.tasks[].tokens
 TOKENS_PER_WORD = 2.0  # embedded tasks on a small BPE vocabulary (measured ~1.6-2.2)
 
 
-def downstream_tokens(config: dict[str, Any], entry) -> float:
+def downstream_tokens(config: Config, entry) -> float:
     """Tokens one model reads for one task entry (see TASK_SIZES)."""
 
     listed = next(
         (
             t
-            for i, t in enumerate(config["downstream"]["tasks"])
+            for i, t in enumerate(config.downstream.tasks)
             if isinstance(t, dict) and entry_from(t, f"downstream.tasks[{i}]").id == entry.id
         ),
         {},
@@ -125,7 +133,7 @@ def downstream_tokens(config: dict[str, Any], entry) -> float:
     if listed.get("tokens"):
         return float(listed["tokens"])
     if entry.name == EMBEDDED:
-        build = TaskBuild.from_dict(config["downstream"].get("embedded"))
+        build = TaskBuild.from_dict(config.downstream.embedded)
         words = build.context_words + build.continuation_words
         per_domain = len(KINDS) * build.items * build.choices * words * TOKENS_PER_WORD
         return per_domain * len(config_domains(config))
@@ -135,28 +143,28 @@ def downstream_tokens(config: dict[str, Any], entry) -> float:
     return DEFAULT_TASK_TOKENS
 
 
-def downstream_flops(config: dict[str, Any], entry) -> float:
+def downstream_flops(config: Config, entry) -> float:
     return 2 * model_params(config, "params") * downstream_tokens(config, entry)
 
 
-def downstream_resources(config: dict[str, Any], entry, attempt: int) -> dict[str, Any]:
+def downstream_resources(config: Config, entry, attempt: int) -> dict[str, Any]:
     """One GPU (if training uses GPUs) for the estimated time, plus 10 minutes to load the
     model and prepare the dataset."""
-    acc = config["accelerator"]
+    acc = config.accelerator
     hours = downstream_flops(config, entry) / flops_per_gpu_hour(config)
-    minutes = hours * 60 * float(acc["runtime_safety"]) * attempt + 10
-    return {"runtime": round(minutes), "gpu": 1 if int(acc["gpus_per_run"]) else 0}
+    minutes = hours * 60 * acc.runtime_safety * attempt + 10
+    return {"runtime": round(minutes), "gpu": 1 if acc.gpus_per_run else 0}
 
 
-def _downstream_stage(config: dict[str, Any]) -> dict[str, float] | None:
+def _downstream_stage(config: Config) -> dict[str, float] | None:
 
     entries = task_entries(config)
-    if config.get("backend") != "torch" or not entries:
+    if config.backend != "torch" or not entries:
         return None
     models = sum(1 for s in run_specs(config).values() if s["stage"] == "verify")
     if not models:
         return None
-    models += 1 if config["downstream"]["untrained"] else 0
+    models += 1 if config.downstream.untrained else 0
     tokens = sum(downstream_tokens(config, e) for e in entries)
     return {
         "runs": models * len(entries),
@@ -165,8 +173,8 @@ def _downstream_stage(config: dict[str, Any]) -> dict[str, float] | None:
     }
 
 
-def budget_table(config: dict[str, Any]) -> dict[str, Any]:
-    acc = config["accelerator"]
+def budget_table(config: Config) -> dict[str, Any]:
+    acc = config.accelerator.as_dict()
     per_gpu_hour = flops_per_gpu_hour(config)
     stages: dict[str, dict[str, float]] = {}
     for spec in run_specs(config).values():
@@ -210,15 +218,16 @@ def format_table(budget: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def training_cost_per_token(config: dict[str, Any]) -> float:
+def training_cost_per_token(config: Config) -> float:
     """Training cost of one annealing token from the budget model: 6 x params FLOPs at the
     configured peak and utilisation, priced per GPU-hour (accelerator.price_per_gpu_hour)."""
 
-    price = float(config["accelerator"].get("price_per_gpu_hour", 1.0))
+    price = config.accelerator.price_per_gpu_hour
+    price = 1.0 if price is None else float(price)  # annealing costs in GPU-hours by default
     return 6 * model_params(config, "params") / flops_per_gpu_hour(config) * price
 
 
-def anneal_training_cost(config: dict[str, Any]) -> float:
+def anneal_training_cost(config: Config) -> float:
     """anneal.training_cost_per_token, or the budget model's price of a token."""
-    given = anneal_config(config).get("training_cost_per_token")
+    given = config.anneal.training_cost_per_token
     return float(given) if given is not None else training_cost_per_token(config)

@@ -16,6 +16,7 @@ from mixscale.config.check import validate_schema
 from mixscale.config.domains import config_domains
 from mixscale.config.load import load_yaml_config
 from mixscale.config.tasks import task_entries
+from mixscale.config.typed import Config
 from mixscale.core.world import load_world
 from mixscale.errors import InputError
 from mixscale.plan.anneal import target_task
@@ -24,19 +25,21 @@ from mixscale.plan.run import target_label
 from mixscale.plan.specs import run_specs, torch_settings
 
 
-def check_config(config: dict[str, Any], source: str) -> dict[str, Any]:
-    """Schema and defaults (in place), then the checks the schema cannot express."""
+def check_config(config: dict[str, Any], source: str) -> Config:
+    """Schema and defaults (filled into ``config`` in place), then the checks the schema cannot
+    express; the typed config every stage reads."""
     validate_schema(config, source)
     try:
-        _semantic_checks(config)
+        typed = Config.from_dict(config)
+        _semantic_checks(typed)
     except InputError as exc:
         if exc.source != "config":
             raise
         raise InputError(source, exc.field, exc.problem, exc.fix) from exc
-    return config
+    return typed
 
 
-def check_or_exit(config: dict[str, Any], configfiles: list[Any]) -> None:
+def check_or_exit(config: dict[str, Any], configfiles: list[Any]) -> Config:
     """For the Snakefile: a bad config prints one line and exits 2 before any job runs.
     Each file is read again with mixscale's strict loader: Snakemake's keeps the last of a key
     written twice without a word."""
@@ -44,41 +47,41 @@ def check_or_exit(config: dict[str, Any], configfiles: list[Any]) -> None:
     try:
         for path in files:
             load_yaml_config(path)
-        check_config(config, ", ".join(files))
+        return check_config(config, ", ".join(files))
     except InputError as exc:
         print(f"mixscale: {exc.one_line()}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
-def _semantic_checks(config: dict[str, Any]) -> None:
+def _semantic_checks(config: Config) -> None:
     domains = config_domains(config)
-    if config.get("world"):  # the simulated world, or the world a table experiment is scored in
-        load_world(config["world"])
+    if config.world:  # the simulated world, or the world a table experiment is scored in
+        load_world(config.world)
     _check_run_tables(config)
     _check_eval_domains(config, domains)
     run_specs(config)
-    if "autoscale" in config:
-        [target_label(t) for t in config["autoscale"]["targets"]]
-    if config["backend"] == "torch":
+    if config.autoscale:
+        [target_label(t) for t in config.autoscale.targets]
+    if config.backend == "torch":
         torch_settings(config)
-        if config.get("model", {}).get("type"):  # the architecture builds (on the meta device)
+        if config.model.get("type"):  # the architecture builds (on the meta device)
             model_params(config, "proxy_params")
         task_entries(config)
-        if config.get("anneal"):
+        if config.anneal:
             target_task(config)
 
 
-def _check_run_tables(config: dict[str, Any]) -> None:
+def _check_run_tables(config: Config) -> None:
     """Backend tables: every scale's run table exists (a typo would fail only after the fits
     of the other scales)."""
-    for i, scale in enumerate(config.get("ddo", {}).get("scales", [])):
-        path = scale.get("runs")
+    for i, scale in enumerate(config.ddo.scales if config.ddo else []):
+        path = scale.runs
         if path is not None and not Path(path).is_file():
             raise InputError(
                 "config", f"ddo.scales[{i}].runs", f"{path}: file not found", "check the path"
             )
-    if config["backend"] == "tables" and "ddo" in config:
-        missing = [i for i, s in enumerate(config["ddo"]["scales"]) if "runs" not in s]
+    if config.backend == "tables" and config.ddo:
+        missing = [i for i, s in enumerate(config.ddo.scales) if s.runs is None]
         if missing:
             raise InputError(
                 "config",
@@ -88,13 +91,13 @@ def _check_run_tables(config: dict[str, Any]) -> None:
             )
 
 
-def _check_eval_domains(config: dict[str, Any], domains: list[str]) -> None:
+def _check_eval_domains(config: Config, domains: list[str]) -> None:
     """The objective's domains exist: the training domains (torch) or the world's evaluation
     domains (simulate). Run tables name theirs, so backend tables is checked by the fit."""
-    wanted = config.get("objective", {}).get("eval_domains") or []
-    if config["backend"] == "simulate":
-        domains = load_world(config["world"]).eval_domains
-    elif config["backend"] != "torch":
+    wanted = config.objective.eval_domains or []
+    if config.backend == "simulate":
+        domains = load_world(config.world).eval_domains
+    elif config.backend != "torch":
         return
     unknown = [d for d in wanted if d not in domains]
     if unknown:

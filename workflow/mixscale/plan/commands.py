@@ -15,7 +15,8 @@ from mixscale.config.tasks import TaskEntry
 
 # Every builder reads a config checked by mixscale.plan.check (the Snakefile checks it before any
 # rule is read): the schema's defaults are filled in, so none is written again here.
-from mixscale.plan.budget import anneal_training_cost, train_resources
+from mixscale.config.typed import Config
+from mixscale.plan.budget import anneal_training_cost, stage_eval_points, train_resources
 
 Item = str | tuple[str, Any] | None
 
@@ -36,80 +37,68 @@ def shell_args(*items: Item) -> str:
     return shlex.join(words)
 
 
-def world(config: dict[str, Any]) -> str | None:
-    return config.get("world") if config["backend"] == "simulate" else None
+def world(config: Config) -> str | None:
+    return config.world if config.backend == "simulate" else None
 
 
 # --- data ------------------------------------------------------------------------------------
 
 
-def split_flags(config: dict[str, Any]) -> tuple[Item, ...]:
+def split_flags(config: Config) -> tuple[Item, ...]:
     """The document shuffle and held-out size: the same for tokenizer, stores and tasks."""
-    data = config["data"]
-    return (("--seed", data["seed"]), ("--validation-bytes", data["validation_bytes"]))
+    return (("--seed", config.data.seed), ("--validation-bytes", config.data.validation_bytes))
 
 
-def corpus(config: dict[str, Any], domain: str, folder: str) -> str:
-    data = config["data"]
-    source = data.get("sources", {}).get(domain, "builtin")
+def corpus(config: Config, domain: str, folder: str) -> str:
+    data = config.data
+    source = data.sources.get(domain, "builtin")
     if not isinstance(source, str):
         source = json.dumps(source, separators=(",", ":"))
     return shell_args(
         ("--out", folder),
         ("--source", f"{domain}={source}"),
-        ("--max-bytes", data.get("max_bytes")),
-        ("--cache", data["downloads"]),
-        ("--seed", data["seed"]),
+        ("--max-bytes", data.max_bytes),
+        ("--cache", data.downloads),
+        ("--seed", data.seed),
     )
 
 
-def tokenizer(config: dict[str, Any]) -> str:
-    tok = config["data"]["tokenizer"]
-    how = (
-        ("--pretrained", tok["pretrained"])
-        if tok.get("pretrained")
-        else ("--vocab-size", tok["vocab_size"])
-    )
+def tokenizer(config: Config) -> str:
+    tok = config.data.tokenizer
+    how = ("--pretrained", tok.pretrained) if tok.pretrained else ("--vocab-size", tok.vocab_size)
     return shell_args(how, *split_flags(config))
 
 
-def tokens(config: dict[str, Any], domain: str) -> str:
+def tokens(config: Config, domain: str) -> str:
     return shell_args(("--domain", domain), *split_flags(config))
 
 
-def tasks(config: dict[str, Any]) -> str:
-    build = config["downstream"].get("embedded")
+def tasks(config: Config) -> str:
+    build = config.downstream.embedded
     return shell_args(*split_flags(config), ("--build", json.dumps(build) if build else None))
 
 
 # --- training ----------------------------------------------------------------------------------
 
 
-def eval_points(config: dict[str, Any], spec: dict[str, Any]) -> int:
-    """DDO fits use only a run's final losses: its runs may evaluate less often."""
-    if spec["stage"] in ("ddo", "anneal"):
-        return config[spec["stage"]].get("eval_points", config["eval_points"])
-    return config["eval_points"]
-
-
-def train(config: dict[str, Any], spec: dict[str, Any], settings: str, weights: list[str]) -> str:
+def train(config: Config, spec: dict[str, Any], settings: str, weights: list[str]) -> str:
     """Everything but the spec and the output: backend, world, settings, mixture file.
     ``weights``: the run's mixture file (verification); an annealing run's input is its base
     model, not a mixture."""
     mixture = weights[0] if weights and spec["stage"] != "anneal" else None
     return shell_args(
-        ("--backend", config["backend"]),
+        ("--backend", config.backend),
         ("--world", world(config)),
-        ("--settings", settings if config["backend"] == "torch" else None),
-        ("--eval-points", eval_points(config, spec)),
+        ("--settings", settings if config.backend == "torch" else None),
+        ("--eval-points", stage_eval_points(config, spec["stage"])),
         ("--weights", mixture),
     )
 
 
-def launcher(config: dict[str, Any], spec: dict[str, Any]) -> str:
+def launcher(config: Config, spec: dict[str, Any]) -> str:
     """Several GPUs per run: one process per GPU through torchrun, same code path (DDP)."""
     gpus = train_resources(config, spec, 1)["gpu"]
-    if config["backend"] == "torch" and gpus > 1:
+    if config.backend == "torch" and gpus > 1:
         return shell_args("torchrun", "--standalone", f"--nproc_per_node={gpus}", "-m", "mixscale")
     return "python -m mixscale"
 
@@ -121,41 +110,41 @@ def init_model(settings: str) -> str:
 # --- mixture: fits, predictions, verification --------------------------------------------------
 
 
-def ddo(config: dict[str, Any], scale_tokens: float) -> str:
+def ddo(config: Config, scale_tokens: float) -> str:
     """The fit and the objective from fit.* and objective.*, the scale's token total."""
-    fit, objective = config["fit"], config["objective"]
-    domains = objective.get("eval_domains")
+    fit, objective = config.fit, config.objective
+    domains = objective.eval_domains
     return shell_args(
         ("--tokens", scale_tokens),
-        ("--form", fit["form"]),
-        ("--loss", fit["loss"]),
-        ("--bootstrap", fit["bootstrap"]),
-        ("--objective", objective["kind"]),
+        ("--form", fit.form),
+        ("--loss", fit.loss),
+        ("--bootstrap", fit.bootstrap),
+        ("--objective", objective.kind),
         ("--eval-domains", ",".join(domains) if domains else None),
     )
 
 
-def predict(config: dict[str, Any], optima: list[str], target: float) -> str:
+def predict(config: Config, optima: list[str], target: float) -> str:
     return shell_args(
         *(("--optimum", path) for path in optima),
         ("--target", target),
-        ("--discrete", config["autoscale"]["discrete"]),
+        ("--discrete", config.autoscale.discrete),
     )
 
 
-def compare(config: dict[str, Any], target: float) -> str:
+def compare(config: Config, target: float) -> str:
     return shell_args(("--target", target), ("--world", world(config)))
 
 
 def report(
-    config: dict[str, Any],
+    config: Config,
     ddo_optima: list[str],
     predictions: list[str],
     compares: list[str],
     downstream: list[str],
 ) -> str:
     return shell_args(
-        ("--experiment", config["experiment"]),
+        ("--experiment", config.experiment),
         "--ddo",
         *ddo_optima,
         "--autoscale",
@@ -171,25 +160,25 @@ def report(
 
 
 def downstream(
-    config: dict[str, Any],
+    config: Config,
     entry: TaskEntry,
     spec: dict[str, Any] | None,
     run_folder: str,
     tasks_folder: str | None,
 ) -> str:
     """Everything but the output, from downstream.* and the run's spec (None: untrained)."""
-    down = config["downstream"]
+    down = config.downstream
     return shell_args(
         ("--model", os.path.join(run_folder, "model")),
         ("--task", entry.name),
         ("--shots", entry.shots),
         ("--metric", entry.metric),
-        ("--include-path", tasks_folder or down.get("include_path")),
-        ("--limit", down.get("limit")),
-        ("--datasets-cache", down.get("datasets_cache")),
-        ("--batch-size", down["batch_size"]),
-        ("--device", down["device"]),
-        ("--online", not down["offline"]),
+        ("--include-path", tasks_folder or down.include_path),
+        ("--limit", down.limit),
+        ("--datasets-cache", down.datasets_cache),
+        ("--batch-size", down.batch_size),
+        ("--device", down.device),
+        ("--online", not down.offline),
         # HF caches inside the run folder, one per task entry: parallel jobs share no lock
         ("--cache-dir", os.path.join(run_folder, "hf-cache", entry.id)),
         ("--label", (spec.get("method") or spec.get("source")) if spec else "untrained"),
@@ -201,31 +190,31 @@ def downstream(
 # --- annealing -----------------------------------------------------------------------------------
 
 
-def anneal_table(config: dict[str, Any], task: TaskEntry | None) -> str:
+def anneal_table(config: Config, task: TaskEntry | None) -> str:
     if task:
         return shell_args(("--task-metric", task.metric))
-    return shell_args(("--target", ",".join(config["anneal"]["target"]["domains"])))
+    return shell_args(("--target", ",".join(config.anneal.target.domains)))
 
 
-def anneal_costs(config: dict[str, Any]) -> str:
-    anneal = config["anneal"]
+def anneal_costs(config: Config) -> str:
+    anneal = config.anneal
     return shell_args(
-        ("--sources", json.dumps(anneal["sources"], separators=(",", ":"))),
-        ("--share", anneal["share"]),
+        ("--sources", json.dumps(anneal.sources, separators=(",", ":"))),
+        ("--share", anneal.share),
         ("--training-cost", f"{anneal_training_cost(config):.6g}"),
     )
 
 
-def utility(config: dict[str, Any], task: TaskEntry | None) -> str:
+def utility(config: Config, task: TaskEntry | None) -> str:
     """mixscale utility's options from anneal.*: allocation, extrapolation, bootstrap."""
-    anneal = config["anneal"]
+    anneal = config.anneal
     return shell_args(
-        ("--extrapolate", ",".join(f"{x:g}" for x in anneal["extrapolate"])),
-        ("--bootstrap", anneal["bootstrap"]),
-        ("--budget", anneal.get("allocate")),
+        ("--extrapolate", ",".join(f"{x:g}" for x in anneal.extrapolate)),
+        ("--bootstrap", anneal.bootstrap),
+        ("--budget", anneal.allocate),
         ("--direction", "higher" if task else None),  # a task score: higher is better
     )
 
 
-def anneal_report(config: dict[str, Any]) -> str:
-    return shell_args(("--unit", config["anneal"]["cost_unit"]))
+def anneal_report(config: Config) -> str:
+    return shell_args(("--unit", config.anneal.cost_unit))

@@ -3,15 +3,14 @@ domain its x factor and / factor runs), and the verification runs per target, me
 
 from __future__ import annotations
 
-from typing import Any
-
+from mixscale.config.typed import Config
 from mixscale.errors import InputError
 from mixscale.methods import check_methods
 from mixscale.plan.run import Run, distinct_labels, target_label
 
 
-def _base_weights(config: dict[str, Any], domains: list[str]) -> dict[str, float]:
-    base = config["ddo"]["base_weights"]
+def _base_weights(config: Config, domains: list[str]) -> dict[str, float]:
+    base = config.ddo.base_weights
     if base == "uniform":
         return {d: 1 / len(domains) for d in domains}
     missing = [d for d in domains if d not in base]
@@ -52,26 +51,26 @@ def perturb(base: dict[str, float], domain: str, factor: float, design: str) -> 
     return out
 
 
-def ddo_runs(config: dict[str, Any], domains: list[str]) -> list[Run]:
-    ddo = config["ddo"]
-    design, factor = ddo["design"], float(ddo["factor"])
+def ddo_runs(config: Config, domains: list[str]) -> list[Run]:
+    ddo = config.ddo
+    design, factor = ddo.design, float(ddo.factor)
     weights = _base_weights(config, domains)
     runs = []
-    for scale in ddo["scales"]:
-        if "runs" in scale:  # an external run table: nothing to train
+    for scale in ddo.scales:
+        if scale.runs is not None:  # an external run table: nothing to train
             continue
-        base = {d: weights[d] * float(scale["tokens"]) for d in domains}
+        base = {d: weights[d] * float(scale.tokens) for d in domains}
         mixtures = [("base", "", 1.0, base)]
         for d in domains:
             for f, tag in ((factor, "up"), (1 / factor, "down")):
                 mixtures.append((f"{d}-{tag}", d, f, perturb(base, d, f, design)))
-        for seed in range(int(ddo["seeds"])):
+        for seed in range(int(ddo.seeds)):
             for name, domain, f, tokens in mixtures:
                 runs.append(
                     Run(
-                        id=f"ddo-{scale['name']}-{name}-s{seed}",
+                        id=f"ddo-{scale.name}-{name}-s{seed}",
                         stage="ddo",
-                        scale=scale["name"],
+                        scale=scale.name,
                         seed=seed,
                         total_tokens=sum(tokens.values()),
                         tokens=tokens,
@@ -82,14 +81,13 @@ def ddo_runs(config: dict[str, Any], domains: list[str]) -> list[Run]:
     return runs
 
 
-def verify_runs(config: dict[str, Any]) -> list[Run]:
-    verify = config["verify"]
-    methods = verify["methods"]
+def verify_runs(config: Config) -> list[Run]:
+    verify = config.verify
     runs = []
-    for target in config["autoscale"]["targets"]:
+    for target in config.autoscale.targets:
         label = target_label(target)
-        for method in methods:
-            for seed in range(int(verify["seeds"])):
+        for method in verify.methods:
+            for seed in range(int(verify.seeds)):
                 runs.append(
                     Run(
                         id=f"verify-{label}-{method}-s{seed}",
@@ -103,19 +101,19 @@ def verify_runs(config: dict[str, Any]) -> list[Run]:
     return runs
 
 
-def check_mixture_stages(config: dict[str, Any], domains: list[str]) -> None:
+def check_mixture_stages(config: Config, domains: list[str]) -> None:
     """Checks the schema cannot express: order of scales and targets, names, methods."""
-    scales = config["ddo"]["scales"]
-    names = [s["name"] for s in scales]
+    scales = config.ddo.scales
+    names = [s.name for s in scales]
     if len(set(names)) != len(names):
         raise InputError("config", "ddo.scales[].name", "duplicate scale names", "make them unique")
-    totals = [float(s["tokens"]) for s in scales]
+    totals = [float(s.tokens) for s in scales]
     if totals != sorted(totals) or len(set(totals)) != len(totals):
         raise InputError(
             "config", "ddo.scales[].tokens", "scales must increase strictly", "sort them"
         )
-    distinct_labels(config["autoscale"]["targets"], "autoscale.targets")
-    for t in config["autoscale"]["targets"]:
+    distinct_labels(config.autoscale.targets, "autoscale.targets")
+    for t in config.autoscale.targets:
         if float(t) <= totals[-1]:
             raise InputError(
                 "config",

@@ -12,6 +12,7 @@ from typing import Any
 
 from mixscale.config.domains import config_domains, data_dir
 from mixscale.config.training import TrainSettings
+from mixscale.config.typed import Config
 from mixscale.errors import InputError
 from mixscale.methods import method
 from mixscale.plan.anneal import BASE_RUN, anneal_overrides, anneal_runs
@@ -19,15 +20,15 @@ from mixscale.plan.mixture import check_mixture_stages, ddo_runs, verify_runs
 from mixscale.plan.run import Run
 
 
-def make_plan(config: dict[str, Any], domains: list[str]) -> list[Run]:
+def make_plan(config: Config, domains: list[str]) -> list[Run]:
     runs = anneal_runs(config, domains)
-    if "ddo" in config:  # a mixture experiment (an annealing-only config has none)
+    if config.mixture:  # a mixture experiment (an annealing-only config has none)
         check_mixture_stages(config, domains)
         runs = ddo_runs(config, domains) + verify_runs(config) + runs
     return runs
 
 
-def run_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def run_specs(config: Config) -> dict[str, dict[str, Any]]:
     """Every planned run's spec (JSON-able), with fixed verification mixtures filled in."""
     domains = config_domains(config)
     specs = {}
@@ -43,21 +44,17 @@ def run_specs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return specs
 
 
-def base_model_dir(config: dict[str, Any]) -> str:
+def base_model_dir(config: Config) -> str:
     """Where the in-workflow stage-1 base model of an annealing experiment is saved."""
-    return f"results/{config['experiment']}/runs/{BASE_RUN}/model"
+    return f"{config.out}/runs/{BASE_RUN}/model"
 
 
-def torch_settings(config: dict[str, Any]) -> dict[str, Any]:
+def torch_settings(config: Config) -> dict[str, Any]:
     """What every training job of a torch experiment shares (one Snakemake param, so a change
     reruns the runs it affects). The train keys are checked here, when the DAG is built."""
-    train = dict(config.get("train", {}))
+    train = dict(config.train)
     TrainSettings.from_dict({**train, "seed": 0})
-    model = {
-        k: v
-        for k, v in config.get("model", {}).items()
-        if k not in ("name", "params", "proxy_params")
-    }
+    model = {k: v for k, v in config.model.items() if k not in ("name", "params", "proxy_params")}
     if not model.get("type") and not model.get("checkpoint"):
         raise InputError(
             "config", "model.type", "missing", "e.g. model: {type: gpt2, n_layer: 2, ...}"

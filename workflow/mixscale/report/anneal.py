@@ -7,7 +7,6 @@ from typing import Any
 
 from mixscale.core.utility import gains_by_budget, load_anneal_table
 from mixscale.fileio import atomic_write_text, read_json
-from mixscale.plan.anneal import target_domains
 from mixscale.report.common import markdown_table, save_figure
 
 
@@ -144,7 +143,3 @@ def plot_gain_curves(
     ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, png)
-
-
-def anneal_metric_note(config: dict[str, Any], domains: list[str]) -> str:
-    return "mean held-out loss over " + ", ".join(target_domains(config, domains))

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mixscale.config.typed import Config
 from mixscale.fileio import read_json
 from mixscale.plan.specs import run_specs
 from mixscale.report.summary import scale_verdict
@@ -49,9 +50,9 @@ def run_state(run_dir: Path, log: Path, marked: bool, now: float) -> dict[str, A
     return {"state": "not started"}
 
 
-def experiment_status(config: dict[str, Any], workdir: str | Path = ".") -> dict[str, Any]:
+def experiment_status(config: Config, workdir: str | Path = ".") -> dict[str, Any]:
     root = Path(workdir)
-    out = root / "results" / config["experiment"]
+    out = root / config.out
     marked = _incomplete_markers(root)
     now = time.time()
     runs = {}
@@ -64,19 +65,18 @@ def experiment_status(config: dict[str, Any], workdir: str | Path = ".") -> dict
     for info in runs.values():
         counts[info["state"]] = counts.get(info["state"], 0) + 1
     return {
-        "experiment": config["experiment"],
+        "experiment": config.experiment,
         "counts": counts,
         "runs": runs,
         "scales": _scales(config, out),
     }
 
 
-def _scales(config: dict[str, Any], out: Path) -> dict[str, str]:
-
+def _scales(config: Config, out: Path) -> dict[str, str]:
     verdicts = {}
-    for scale in config.get("ddo", {}).get("scales", []):
-        path = out / "ddo" / scale["name"] / "weights.json"
-        verdicts[scale["name"]] = (
+    for scale in config.ddo.scales if config.ddo else []:
+        path = out / "ddo" / scale.name / "weights.json"
+        verdicts[scale.name] = (
             scale_verdict(read_json(path)["fit"]) if path.is_file() else "not fitted yet"
         )
     return verdicts
