@@ -11,11 +11,11 @@ Anything else is a ``general`` design: it can still be fitted jointly, without p
 closed forms.
 
 Speed: a table with m domains has about 2m + 1 mixtures. Classifying every mixture against
-every candidate base one pair at a time is O(m^3) numpy calls (O(m^4) work once the
-fixed-total test runs), minutes at m = 1,000. Here one base is classified against all
-mixtures at once (``_classify_many``, the same elementwise arithmetic as ``classify``), and
-candidate bases that cannot reach the best score are ruled out cheaply before they are
-scored in full (``_best_design``).
+every candidate base one pair at a time is ~4m^2 ``classify`` calls, each up to m numpy calls
+(the fixed-total test loops over domains): O(m^4), over a minute at m = 100, days at m = 1,000.
+Here one base is classified against all mixtures at once (``_classify_many``, the same
+elementwise arithmetic as ``classify``), and candidate bases that cannot reach the best score
+are ruled out cheaply before they are scored in full (``_best_design``).
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ class Design:
 
     @cached_property
     def _by_domain(self) -> dict[int, list[Perturbation]]:
-        # Built once: a per-call scan of all perturbations made the fit O(m^2).
+        # Built on first use (perturbations are not changed after construction): a scan of
+        # all perturbations per call made the fit O(m^2).
         index: dict[int, list[Perturbation]] = {}
         for p in self.perturbations:
             index.setdefault(p.domain, []).append(p)
@@ -102,7 +103,7 @@ def _classify_many(
     single row, broadcast). Returns (kind code, domain, factor) per pair; domain and factor
     are meaningful where kind is not _NONE.
 
-    The tests are ``classify``'s, rewritten without its loop over domains:
+    The conditions are ``classify``'s, rewritten without its loop over domains:
     * Algorithm 1: exactly m - 1 ratios are close to 1.
     * Fixed total, perturbed domain j != 0: ``rest[0]`` is ratio[0], so every ratio except
       ratio[j] is close to ratio[0] and ratio[j] is not: ratio[j] is the only one not close.
@@ -187,8 +188,8 @@ def _best_design(mixtures: np.ndarray) -> Design:
     n_groups = len(mixtures)
     sums = _row_sums(mixtures)
     first = _likely_base(mixtures)
-    best_p = len(_design_from_base(mixtures, first, sums).perturbations)
-    allowed = n_groups - 1 - best_p  # misses a base may have and still tie the first
+    first_design = _design_from_base(mixtures, first, sums)
+    allowed = n_groups - 1 - len(first_design.perturbations)  # misses that can still tie it
     alive = np.ones(n_groups, dtype=bool)
     misses = np.zeros(n_groups, dtype=int)
     for w in range(n_groups):
@@ -200,7 +201,10 @@ def _best_design(mixtures: np.ndarray) -> Design:
         misses[cand] += kind == _NONE
         alive[cand] = misses[cand] <= allowed
     alive[first] = True
-    survivors = [_design_from_base(mixtures, int(b), sums) for b in np.flatnonzero(alive)]
+    survivors = [
+        first_design if b == first else _design_from_base(mixtures, int(b), sums)
+        for b in np.flatnonzero(alive)
+    ]
     return max(survivors, key=_score)  # in table order: max() keeps the first of equal scores
 
 
