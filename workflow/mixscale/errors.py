@@ -18,4 +18,11 @@ class InputError(Exception):
         text = f"{where}: {self.problem}"
         if self.fix:
             text += f" (fix: {self.fix})"
-        return text
+        # a key or value with a line break in it stays on the one line, escaped
+        return text.translate(_ESCAPE_BREAKS)
+
+
+# every character str.splitlines() breaks a line at
+_ESCAPE_BREAKS = str.maketrans(
+    {c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+)

@@ -4,6 +4,7 @@ checks that need the plan are ``mixscale.plan.check``."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -43,12 +44,32 @@ def schema_default(dotted: str) -> Any:
 def validate_schema(config: dict[str, Any], source: str) -> dict[str, Any]:
     """Validate against the schema and fill its defaults into config (in place): the schema is
     the one place every default is written. Raises InputError naming source."""
+    _check_keys_and_numbers(config, source, "")
     schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))  # fresh: defaults get filled in
     error = best_match(Draft202012Validator(schema).iter_errors(config))
     if error is not None:
         raise schema_error(error, source)
     _with_defaults(Draft202012Validator)(schema).validate(config)
     return config
+
+
+def _check_keys_and_numbers(node: Any, source: str, where: str) -> None:
+    """What JSON Schema lets through: a key YAML read as a number or a boolean (`2020:`,
+    `no:`), and NaN or infinity (they pass every minimum and maximum)."""
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in items:
+        field = _join(where, str(key)) if isinstance(node, dict) else f"{where}[{key}]"
+        if isinstance(node, dict) and not isinstance(key, str):
+            raise InputError(
+                source,
+                field,
+                f"key {key!r} is read as {type(key).__name__}, not text",
+                f"quote it: '{key}'",
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(source, field, f"{value} is not a finite number", "give a number")
+        if isinstance(value, dict | list):
+            _check_keys_and_numbers(value, source, field)
 
 
 def schema_error(error: ValidationError, source: str) -> InputError:
@@ -72,6 +93,18 @@ def schema_error(error: ValidationError, source: str) -> InputError:
                 source, field, f"name {value!r} not allowed", f"use only {rule} (no '/' or spaces)"
             )
         return InputError(source, field, f"{value!r} not allowed", f"use {rule}")
+    if kind == "dependentRequired":  # ddo without autoscale
+        needed = next(
+            (
+                m
+                for k, ms in error.validator_value.items()
+                if k in value
+                for m in ms
+                if m not in value
+            ),
+            "?",
+        )
+        return InputError(source, needed, "missing: ddo needs it", "add autoscale.targets")
     if kind == "maxLength":
         return InputError(
             source, field, f"longer than {error.validator_value} characters", "shorten it"
