@@ -38,6 +38,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, assume, example, given, reject, settings
 from hypothesis import strategies as st
+from test_bad_inputs import ANNEAL, BASE, TORCH
 
 from conftest import ROOT, alg1_mixtures, fixed_total_mixtures
 from mixscale.errors import InputError
@@ -155,21 +156,8 @@ def config_bugs(config: dict[str, Any]) -> frozenset[str]:
 
 # --- configs ---------------------------------------------------------------------------------
 
-# the valid starting points of tests/test_bad_inputs.py
-BASE = {
-    "experiment": "bad",
-    "backend": "simulate",
-    "world": "separable",
-    "fit": {"form": "auto", "loss": "linear", "bootstrap": 10},
-    "ddo": {
-        "seeds": 1,
-        "scales": [{"name": "1M", "tokens": 1.0e6}, {"name": "3M", "tokens": 3.0e6}],
-    },
-    "autoscale": {"targets": [3.0e7]},
-    "verify": {"methods": ["autoscale", "uniform"]},
-}
-TORCH = yaml.safe_load((ROOT / "tests/configs/torch-tiny.yaml").read_text())
-ANNEAL = yaml.safe_load((ROOT / "tests/configs/anneal-tiny.yaml").read_text())
+# the valid starting points: BASE (simulate), TORCH and ANNEAL of tests/test_bad_inputs.py
+
 # the DDO sweeps of examples/ as run tables (the table case of tests/test_bad_inputs.py)
 TABLES = {
     "experiment": "tables",
