@@ -102,7 +102,7 @@ def leave_the_cluster_clean():
     if controller_problem() is None:
         subprocess.run(["scancel", "--user", str(os.getuid())], check=False)
         node = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
-        if any(s in sinfo_state(node) for s in ("down", "drain")):
+        if any(s in node_state(node) for s in ("DOWN", "DRAIN", "FAIL")):
             subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=False)
 
 
@@ -216,19 +216,19 @@ def short_mtime(workdir: Path) -> int:
     return (workdir / "results/slurm-torch/runs" / SHORT / "metrics.json").stat().st_mtime_ns
 
 
-def wait_for(condition, timeout: float, what: str, sweep: subprocess.Popen | None = None):
-    """Poll condition until it holds; fail at once if the sweep it waits on has ended."""
-    import time
-
+def wait_for(condition, timeout: float, what, sweep: subprocess.Popen | None = None):
+    """Poll condition until it holds; fail at once if the sweep it waits on has ended. what
+    names the awaited event (a string, or a function giving one when the wait fails)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = condition()
         if value:
             return value
         if sweep is not None and sweep.poll() is not None:
-            raise AssertionError(f"the sweep ended (exit {sweep.returncode}) before {what}")
+            described = what() if callable(what) else what
+            raise AssertionError(f"the sweep ended (exit {sweep.returncode}) before {described}")
         time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
 
 
 def start_sweep(workdir: Path, config: Path, *extra: str) -> subprocess.Popen:
@@ -307,7 +307,9 @@ def test_node_down_mid_job_then_back(prepared, tmp_path):
             ["scontrol", "update", f"nodename={node}", "state=down", "reason=mixscale-test"],
             check=True,
         )
-        wait_for(lambda: "down" in sinfo_state(node), 60, "node down")
+        # scontrol's State shows the flags too (DOWN+DRAIN reads "drained" in sinfo)
+        seen: list[str] = []
+        wait_for(lambda: "DOWN" in seen_state(node, seen), 120, lambda: f"node down (seen {seen})")
     finally:
         subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=False)
     # SLURM requeued the job (same id) and holds it ~2 minutes (BeginTime) before it is
@@ -341,10 +343,20 @@ def job_field(job: int, name: str) -> str:
     return found.group(1) if found else ""
 
 
-def sinfo_state(node: str) -> str:
-    return subprocess.run(
-        ["sinfo", "-h", "-n", node, "-o", "%T"], capture_output=True, text=True
-    ).stdout
+def node_state(node: str) -> str:
+    """The node's State field with its flags (e.g. IDLE, MIXED+COMPLETING, DOWN+DRAIN); empty
+    if the controller did not answer."""
+    text = subprocess.run(["scontrol", "show", "node", node], capture_output=True, text=True).stdout
+    found = re.search(r"\bState=(\S+)", text)
+    return found.group(1) if found else ""
+
+
+def seen_state(node: str, seen: list[str]) -> str:
+    """node_state, remembering each new state in seen (for the message if a wait times out)."""
+    state = node_state(node) or "(no answer)"
+    if not seen or seen[-1] != state:
+        seen.append(state)
+    return state
 
 
 def test_killed_controller_then_documented_recovery(prepared, tmp_path):
