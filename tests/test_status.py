@@ -63,3 +63,26 @@ def test_status_cli(tmp_path, cli):
     result = cli("status", "--configfile", str(path), "--directory", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "experiment st: 23 runs: 23 not started" in result.stdout
+
+
+def test_damaged_outputs_are_named_not_taken_as_finished(tmp_path, cli):
+    """A finished run's metrics.json emptied or truncated (a full disk, a stray editor), and a
+    scale's weights.json that is not the fit's: status names each, with the fix, and exits 0."""
+    config = _config()
+    ids = list(run_specs(with_defaults(config)))
+    runs = tmp_path / "results/st/runs"
+    for run_id, text in ((ids[0], ""), (ids[1], '{"loss": 2.'), (ids[2], "[1, 2]")):
+        (runs / run_id).mkdir(parents=True)
+        (runs / run_id / "metrics.json").write_text(text)
+    (tmp_path / "results/st/ddo/a").mkdir(parents=True)
+    (tmp_path / "results/st/ddo/a/weights.json").write_text('{"weights": {}}')
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = cli("status", "--configfile", str(path), "--directory", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "23 runs: 3 damaged, 20 not started" in result.stdout
+    for run_id in ids[:3]:
+        line = next(x for x in result.stdout.splitlines() if run_id in x)
+        assert line.split()[0] == "damaged" and "delete it and rerun" in line, line
+    assert "not a JSON object" in result.stdout
+    assert "a: damaged: no 'fit'" in result.stdout

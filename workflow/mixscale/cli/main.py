@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from mixscale.cli import data, evaluate, experiment, math, report, train
-from mixscale.errors import InputError
+from mixscale.errors import InputError, environment_error
 from mixscale.fileio import write_json
 
 GROUPS = (math, train, data, evaluate, experiment, report)
@@ -36,6 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_json(args.out, result)
     except InputError as exc:
         print(f"mixscale {args.command}: error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        problem = environment_error(exc)  # a full disk, a read-only folder
+        if problem is None:
+            raise
+        print(f"mixscale {args.command}: error: {problem.one_line()}", file=sys.stderr)
         return 2
     if getattr(args, "out", None):
         print(f"mixscale {args.command}: wrote {args.out}", file=sys.stderr)

@@ -6,6 +6,7 @@ documented fallback: the data give no evidence to move them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +117,16 @@ def optimize(
     else:
         model_value = 0.0
     total = sum(tokens.values())
+    if not (math.isfinite(total) and total > 0):
+        # A target many orders of magnitude below the sweep: the optimum is lost in the
+        # floating-point resolution of the fitted shifts (seen at 10 tokens for a 1e17 sweep).
+        raise InputError(
+            "solve",
+            "--tokens" if total_tokens is not None else "--budget",
+            f"the fitted laws give no mixture at {resource:.3g} (the sweep ran at "
+            f"{fit.base_total_tokens:.3g} tokens)",
+            "solve at a scale within a few orders of magnitude of the sweep",
+        )
     ordered = {d: tokens[d] for d in domains}
     out: dict[str, Any] = {
         "total_tokens": total,

@@ -64,6 +64,16 @@ class RunTable:
         write_tsv(path, header, rows)
 
 
+# What a cell can hold. Token counts are whole tokens of a real run: under one is a share
+# written as a count, above 1e18 (100,000x the largest runs published) a unit slip; either
+# would overflow the fits (found by tests/test_properties.py). A validation cross-entropy in
+# nats is ~ln(vocabulary) at worst (~14 for a million-token vocabulary): far above 1e6 the
+# run diverged.
+TOKEN_RANGE = (1.0, 1e18)
+LOSS_RANGE = (0.0, 1e6)
+LOSS_FIX = "give the validation cross-entropy in nats"
+
+
 def load_run_table(path: str | Path) -> RunTable:
     source = str(path)
     header, rows = read_tsv_rows(path)
@@ -99,7 +109,8 @@ def _valid_numbers(
     rows: list[list[str]], positions: list[int], positive: bool
 ) -> np.ndarray | None:
     """The cells at ``positions`` of every row as a (rows x positions) float array, if all are
-    valid: finite, and > 0 (``positive``, tokens) or >= 0 (losses). None otherwise.
+    valid: finite and within TOKEN_RANGE (``positive``, tokens) or LOSS_RANGE (losses). None
+    otherwise.
 
     The fast path: one ``float`` per cell, as ``parse_number`` does, without a Python call and
     checks per cell (a 1,000-domain table has 4 million cells). Any invalid cell sends the
@@ -115,7 +126,8 @@ def _valid_numbers(
     except (ValueError, TypeError, IndexError):  # the cell-by-cell loop reports it
         return None
     values = flat.reshape(len(rows), width)
-    if not np.all(np.isfinite(values)) or not np.all(values > 0 if positive else values >= 0):
+    low, high = TOKEN_RANGE if positive else LOSS_RANGE
+    if not np.all(np.isfinite(values)) or not np.all((values >= low) & (values <= high)):
         return None
     return values
 
@@ -134,22 +146,35 @@ def _parse_cells(
         row_no = r + 2  # header is line 1
         for j, col in enumerate(token_cols):
             value = parse_number(source, row_no, col, cells[index[col]])
+            where = f"row {row_no}, column {col}"
             if value <= 0:
                 raise InputError(
                     source,
-                    f"row {row_no}, column {col}",
+                    where,
                     f"tokens must be > 0, got {cells[index[col]]}",
                     "the power laws are in log tokens; give every trained domain some tokens",
+                )
+            if not TOKEN_RANGE[0] <= value <= TOKEN_RANGE[1]:
+                raise InputError(
+                    source,
+                    where,
+                    f"{cells[index[col]]} tokens is outside [1, {TOKEN_RANGE[1]:.0e}]",
+                    "give the number of training tokens of that domain (not a share)",
                 )
             tokens[r, j] = value
         for j, col in enumerate(loss_cols):
             value = parse_number(source, row_no, col, cells[index[col]])
+            where = f"row {row_no}, column {col}"
             if value < 0:
                 raise InputError(
+                    source, where, f"loss must be >= 0, got {cells[index[col]]}", LOSS_FIX
+                )
+            if value > LOSS_RANGE[1]:
+                raise InputError(
                     source,
-                    f"row {row_no}, column {col}",
-                    f"loss must be >= 0, got {cells[index[col]]}",
-                    "give the validation cross-entropy in nats",
+                    where,
+                    f"a loss of {cells[index[col]]} (above {LOSS_RANGE[1]:.0e}): the run diverged?",
+                    "rerun or drop that run; " + LOSS_FIX,
                 )
             losses[r, j] = value
     return tokens, losses

@@ -418,24 +418,38 @@ def _hf_docs(spec: dict[str, Any]) -> Iterator[str]:
     import datasets
 
     text_field = spec.get("text_field", "text")
-    if spec.get("from_disk"):
-        data = datasets.load_from_disk(spec["hf"])
-        if isinstance(data, datasets.DatasetDict):
-            data = data[spec.get("split", "train")]
-    else:
-        data = datasets.load_dataset(
+    try:
+        data = _hf_dataset(spec, datasets)
+    except (OSError, ValueError, KeyError) as exc:  # unreachable hub, missing name or split
+        message = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(
             spec["hf"],
-            spec.get("name"),
-            split=spec.get("split", "train"),
-            data_files=spec.get("data_files"),
-            streaming=bool(spec.get("streaming", False)),
-        )
+            "hf",
+            f"could not load the dataset: {message}",
+            "give a dataset saved on disk (from_disk: true) or a local path, or fetch it once "
+            "where the hub is reachable (it is cached; HF_DATASETS_OFFLINE=1 reads the cache)",
+        ) from exc
     for record in data:
         if text_field not in record:
             raise InputError(
                 spec["hf"], "text_field", f"no column '{text_field}'", "name the text column"
             )
         yield record[text_field]
+
+
+def _hf_dataset(spec: dict[str, Any], datasets):
+    if spec.get("from_disk"):
+        data = datasets.load_from_disk(spec["hf"])
+        if isinstance(data, datasets.DatasetDict):
+            data = data[spec.get("split", "train")]
+        return data
+    return datasets.load_dataset(
+        spec["hf"],
+        spec.get("name"),
+        split=spec.get("split", "train"),
+        data_files=spec.get("data_files"),
+        streaming=bool(spec.get("streaming", False)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

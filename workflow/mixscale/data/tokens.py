@@ -99,7 +99,7 @@ def train_tokenizer(
 
 def pretrained_tokenizer(name: str, out_dir: str) -> dict[str, Any]:
     """A named tokenizer (hub or local folder; on a cluster), saved as the experiment's own."""
-    tokenizer = load_tokenizer(name)
+    tokenizer = load_tokenizer(name, field="data.tokenizer.pretrained")
     if tokenizer.eos_token_id is None:
         raise InputError(name, "eos_token", "the tokenizer has no EOS token", "pick another one")
     info = {"vocab_size": len(tokenizer), "pretrained": name, "kind": "pretrained"}
@@ -109,7 +109,7 @@ def pretrained_tokenizer(name: str, out_dir: str) -> dict[str, Any]:
     return info
 
 
-def load_tokenizer(name_or_dir: str):
+def load_tokenizer(name_or_dir: str, field: str = "tokenizer"):
     from transformers import AutoTokenizer
 
     path = Path(name_or_dir)
@@ -117,7 +117,20 @@ def load_tokenizer(name_or_dir: str):
         raise InputError(
             str(path), "tokenizer", "no tokenizer.json in the folder", "train it first"
         )
-    return AutoTokenizer.from_pretrained(name_or_dir)
+    try:
+        return AutoTokenizer.from_pretrained(name_or_dir)
+    except OSError as exc:  # not on the hub, the hub unreachable (offline node), not in cache
+        raise InputError(
+            "config" if field != "tokenizer" else name_or_dir,
+            field,
+            f"could not load '{name_or_dir}': {first_line(exc)}",
+            "give a local folder holding tokenizer.json, or fetch the tokenizer once where the "
+            "hub is reachable (it is cached; HF_HUB_OFFLINE=1 then reads the cache)",
+        ) from exc
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _domain_seed(seed: int, domain: str) -> int:

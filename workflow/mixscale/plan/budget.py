@@ -33,6 +33,25 @@ def model_params(config: Config, key: str) -> float:
     return float(value)
 
 
+# Bounds checked before the architecture is built: building allocates a module per layer (about
+# 2 ms each, even on the meta device), so a layer count of 1e30 would hang the check. The largest
+# published models have ~130 layers; every other size field fits a 64-bit tensor dimension.
+MAX_LAYERS = 1024
+MAX_SIZE = 2**40
+
+
+def check_architecture_sizes(spec: dict[str, Any]) -> None:
+    """Refuse, in one line, a size field of the model that no machine could build."""
+    for key, value in spec.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        limit = MAX_LAYERS if "layer" in key else MAX_SIZE
+        if value > limit:
+            raise InputError(
+                "config", f"model.{key}", f"{value:g} is too large", f"at most {limit:,}"
+            )
+
+
 @lru_cache(maxsize=8)
 def architecture_params(what_json: str) -> int:
     """Exact parameter count of the configured architecture (built on the meta device: no memory,
@@ -50,6 +69,7 @@ def architecture_params(what_json: str) -> int:
     spec.setdefault(key, seq_len)
     spec.setdefault("eos_token_id", 0)  # the architecture's default may lie outside the vocabulary
     spec.setdefault("bos_token_id", 0)
+    check_architecture_sizes({**spec, "vocab_size": vocab})
     try:
         arch = AutoConfig.for_model(model_type, vocab_size=vocab, **spec)
         with torch.device("meta"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mixscale.fileio import naming_the_file
+
 
 def fmt(value: Any, digits: int = 4) -> str:
     if value is None:
@@ -25,6 +27,10 @@ def save_figure(fig, png: Path) -> None:
 
     png.parent.mkdir(parents=True, exist_ok=True)
     tmp = png.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(png)
+    try:
+        with naming_the_file(png):
+            fig.savefig(tmp, dpi=110)
+            tmp.replace(png)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves nothing behind

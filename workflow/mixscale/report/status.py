@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mixscale.config.typed import Config
+from mixscale.errors import InputError
 from mixscale.fileio import read_json
 from mixscale.plan.specs import run_specs
 from mixscale.report.summary import scale_verdict
@@ -36,7 +37,11 @@ def _incomplete_markers(workdir: Path) -> set[str]:
 
 
 def run_state(run_dir: Path, log: Path, marked: bool, now: float) -> dict[str, Any]:
-    if (run_dir / "metrics.json").is_file():
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file():
+        problem = unreadable_json(metrics)
+        if problem:  # Snakemake takes the run as done; every table built from it would fail
+            return {"state": "damaged", "problem": problem}
         return {"state": "finished"}
     checkpoints = sorted((run_dir / "checkpoints").glob("step-*.pt"))
     newest = [p for p in ([*checkpoints[-1:], log]) if p.exists()]
@@ -76,20 +81,39 @@ def _scales(config: Config, out: Path) -> dict[str, str]:
     verdicts = {}
     for scale in config.ddo.scales if config.ddo else []:
         path = out / "ddo" / scale.name / "weights.json"
-        verdicts[scale.name] = (
-            scale_verdict(read_json(path)["fit"]) if path.is_file() else "not fitted yet"
-        )
+        if not path.is_file():
+            verdicts[scale.name] = "not fitted yet"
+        elif problem := unreadable_json(path, "fit"):
+            verdicts[scale.name] = f"damaged: {problem} (delete {path} and rerun)"
+        else:
+            verdicts[scale.name] = scale_verdict(read_json(path)["fit"])
     return verdicts
 
 
+def unreadable_json(path: Path, key: str | None = None) -> str | None:
+    """Why a finished output cannot be read (emptied, truncated, not a JSON object, missing
+    ``key``), or None."""
+    try:
+        data = read_json(path)
+    except InputError as exc:
+        return exc.problem
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if key is not None and key not in data:
+        return f"no '{key}'"
+    return None
+
+
 def format_status(status: dict[str, Any], verbose: bool = False) -> str:
-    order = ("finished", "running?", "interrupted", "started", "not started")
+    order = ("finished", "damaged", "running?", "interrupted", "started", "not started")
     total = sum(status["counts"].values())
     counts = ", ".join(f"{status['counts'][s]} {s}" for s in order if s in status["counts"])
     lines = [f"experiment {status['experiment']}: {total} runs: {counts}"]
     for run_id, info in status["runs"].items():
         if verbose or info["state"] != "finished":
             extra = f" (resumes at step {info['resume_step']})" if "resume_step" in info else ""
+            if info["state"] == "damaged":
+                extra = f" (metrics.json: {info['problem']}; delete it and rerun: it trains again)"
             lines.append(f"  {info['state']:12s} {run_id}{extra}")
     if status["scales"]:
         lines.append("DDO scales:")

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from mixscale.fileio import naming_the_file
+
 KEEP_CHECKPOINTS = 2
 
 
@@ -68,10 +70,15 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:09d}.pt"
     tmp = folder / f".step-{step:09d}.pt.tmp"
-    torch.save(state, tmp)
-    with tmp.open("rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
+    try:
+        with naming_the_file(final), tmp.open("wb") as fh:
+            torch.save(state, fh)  # through a Python file: a full disk raises OSError
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the checkpoints before it stay the ones to resume from
+        raise
     for old in sorted(folder.glob("step-*.pt"))[:-KEEP_CHECKPOINTS]:
         old.unlink(missing_ok=True)
     return final
