@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from mixscale.config.check import schema_default
 from mixscale.errors import InputError
 
 
@@ -79,3 +80,48 @@ def checked_config(paths: list[str]):
 
     config = load_configs(paths)
     return check_config(config, ", ".join(paths))
+
+
+def add_objective_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--objective",
+        default=schema_default("objective.kind"),
+        choices=["mean", "perplexity"],
+        help="mean validation loss (default) or mean perplexity exp(loss)",
+    )
+    p.add_argument("--eval-weights", help="weighted mean over evaluation domains: a=0.5,b=0.5")
+    p.add_argument("--eval-domains", help="use only these evaluation domains: a,b")
+
+
+def add_constraint_args(p: argparse.ArgumentParser, with_cost: bool = True) -> None:
+    p.add_argument(
+        "--min-weight",
+        action="append",
+        metavar="[DOMAIN=]W",
+        help="minimum weight, for all domains or one (repeatable)",
+    )
+    p.add_argument("--max-weight", action="append", metavar="[DOMAIN=]W")
+    p.add_argument("--max-tokens", action="append", metavar="DOMAIN=N", help="cap in tokens")
+    p.add_argument(
+        "--available",
+        action="append",
+        metavar="DOMAIN=N",
+        help="tokens the domain holds (with --max-epochs)",
+    )
+    p.add_argument("--max-epochs", type=number, help="cap each domain at this many passes")
+    if with_cost:
+        p.add_argument("--cost", action="append", metavar="DOMAIN=C", help="cost per token")
+
+
+def constraints_from(args: argparse.Namespace):
+
+    from mixscale.core.ddo import Constraints
+
+    return Constraints(
+        min_weight=pairs(args.min_weight, "--min-weight", "*"),
+        max_weight=pairs(args.max_weight, "--max-weight", "*"),
+        max_tokens=pairs(args.max_tokens, "--max-tokens"),
+        available=pairs(args.available, "--available"),
+        max_epochs=args.max_epochs,
+        cost=pairs(getattr(args, "cost", None), "--cost"),
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mixscale.cli.args import number, pairs
+from mixscale.cli.args import add_constraint_args, add_objective_args, constraints_from, number
 from mixscale.config.check import schema_default
 from mixscale.errors import InputError
 from mixscale.fileio import read_json
@@ -23,14 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--budget", type=number, help="instead of --tokens: a cost budget (needs --cost)"
     )
-    _add_constraint_args(p)
+    add_constraint_args(p)
     p.add_argument("--out", required=True, help="WEIGHTS.json")
     p.set_defaults(handler=cmd_solve)
 
     p = sub.add_parser("ddo", help="fit + solve in one step, with bootstrap intervals")
     _add_fit_args(p)
     p.add_argument("--tokens", type=number, required=True)
-    _add_constraint_args(p)
+    add_constraint_args(p)
     p.add_argument("--bootstrap", type=int, default=schema_default("fit.bootstrap"), help="0: off")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figure", help="also draw the per-domain fits (PNG)")
@@ -74,17 +74,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_world)
 
 
-def _add_objective_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--objective",
-        default=schema_default("objective.kind"),
-        choices=["mean", "perplexity"],
-        help="mean validation loss (default) or mean perplexity exp(loss)",
-    )
-    p.add_argument("--eval-weights", help="weighted mean over evaluation domains: a=0.5,b=0.5")
-    p.add_argument("--eval-domains", help="use only these evaluation domains: a,b")
-
-
 def _add_fit_args(p: argparse.ArgumentParser) -> None:
 
     from mixscale.core.forms import FORM_CHOICES
@@ -106,40 +95,7 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--unit", type=number, help="token unit of the paper's forms (default: base total)"
     )
-    _add_objective_args(p)
-
-
-def _add_constraint_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--min-weight",
-        action="append",
-        metavar="[DOMAIN=]W",
-        help="minimum weight, for all domains or one (repeatable)",
-    )
-    p.add_argument("--max-weight", action="append", metavar="[DOMAIN=]W")
-    p.add_argument("--max-tokens", action="append", metavar="DOMAIN=N", help="cap in tokens")
-    p.add_argument(
-        "--available",
-        action="append",
-        metavar="DOMAIN=N",
-        help="tokens the domain holds (with --max-epochs)",
-    )
-    p.add_argument("--max-epochs", type=number, help="cap each domain at this many passes")
-    p.add_argument("--cost", action="append", metavar="DOMAIN=C", help="cost per token")
-
-
-def _constraints(args: argparse.Namespace):
-
-    from mixscale.core.ddo import Constraints
-
-    return Constraints(
-        min_weight=pairs(args.min_weight, "--min-weight", "*"),
-        max_weight=pairs(args.max_weight, "--max-weight", "*"),
-        max_tokens=pairs(args.max_tokens, "--max-tokens"),
-        available=pairs(args.available, "--available"),
-        max_epochs=args.max_epochs,
-        cost=pairs(args.cost, "--cost"),
-    )
+    add_objective_args(p)
 
 
 def _fit_from_args(args: argparse.Namespace):
@@ -183,7 +139,7 @@ def cmd_solve(args: argparse.Namespace) -> dict[str, Any]:
         # a budget is in cost units: without costs it would silently mean 1 per token
         raise InputError("--budget", "--cost", "missing", "give each domain's --cost D=C")
     fit = FitResult.from_json(read_json(args.fit), args.fit)
-    return optimize(fit, args.tokens, _constraints(args), args.budget)
+    return optimize(fit, args.tokens, constraints_from(args), args.budget)
 
 
 def cmd_ddo(args: argparse.Namespace) -> dict[str, Any]:
@@ -193,7 +149,7 @@ def cmd_ddo(args: argparse.Namespace) -> dict[str, Any]:
     from mixscale.report.summary import plot_fits
 
     table, objective, fit = _fit_from_args(args)
-    constraints = _constraints(args)
+    constraints = constraints_from(args)
     out = optimize(fit, args.tokens, constraints)
     boots = (
         bootstrap_fits(

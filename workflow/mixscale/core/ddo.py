@@ -30,7 +30,7 @@ class Constraints:
         return table.get(domain, table.get("*", default))
 
 
-def _check_names(constraints: Constraints, domains: list[str]) -> None:
+def check_constraint_names(constraints: Constraints, domains: list[str]) -> None:
     for label, table in (
         ("--min-weight", constraints.min_weight),
         ("--max-weight", constraints.max_weight),
@@ -45,9 +45,7 @@ def _check_names(constraints: Constraints, domains: list[str]) -> None:
                 )
 
 
-def _token_bounds(
-    constraints: Constraints, domain: str, total: float | None
-) -> tuple[float, float]:
+def token_bounds(constraints: Constraints, domain: str, total: float | None) -> tuple[float, float]:
     lo_w = constraints.lookup(constraints.min_weight, domain, 0.0)
     hi_w = constraints.lookup(constraints.max_weight, domain, 1.0)
     cap = constraints.lookup(constraints.max_tokens, domain, np.inf)
@@ -67,7 +65,7 @@ def optimize(
     """WEIGHTS.json content: the optimum at ``total_tokens`` (or for ``budget`` in cost units)."""
     constraints = constraints or Constraints()
     domains = list(fit.domains)
-    _check_names(constraints, domains)
+    check_constraint_names(constraints, domains)
     if (total_tokens is None) == (budget is None):
         raise InputError("solve", "--tokens/--budget", "give exactly one", "e.g. --tokens 3e9")
     if total_tokens is not None and total_tokens <= 0:
@@ -83,7 +81,7 @@ def optimize(
         raise InputError("--cost", "value", "costs per token must be > 0", "e.g. --cost web=1")
     usable = [d for d in domains if fit.domains[d].usable]
     held = [d for d in domains if not fit.domains[d].usable]
-    bounds = {d: _token_bounds(constraints, d, total_tokens) for d in domains}
+    bounds = {d: token_bounds(constraints, d, total_tokens) for d in domains}
     tokens: dict[str, float] = {}
     resource = float(total_tokens if total_tokens is not None else budget)  # type: ignore[arg-type]
     # In budget mode a held domain keeps its base weight of the base run's total: the only

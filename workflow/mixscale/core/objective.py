@@ -30,6 +30,11 @@ class Objective:
 
     def evaluate(self, eval_domains: list[str], losses: np.ndarray, source: str = "objective"):
         """Objective per row of ``losses`` (runs x eval_domains)."""
+        values = np.exp(losses) if self.kind == "perplexity" else losses
+        return values @ self.domain_weights(eval_domains, source)
+
+    def domain_weights(self, eval_domains: list[str], source: str = "objective") -> np.ndarray:
+        """Each evaluation domain's weight in the objective (summing to 1; 0 if not chosen)."""
         if self.kind not in KINDS:
             raise InputError(source, "kind", f"unknown objective '{self.kind}'", f"use {KINDS}")
         chosen = self.domains or (list(self.weights) if self.weights else list(eval_domains))
@@ -45,11 +50,9 @@ class Objective:
         w = np.array([self.weights.get(d, 0.0 if self.weights else 1.0) for d in chosen])
         if np.any(w < 0) or w.sum() <= 0:
             raise InputError(source, "weights", "must be >= 0 with a positive sum", "fix them")
-        w = w / w.sum()
-        values = losses[:, cols]
-        if self.kind == "perplexity":
-            values = np.exp(values)
-        return values @ w
+        full = np.zeros(len(eval_domains))
+        np.add.at(full, cols, w / w.sum())
+        return full
 
 
 def parse_objective(kind: str, weights: str | None, domains: str | None) -> Objective:

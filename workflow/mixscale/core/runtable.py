@@ -26,7 +26,7 @@ class RunTable:
     source: str
     train_domains: list[str]
     eval_domains: list[str]
-    tokens: np.ndarray  # (runs, train_domains), float64, > 0
+    tokens: np.ndarray  # (runs, train_domains), float64, > 0 (>= 0 with zero_tokens)
     losses: np.ndarray  # (runs, eval_domains), float64, >= 0, finite
     run_ids: list[str]
     seeds: list[str]
@@ -74,13 +74,17 @@ LOSS_RANGE = (0.0, 1e6)
 LOSS_FIX = "give the validation cross-entropy in nats"
 
 
-def load_run_table(path: str | Path) -> RunTable:
+def load_run_table(path: str | Path, zero_tokens: bool = False) -> RunTable:
+    """``zero_tokens``: a run may leave a domain out (0 tokens; sampled mixtures of RegMix and
+    Data Mixing Laws often do). DDO's power laws are in log tokens and need every domain > 0."""
     source = str(path)
     header, rows = read_tsv_rows(path)
-    return parse_run_table(source, header, rows)
+    return parse_run_table(source, header, rows, zero_tokens)
 
 
-def parse_run_table(source: str, header: list[str], rows: list[list[str]]) -> RunTable:
+def parse_run_table(
+    source: str, header: list[str], rows: list[list[str]], zero_tokens: bool = False
+) -> RunTable:
     token_cols = [h for h in header if h.startswith(TOKENS_PREFIX)]
     loss_cols = [h for h in header if h.startswith(LOSS_PREFIX)]
     if not token_cols:
@@ -98,15 +102,18 @@ def parse_run_table(source: str, header: list[str], rows: list[list[str]]) -> Ru
         raise InputError(source, "", "no runs", "add one row per training run")
 
     index = {h: i for i, h in enumerate(header)}
-    tokens = _valid_numbers(rows, [index[c] for c in token_cols], positive=True)
+    tokens = _valid_numbers(rows, [index[c] for c in token_cols], True, zero_tokens)
     losses = _valid_numbers(rows, [index[c] for c in loss_cols], positive=False)
     if tokens is None or losses is None:
-        tokens, losses = _parse_cells(source, rows, index, token_cols, loss_cols)
+        tokens, losses = _parse_cells(source, rows, index, token_cols, loss_cols, zero_tokens)
+    if zero_tokens and np.any(tokens.sum(axis=1) == 0):
+        row = int(np.flatnonzero(tokens.sum(axis=1) == 0)[0]) + 2
+        raise InputError(source, f"row {row}", "a run of 0 tokens", "drop it or give its tokens")
     return _with_ids(source, rows, index, token_cols, loss_cols, tokens, losses)
 
 
 def _valid_numbers(
-    rows: list[list[str]], positions: list[int], positive: bool
+    rows: list[list[str]], positions: list[int], positive: bool, zero_ok: bool = False
 ) -> np.ndarray | None:
     """The cells at ``positions`` of every row as a (rows x positions) float array, if all are
     valid: finite and within TOKEN_RANGE (``positive``, tokens) or LOSS_RANGE (losses). None
@@ -127,7 +134,10 @@ def _valid_numbers(
         return None
     values = flat.reshape(len(rows), width)
     low, high = TOKEN_RANGE if positive else LOSS_RANGE
-    if not np.all(np.isfinite(values)) or not np.all((values >= low) & (values <= high)):
+    inside = (values >= low) & (values <= high)
+    if zero_ok:
+        inside |= values == 0
+    if not np.all(np.isfinite(values)) or not np.all(inside):
         return None
     return values
 
@@ -138,6 +148,7 @@ def _parse_cells(
     index: dict[str, int],
     token_cols: list[str],
     loss_cols: list[str],
+    zero_ok: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cell by cell, raising InputError at the first invalid cell (row by row, tokens first)."""
     tokens = np.empty((len(rows), len(token_cols)))
@@ -147,6 +158,13 @@ def _parse_cells(
         for j, col in enumerate(token_cols):
             value = parse_number(source, row_no, col, cells[index[col]])
             where = f"row {row_no}, column {col}"
+            if value == 0 and zero_ok:
+                tokens[r, j] = 0.0
+                continue
+            if value < 0 and zero_ok:
+                raise InputError(
+                    source, where, f"tokens must be >= 0, got {cells[index[col]]}", "fix it"
+                )
             if value <= 0:
                 raise InputError(
                     source,
@@ -218,3 +236,33 @@ def _with_ids(
         seeds=seeds,
         steps=steps,
     )
+
+
+def load_mixtures(path: str | Path, train_domains: list[str]) -> tuple[list[str], np.ndarray]:
+    """Run ids and mixtures (weights, rows summing to 1) of a table with ``tokens.<d>`` columns
+    for exactly ``train_domains`` (``loss.<d>`` columns optional): mixtures to score."""
+    source = str(path)
+    header, rows = read_tsv_rows(path)
+    columns = {
+        h[len(TOKENS_PREFIX) :]: i for i, h in enumerate(header) if h.startswith(TOKENS_PREFIX)
+    }
+    if sorted(columns) != sorted(train_domains):
+        raise InputError(
+            source,
+            "header",
+            f"tokens columns for {', '.join(sorted(columns)) or 'no domain'}",
+            f"give one tokens.<d> column per domain of the fit: {', '.join(train_domains)}",
+        )
+    tokens = np.empty((len(rows), len(train_domains)))
+    for r, cells in enumerate(rows):
+        for j, domain in enumerate(train_domains):
+            col = TOKENS_PREFIX + domain
+            value = parse_number(source, r + 2, col, cells[columns[domain]])
+            if value < 0:
+                raise InputError(source, f"row {r + 2}, column {col}", "tokens < 0", "fix it")
+            tokens[r, j] = value
+        if tokens[r].sum() <= 0:
+            raise InputError(source, f"row {r + 2}", "a mixture of 0 tokens", "give its tokens")
+    run = header.index("run") if "run" in header else None
+    ids = [cells[run] if run is not None else f"row{r + 2}" for r, cells in enumerate(rows)]
+    return ids, tokens / tokens.sum(axis=1, keepdims=True)

@@ -1,0 +1,183 @@
+"""Methods that learn the best mixture from proxy runs at one scale over sampled mixtures:
+Data Mixing Laws (``dml``) and RegMix (``regmix``); and RegMix's generator of those mixtures
+(``mixtures``). Their WEIGHTS.json has the shape ``ddo`` writes."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from mixscale.cli.args import (
+    add_constraint_args,
+    add_objective_args,
+    constraints_from,
+    count,
+    number,
+    pairs,
+)
+from mixscale.errors import InputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dml", help="Data Mixing Laws: exponential law per domain, its optimum")
+    _add_common(p)
+    p.add_argument("--huber-delta", type=number, default=0.05, help="Huber loss threshold")
+    p.set_defaults(handler=cmd_dml)
+
+    p = sub.add_parser("regmix", help="RegMix: regressor from mixture to objective, top-k mean")
+    _add_common(p)
+    p.add_argument("--regressor", default="lightgbm", choices=["lightgbm", "linear"])
+    p.add_argument(
+        "--prior", help="natural proportions d=w,... (default: the mean mixture of the runs)"
+    )
+    p.add_argument("--candidates", type=count, default=100_000, help="simulated mixtures")
+    p.add_argument("--top-k", type=count, default=128, help="best simulated mixtures averaged")
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(handler=cmd_regmix)
+
+    p = sub.add_parser("mixtures", help="RegMix's proxy mixtures around natural proportions")
+    p.add_argument("--prior", required=True, help="natural proportions or token counts d=w,...")
+    p.add_argument("--count", type=count, required=True, help="number of proxy runs")
+    p.add_argument("--tokens", type=number, required=True, help="total tokens of each run")
+    p.add_argument("--available", help="tokens each domain holds d=N,... (with --max-epochs)")
+    p.add_argument("--max-epochs", type=number, default=15.0, help="RegMix's repetition cap")
+    p.add_argument("--temperature", type=number, default=0.5)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", required=True, help="MIXTURES.tsv: run, tokens.<d>")
+    p.set_defaults(handler=cmd_mixtures)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", required=True, help="run table of one scale (0 tokens allowed)")
+    add_objective_args(p)
+    p.add_argument("--tokens", type=number, help="target total tokens (default: the runs' total)")
+    add_constraint_args(p, with_cost=False)
+    p.add_argument("--score", help="also predict the objective of every mixture of this table")
+    p.add_argument("--scores-out", help="SCORES.tsv (run, predicted_objective[, objective])")
+    p.add_argument("--out", required=True, help="WEIGHTS.json")
+
+
+def _table_and_objective(args: argparse.Namespace):
+    from mixscale.core.objective import parse_objective
+    from mixscale.core.runtable import load_run_table
+
+    if bool(args.score) != bool(args.scores_out):
+        raise InputError("--score/--scores-out", "", "give both or neither", "add the other")
+    table = load_run_table(args.runs, zero_tokens=True)
+    objective = parse_objective(args.objective, args.eval_weights, args.eval_domains)
+    return table, objective
+
+
+def _target(args: argparse.Namespace, scale: float) -> float:
+    if args.tokens is not None and args.tokens <= 0:
+        raise InputError("--tokens", f"{args.tokens:g}", "must be > 0", "give a token count")
+    return args.tokens if args.tokens is not None else scale
+
+
+def cmd_dml(args: argparse.Namespace) -> dict[str, Any]:
+    from mixscale.core.mixlaws import fit_mixing_laws, optimal_weights, weights_result
+
+    table, objective = _table_and_objective(args)
+    fit = fit_mixing_laws(table, objective, args.huber_delta)
+    total = _target(args, fit.total_tokens)
+    observed = objective.evaluate(table.eval_domains, table.losses, table.source)
+    best = table.tokens[int(observed.argmin())]
+    weights = optimal_weights(fit, total, constraints_from(args), starts=(best / best.sum(),))
+    predicted = fit.predict(weights)[0]
+    out = weights_result("dml", fit.train_domains, weights, total, predicted, objective)
+    out["fit"] = fit.to_json()
+    _write_scores(args, fit.train_domains, fit.predict, objective)
+    return out
+
+
+def cmd_regmix(args: argparse.Namespace) -> dict[str, Any]:
+    from mixscale.core.ddo import check_constraint_names
+    from mixscale.core.mixlaws import run_weights, weight_bounds, weights_result
+    from mixscale.core.regmix import fit_regmix, simulate_optimum
+
+    table, objective = _table_and_objective(args)
+    weights, scale = run_weights(table)
+    observed = objective.evaluate(table.eval_domains, table.losses, table.source)
+    fit = fit_regmix(weights, observed, table.train_domains, objective, args.regressor, args.seed)
+    prior = _prior(args.prior, table.train_domains, default=weights.mean(axis=0))
+    total = _target(args, scale)
+    constraints = constraints_from(args)
+    check_constraint_names(constraints, table.train_domains)
+    bounds = weight_bounds(constraints, table.train_domains, total)
+    if args.top_k < 1 or args.candidates < args.top_k:
+        raise InputError("--top-k", str(args.top_k), "must be in [1, --candidates]", "e.g. 128")
+    best, predicted = simulate_optimum(
+        fit, prior, args.seed, bounds[:, 0], bounds[:, 1], args.candidates, args.top_k
+    )
+    out = weights_result("regmix", table.train_domains, best, total, predicted, objective)
+    prior_json = {d: float(w) for d, w in zip(table.train_domains, prior, strict=True)}
+    out["fit"] = {**fit.to_json(), "prior": prior_json, "total_tokens": scale}
+    _write_scores(args, table.train_domains, fit.predict, objective)
+    return out
+
+
+def _prior(text: str | None, domains: list[str], default):
+    import numpy as np
+
+    if not text:
+        return np.asarray(default, dtype=float)
+    given = pairs(text.split(","), "--prior")
+    missing = [d for d in domains if d not in given]
+    unknown = [d for d in given if d not in domains]
+    if missing or unknown:
+        raise InputError(
+            "--prior",
+            ", ".join(missing or unknown),
+            "missing" if missing else "not a domain of the runs",
+            f"give d=w for each of {', '.join(domains)}",
+        )
+    prior = np.array([given[d] for d in domains])
+    if np.any(prior < 0) or prior.sum() <= 0:
+        raise InputError("--prior", text, "must be >= 0 with a positive sum", "e.g. a=3,b=1")
+    return prior / prior.sum()
+
+
+def _write_scores(args, domains: list[str], predict, objective) -> None:
+    """SCORES.tsv: the fitted model's objective for every mixture of args.score (and the
+    observed objective, when that table has losses)."""
+    if not args.score:
+        return
+    from mixscale.core.runtable import load_mixtures
+    from mixscale.fileio import read_tsv_rows, write_tsv
+
+    ids, weights = load_mixtures(args.score, domains)
+    predicted = predict(weights)
+    header, _ = read_tsv_rows(args.score)
+    columns = ["run", "predicted_objective"]
+    rows = [[run, float(p)] for run, p in zip(ids, predicted, strict=True)]
+    if any(h.startswith("loss.") for h in header):
+        from mixscale.core.runtable import load_run_table
+
+        table = load_run_table(args.score, zero_tokens=True)
+        observed = objective.evaluate(table.eval_domains, table.losses, table.source)
+        columns.append("objective")
+        rows = [[*row, float(o)] for row, o in zip(rows, observed, strict=True)]
+    write_tsv(args.scores_out, columns, rows)
+
+
+def cmd_mixtures(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from mixscale.core.regmix import sample_mixtures
+    from mixscale.fileio import write_tsv
+
+    given = pairs(args.prior.split(","), "--prior")
+    domains = list(given)
+    prior = np.array([given[d] for d in domains])
+    if np.any(prior < 0) or prior.sum() <= 0:
+        raise InputError("--prior", args.prior, "must be >= 0 with a positive sum", "e.g. a=3,b=1")
+    if args.count < 1 or args.tokens <= 0:
+        raise InputError("--count/--tokens", "", "must be positive", "e.g. --count 32")
+    caps = None
+    if args.available:
+        available = pairs(args.available.split(","), "--available")
+        caps = np.array([args.max_epochs * available.get(d, np.inf) / args.tokens for d in domains])
+    mixtures = sample_mixtures(prior, args.count, args.seed, caps, args.temperature)
+    tokens = np.rint(mixtures * args.tokens).astype(np.int64)  # whole tokens
+    rows = [[f"regmix-{i:04d}", *map(int, row)] for i, row in enumerate(tokens)]
+    write_tsv(args.out, ["run", *(f"tokens.{d}" for d in domains)], rows)
