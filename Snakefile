@@ -22,6 +22,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/ddo.smk"
+include: "workflow/rules/methods.smk"
 include: "workflow/rules/autoscale.smk"
 include: "workflow/rules/verify.smk"
 include: "workflow/rules/downstream.smk"
@@ -35,6 +36,8 @@ localrules:
     all,
     run_table,
     ddo,
+    method_table,
+    method_weights,
     autoscale,
     compare,
     report,

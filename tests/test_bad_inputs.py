@@ -100,6 +100,30 @@ CASES: dict[str, tuple[dict, object, str]] = {
     "no targets": (BASE, put("autoscale.targets", []), "autoscale.targets"),
     "unknown fit form": (BASE, put("fit.form", "cubic"), "fit.form"),
     "unknown verify method": (BASE, put("verify.methods", ["magic"]), "verify.methods[0]"),
+    "DML with fewer runs than domains": (
+        BASE,
+        lambda c: {**c, "verify": {"methods": ["dml"]}, "methods": {"dml": {"runs": 4}}},
+        "methods.dml.runs: 4 proxy runs for 5 domains",
+    ),
+    "RegMix temperature 0": (
+        BASE,
+        lambda c: {
+            **c,
+            "verify": {"methods": ["regmix"]},
+            "methods": {"regmix": {"temperature": 0}},
+        },
+        "methods.regmix.temperature",
+    ),
+    "RegMix natural prior without natural": (
+        BASE,
+        lambda c: {**c, "verify": {"methods": ["regmix"]}},
+        "methods.regmix.prior: natural needs the natural proportions in verify.natural",
+    ),
+    "RegMix unknown regressor": (
+        BASE,
+        lambda c: {**c, "methods": {"regmix": {"regressor": "xgboost"}}},
+        "methods.regmix.regressor",
+    ),
     "reference not summing to 1": (
         BASE,
         put("verify", {"methods": ["reference"], "reference": {"web": 0.5, "wiki": 0.2}}),

@@ -6,10 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, run_cli
 
 BIN = str(Path(sys.executable).parent)
 
@@ -188,6 +189,44 @@ def test_simulated_dag_end_to_end_recovers_the_true_optimum(tmp_path):
     assert "loss_curves.png" in page and "weights_vs_scale.png" in page and "fits.png" in page
     assert (out / "ddo/100M/fits.png").stat().st_size > 10_000
     again = snakemake(tmp_path, "--configfile", str(config))
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_sampled_mixture_methods_plan_train_and_verify(tmp_path):
+    """RegMix and DML in verify.methods: their proxy runs in the dry run and the budget, their
+    tables and weights built by the workflow, their mixtures verified next to AutoScale's."""
+    path = simulated_config(tmp_path, seeds=1)
+    config = yaml.safe_load(path.read_text())
+    config["verify"]["methods"] = ["autoscale", "regmix", "dml", "uniform"]
+    config["methods"] = {"regmix": {"runs": 24, "prior": "uniform"}, "dml": {"runs": 12}}
+    config["model"] = {"params": 1.0e8, "proxy_params": 1.0e7}  # for the budget
+    path.write_text(yaml.safe_dump(config))
+    dry = snakemake(tmp_path, "-n", "--configfile", str(path))
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    counts = job_counts(dry.stdout)
+    assert counts["train"] == 2 * (1 + 2 * 5) + 24 + 12 + 2 * 4
+    assert counts["method_table"] == 2 and counts["method_weights"] == 2 * 2
+    budget = run_cli("budget", "--configfile", str(path))
+    assert "proxy regmix" in budget.stdout and "proxy dml" in budget.stdout, budget.stderr
+    assert "proxy compute of regmix" in budget.stdout
+    res = snakemake(tmp_path, "--configfile", str(path), "-c2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "results/sim"
+    for name in ("regmix", "dml"):
+        weights = json.loads((out / f"methods/{name}/1e+10.json").read_text())
+        assert weights["method"] == name and weights["total_tokens"] == 1e10
+        assert sum(weights["weights"].values()) == pytest.approx(1.0)
+        assert len((out / f"methods/{name}/runs.tsv").read_text().splitlines()) == 1 + (
+            24 if name == "regmix" else 12
+        )
+    compare = json.loads((out / "verify/1e+10.json").read_text())
+    scores = {m: compare["methods"][m]["world_score"]["captured_gain"] for m in compare["methods"]}
+    assert set(scores) == {"autoscale", "regmix", "dml", "uniform"}
+    assert scores["autoscale"] == pytest.approx(1.0, abs=1e-6)  # exact in this world
+    assert all(np.isfinite(v) and v <= 1 + 1e-9 for v in scores.values()), scores
+    summary = (out / "report/summary.md").read_text()
+    assert "| regmix |" in summary and "| dml |" in summary
+    again = snakemake(tmp_path, "--configfile", str(path), "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 
 

@@ -45,6 +45,7 @@ wildcard_constraints:
     model="[A-Za-z0-9_.+-]+",
     run="[A-Za-z0-9_.+-]+",
     domain="[A-Za-z0-9_][A-Za-z0-9_.-]*",
+    method="regmix|dml",
 
 
 def runs_of(stage, scale):
@@ -61,6 +62,12 @@ def scale_runs(wildcards):
 def scale_metrics(wildcards):
     return expand(
         f"{OUT}/runs/{{run}}/metrics.json", run=runs_of("ddo", wildcards.scale)
+    )
+
+
+def method_metrics(wildcards):
+    return expand(
+        f"{OUT}/runs/{{run}}/metrics.json", run=runs_of("proxy", wildcards.method)
     )
 
 

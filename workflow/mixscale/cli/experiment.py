@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("budget", help="tokens, FLOPs and GPU-hours per stage of a config")
     add_configfiles(p)
-    p.add_argument("--out", required=True, help="budget JSON")
+    p.add_argument("--out", help="also write the budget as JSON")
     p.set_defaults(handler=cmd_budget)
 
     p = sub.add_parser(
@@ -44,14 +44,14 @@ def cmd_check(args: argparse.Namespace) -> None:
     )
 
 
-def cmd_budget(args: argparse.Namespace) -> dict[str, Any]:
+def cmd_budget(args: argparse.Namespace) -> dict[str, Any] | None:
 
     from mixscale.plan.budget import budget_table, format_table
 
     config = checked_config(args.configfile)
     result = budget_table(config)
     print(format_table(result))
-    return result
+    return result if args.out else None  # the table is printed either way
 
 
 def cmd_install_profile(args: argparse.Namespace) -> None:

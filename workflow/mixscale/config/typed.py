@@ -92,6 +92,40 @@ class Verify:
 
 
 @dataclass(frozen=True)
+class RegMixSettings:
+    """methods.regmix: proxy runs over sampled mixtures, a regressor, simulated mixtures."""
+
+    runs: int
+    seeds: int
+    prior: str  # natural | uniform
+    temperature: float
+    regressor: str
+    candidates: int
+    top_k: int
+    seed: int
+    tokens: float | None = None  # per proxy run; None: the smallest DDO scale's
+
+
+@dataclass(frozen=True)
+class DMLSettings:
+    """methods.dml: proxy runs over sampled mixtures, an exponential law per domain."""
+
+    runs: int
+    seeds: int
+    prior: str
+    temperature: float
+    huber_delta: float
+    seed: int
+    tokens: float | None = None
+
+
+@dataclass(frozen=True)
+class Methods:
+    regmix: RegMixSettings
+    dml: DMLSettings
+
+
+@dataclass(frozen=True)
 class Downstream:
     tasks: list[Any]
     untrained: bool
@@ -152,6 +186,7 @@ class Config:
     objective: Objective
     fit: Fit
     verify: Verify
+    methods: Methods
     downstream: Downstream
     model: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)

@@ -44,7 +44,9 @@ class World:
     sigma_domain: float  # independent noise per evaluation domain
 
     def skill_data(self, tokens: np.ndarray) -> np.ndarray:
-        return tokens @ self.A.T  # (..., skills)
+        # at least one token's worth of every skill: a mixture that leaves out the only domain
+        # teaching a skill (sampled mixtures of RegMix and DML do) has a large, finite loss
+        return np.maximum(tokens @ self.A.T, 1.0)  # (..., skills)
 
     def skill_loss(self, tokens: np.ndarray) -> np.ndarray:
         return self.beta * np.power(self.skill_data(tokens), -self.gamma)

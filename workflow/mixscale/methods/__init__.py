@@ -10,6 +10,7 @@ from mixscale.errors import InputError
 from mixscale.methods.base import Layout, Method, ProxyRun
 from mixscale.methods.ddo import AutoScale, DDOAtScale
 from mixscale.methods.fixed import Natural, Reference, Uniform
+from mixscale.methods.sampled import DataMixingLaws, RegMix
 
 REGISTRY: dict[str, Method] = {}
 
@@ -25,6 +26,8 @@ for _method in (
     AutoScale(),
     DDOAtScale("ddo_largest", "the DDO optimum of the largest proxy scale", -1),
     DDOAtScale("ddo_smallest", "the DDO optimum of the smallest proxy scale", 0),
+    RegMix(),
+    DataMixingLaws(),
     Uniform(),
     Natural(),
     Reference(),

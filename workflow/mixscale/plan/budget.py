@@ -86,7 +86,7 @@ def architecture_params(what_json: str) -> int:
 
 
 def run_flops(config: Config, spec: dict[str, Any]) -> float:
-    key = "proxy_params" if spec["stage"] == "ddo" else "params"
+    key = "proxy_params" if spec["stage"] in ("ddo", "proxy") else "params"
     params = model_params(config, key)
     evaluation = config.evaluation or {}
     per_domain = config.train.get("eval_tokens", evaluation.get("tokens_per_domain", 0))
@@ -98,7 +98,8 @@ def run_flops(config: Config, spec: dict[str, Any]) -> float:
 def stage_eval_points(config: Config, stage: str) -> int:
     """Evaluations along a run: DDO and annealing runs may evaluate less often (their fits use
     only the final losses)."""
-    own = {"ddo": config.ddo, "anneal": config.anneal}.get(stage)
+    # a method's proxy runs, like DDO's, are fitted on their final losses
+    own = {"ddo": config.ddo, "proxy": config.ddo, "anneal": config.anneal}.get(stage)
     return (
         own.eval_points if own is not None and own.eval_points is not None else config.eval_points
     )
@@ -210,11 +211,23 @@ def budget_table(config: Config) -> dict[str, Any]:
         row["gpu_hours"] = row["flops"] / per_gpu_hour
     ddo = sum(r["gpu_hours"] for s, r in stages.items() if s.startswith("ddo"))
     verify = sum(r["gpu_hours"] for s, r in stages.items() if s.startswith("verify"))
+    methods = {s.split()[1]: r["flops"] for s, r in stages.items() if s.startswith("proxy ")}
+    if config.mixture and any(s.startswith("ddo") for s in stages):
+        methods = {
+            "ddo (autoscale)": sum(r["flops"] for s, r in stages.items() if s.startswith("ddo")),
+            **methods,
+        }
+    target = max(
+        (run_flops(config, s) for s in run_specs(config).values() if s["stage"] == "verify"),
+        default=0.0,
+    )
     return {
         "accelerator": acc,
         "stages": stages,
         "total_gpu_hours": sum(r["gpu_hours"] for r in stages.values()),
         "proxy_overhead_pct": 100 * ddo / verify if verify else None,
+        # each method's proxy compute in units of one training run at the largest target
+        "proxy_per_target_run": {m: f / target for m, f in methods.items()} if target else {},
     }
 
 
@@ -235,6 +248,8 @@ def format_table(budget: dict[str, Any]) -> str:
         lines.append(f"at {acc['price_per_gpu_hour']:g} per GPU-hour: {cost:,.0f}")
     if budget["proxy_overhead_pct"] is not None:
         lines.append(f"proxy (DDO) overhead: {budget['proxy_overhead_pct']:.1f}% of verification")
+    for name, share in budget.get("proxy_per_target_run", {}).items():
+        lines.append(f"proxy compute of {name}: {share:.3g} x one run at the largest target")
     return "\n".join(lines)
 
 

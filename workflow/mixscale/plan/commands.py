@@ -11,11 +11,13 @@ import os
 import shlex
 from typing import Any
 
+from mixscale.config.domains import config_domains
 from mixscale.config.tasks import TaskEntry
 
 # Every builder reads a config checked by mixscale.plan.check (the Snakefile checks it before any
 # rule is read): the schema's defaults are filled in, so none is written again here.
 from mixscale.config.typed import Config
+from mixscale.methods import method
 from mixscale.plan.budget import anneal_training_cost, stage_eval_points, train_resources
 
 Item = str | tuple[str, Any] | None
@@ -121,6 +123,32 @@ def ddo(config: Config, scale_tokens: float) -> str:
         ("--bootstrap", fit.bootstrap),
         ("--objective", objective.kind),
         ("--eval-domains", ",".join(domains) if domains else None),
+    )
+
+
+def method_weights(config: Config, name: str, target: float) -> str:
+    """``mixscale regmix|dml`` at a target: the command, the objective as for DDO, the
+    method's settings."""
+    objective = config.objective
+    domains = objective.eval_domains
+    common = (
+        ("--tokens", target),
+        ("--objective", objective.kind),
+        ("--eval-domains", ",".join(domains) if domains else None),
+    )
+    if name == "dml":
+        return shell_args("dml", *common, ("--huber-delta", config.methods.dml.huber_delta))
+    settings = config.methods.regmix
+    domains = config_domains(config)
+    prior = method("regmix").prior(config, domains)  # type: ignore[attr-defined]
+    return shell_args(
+        "regmix",
+        *common,
+        ("--prior", ",".join(f"{d}={float(w)!r}" for d, w in zip(domains, prior, strict=True))),
+        ("--regressor", settings.regressor),
+        ("--candidates", settings.candidates),
+        ("--top-k", settings.top_k),
+        ("--seed", settings.seed),
     )
 
 

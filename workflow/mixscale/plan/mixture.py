@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mixscale.config.typed import Config
 from mixscale.errors import InputError
-from mixscale.methods import check_methods
+from mixscale.methods import check_methods, method
 from mixscale.plan.run import Run, distinct_labels, target_label
 
 
@@ -86,18 +86,38 @@ def verify_runs(config: Config) -> list[Run]:
     runs = []
     for target in config.autoscale.targets:
         label = target_label(target)
-        for method in verify.methods:
+        for name in verify.methods:
             for seed in range(int(verify.seeds)):
                 runs.append(
                     Run(
-                        id=f"verify-{label}-{method}-s{seed}",
+                        id=f"verify-{label}-{name}-s{seed}",
                         stage="verify",
                         scale=label,
                         seed=seed,
                         total_tokens=float(target),
-                        method=method,
+                        method=name,
                     )
                 )
+    return runs
+
+
+def method_proxy_runs(config: Config, domains: list[str]) -> list[Run]:
+    """The proxy runs of the verified methods that train their own (RegMix, DML): stage
+    "proxy", scale = the method's name."""
+    runs = []
+    for name in config.verify.methods:
+        for proxy in method(name).proxy_runs(config, domains):
+            runs.append(
+                Run(
+                    id=f"{name}-{proxy.name}-s{proxy.seed}",
+                    stage="proxy",
+                    scale=name,
+                    seed=proxy.seed,
+                    total_tokens=sum(proxy.tokens.values()),
+                    tokens=proxy.tokens,
+                    method=name,
+                )
+            )
     return runs
 
 

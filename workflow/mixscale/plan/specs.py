@@ -16,7 +16,7 @@ from mixscale.config.typed import Config
 from mixscale.errors import InputError
 from mixscale.methods import method
 from mixscale.plan.anneal import BASE_RUN, anneal_overrides, anneal_runs
-from mixscale.plan.mixture import check_mixture_stages, ddo_runs, verify_runs
+from mixscale.plan.mixture import check_mixture_stages, ddo_runs, method_proxy_runs, verify_runs
 from mixscale.plan.run import Run
 
 
@@ -24,7 +24,8 @@ def make_plan(config: Config, domains: list[str]) -> list[Run]:
     runs = anneal_runs(config, domains)
     if config.mixture:  # a mixture experiment (an annealing-only config has none)
         check_mixture_stages(config, domains)
-        runs = ddo_runs(config, domains) + verify_runs(config) + runs
+        proxies = method_proxy_runs(config, domains)
+        runs = ddo_runs(config, domains) + proxies + verify_runs(config) + runs
     return runs
 
 

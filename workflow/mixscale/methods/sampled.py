@@ -1,0 +1,91 @@
+"""Methods that train their own proxy runs over sampled mixtures at one scale, then learn the
+best mixture from them: RegMix (``regmix``) and Data Mixing Laws (``dml``).
+
+Both sample their proxy mixtures with RegMix's generator (Dirichlet draws around a prior; see
+``mixscale.core.regmix``), each with its own seed, so their runs are their own and their compute
+is counted apart. The weights at a target come from ``python -m mixscale regmix|dml`` on the
+table of those runs; both transfer the weights found at the proxy scale unchanged (their laws
+are in proportions).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mixscale.config.typed import Config, DMLSettings, RegMixSettings
+from mixscale.core.regmix import sample_mixtures
+from mixscale.errors import InputError
+from mixscale.methods.base import Layout, Method, ProxyRun
+
+
+class SampledMixtures(Method):
+    needs_ddo = True  # the targets (autoscale.targets) and the default proxy scale
+
+    def settings(self, config: Config) -> RegMixSettings | DMLSettings:
+        return getattr(config.methods, self.name)
+
+    def proxy_tokens(self, config: Config) -> float:
+        own = self.settings(config).tokens
+        return float(own) if own is not None else float(config.ddo.scales[0].tokens)
+
+    def prior(self, config: Config, domains: list[str]) -> np.ndarray:
+        settings = self.settings(config)
+        if settings.prior == "uniform":
+            return np.full(len(domains), 1 / len(domains))
+        natural = config.verify.natural
+        if not natural:
+            raise InputError(
+                "config",
+                f"methods.{self.name}.prior",
+                "natural needs the natural proportions in verify.natural",
+                f"give verify.natural, or set methods.{self.name}.prior: uniform",
+            )
+        weights = np.array([float(natural.get(d, 0.0)) for d in domains])
+        if weights.sum() <= 0:
+            raise InputError("config", "verify.natural", "no weight on the domains", "give them")
+        return weights / weights.sum()
+
+    def check(self, config: Config, domains: list[str]) -> None:
+        self.proxy_runs(config, domains)
+
+    def weights_file(self, layout: Layout, target: str) -> str:
+        return f"{layout.out}/methods/{self.name}/{target}.json"
+
+    def proxy_runs(self, config: Config, domains: list[str]) -> list[ProxyRun]:
+        settings = self.settings(config)
+        total = self.proxy_tokens(config)
+        prior = self.prior(config, domains)
+        try:
+            mixtures = sample_mixtures(
+                prior, settings.runs, settings.seed, None, settings.temperature
+            )
+        except InputError as exc:
+            raise InputError("config", f"methods.{self.name}.runs", exc.problem, exc.fix) from exc
+        runs = []
+        for i, weights in enumerate(mixtures):
+            tokens = {d: float(round(w * total)) for d, w in zip(domains, weights, strict=True)}
+            for seed in range(settings.seeds):
+                runs.append(ProxyRun(f"m{i:03d}", tokens, seed))
+        return runs
+
+
+class RegMix(SampledMixtures):
+    name = "regmix"
+    summary = "RegMix: a regressor on sampled proxy mixtures, top-k simulated (arXiv 2407.01492)"
+
+
+class DataMixingLaws(SampledMixtures):
+    name = "dml"
+    summary = "Data Mixing Laws: an exponential law per domain on sampled mixtures (2403.16952)"
+
+    def check(self, config: Config, domains: list[str]) -> None:
+        runs = config.methods.dml.runs
+        if runs < len(domains) + 1:
+            raise InputError(
+                "config",
+                "methods.dml.runs",
+                f"{runs} proxy runs for {len(domains)} domains: the law has {len(domains) + 1} "
+                "parameters per evaluation domain",
+                f"at least {len(domains) + 1} (the authors used 20 for 5 domains)",
+            )
+        super().check(config, domains)
