@@ -335,6 +335,13 @@ class MixtureSampler:
         indices = range(first, first + batch_sequences)[part]
         return np.stack([self.sequence(i) for i in indices])
 
+    def batch_domains(self, step: int, batch_sequences: int, part: slice = slice(None)):
+        """Each sequence's domain (index into ``domains``) of the step's batch, as ``batch``."""
+        first = step * batch_sequences
+        indices = range(first, first + batch_sequences)[part]
+        g = self.order[np.asarray(indices, dtype=np.int64)]
+        return np.searchsorted(self.offsets, g, side="right") - 1
+
     def domain_of(self, index: int) -> str:
         g = int(self.order[index])
         return self.domains[int(np.searchsorted(self.offsets, g, side="right")) - 1]

@@ -99,5 +99,6 @@ def _train_torch(
         labels=labels,
         metrics_name=Path(out).name,
         skip=spec.get("skip"),
+        doremi=spec.get("doremi"),
     )
     return None

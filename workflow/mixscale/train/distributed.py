@@ -83,3 +83,15 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor()
+
+
+def all_reduce_sum(values):
+    """A numpy array summed over every process (float64 on the run's device)."""
+    import numpy as np
+
+    device = (
+        torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+    )
+    tensor = torch.as_tensor(np.asarray(values, dtype=np.float64), device=device)
+    torch.distributed.all_reduce(tensor)
+    return tensor.cpu().numpy()

@@ -35,7 +35,14 @@ from mixscale.train.checkpoints import (
     shard_model,
     training_state,
 )
-from mixscale.train.distributed import Dist, hardware, resolve_precision, setup_distributed
+from mixscale.train.distributed import (
+    Dist,
+    all_reduce_sum,
+    hardware,
+    resolve_precision,
+    setup_distributed,
+)
+from mixscale.train.doremi import ETA, SMOOTHING, DoReMi
 from mixscale.train.model import (
     build_model,
     compiled_loss,
@@ -73,6 +80,7 @@ class Prepared:
     fsdp: bool
     optimizer: torch.optim.Optimizer
     fingerprint: str
+    doremi: DoReMi | None = None  # a DoReMi proxy run: online domain weights
 
     @property
     def checkpoints(self) -> Path:
@@ -119,9 +127,11 @@ def train_run(
     metrics_name: str = "metrics.json",
     domains: list[str] | None = None,
     skip: dict[str, float] | None = None,
+    doremi: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one run and write ``metrics.json`` (and the model) into ``out_dir``.
-    ``skip``: tokens per domain an earlier stage used (annealing reads fresh text)."""
+    ``skip``: tokens per domain an earlier stage used (annealing reads fresh text).
+    ``doremi``: a DoReMi proxy run ({reference_model, eta, smoothing})."""
     run = prepare(
         stores_dir,
         tokenizer_dir,
@@ -132,6 +142,7 @@ def train_run(
         eval_domains,
         domains,
         skip,
+        doremi,
     )
     state = resume(run, log)
     wrapped = distributed_model(run)
@@ -162,6 +173,7 @@ def prepare(
     eval_domains: list[str] | None,
     domains: list[str] | None,
     skip: dict[str, float] | None,
+    doremi: dict[str, Any] | None = None,
 ) -> Prepared:
     """Stores, the mixture's sampler, step counts, model and optimizer; checks the batch fits."""
     dist = setup_distributed()
@@ -205,6 +217,7 @@ def prepare(
             "settings": asdict(settings),
             "stores": stores_dir,
             **({"skip": sampler.skipped} if any(sampler.skipped.values()) else {}),
+            **({"doremi": doremi} if doremi else {}),
         }
     )
     return Prepared(
@@ -227,6 +240,24 @@ def prepare(
         fsdp=fsdp,
         optimizer=make_optimizer(model, settings),
         fingerprint=fingerprint,
+        doremi=_doremi(doremi, sampler, vocab, settings, eos_id, dist.device),
+    )
+
+
+def _doremi(spec, sampler: MixtureSampler, vocab, settings, eos_id, device) -> DoReMi | None:
+    """The DoReMi state of a proxy run: its frozen reference model and domain shares."""
+    if not spec:
+        return None
+    reference = build_model(
+        {"checkpoint": spec["reference_model"]}, vocab, settings.seq_len, settings.seed, eos_id
+    ).to(device)
+    shares = np.array([sampler.tokens[d] for d in sampler.domains], dtype=float)
+    return DoReMi(
+        domains=list(sampler.domains),
+        shares=shares / shares.sum(),
+        reference=reference,
+        eta=float(spec.get("eta", ETA)),
+        smoothing=float(spec.get("smoothing", SMOOTHING)),
     )
 
 
@@ -241,6 +272,8 @@ def resume(run: Prepared, log) -> Progress:
         return Progress(steady_from=WARMUP_STEPS)
     load_training_state(run.model, run.optimizer, found, run.fsdp)
     torch.set_rng_state(found["rng"])
+    if run.doremi is not None:
+        run.doremi.load(found["doremi"])
     step = found["step"]
     log(f"resumed from checkpoint at step {step} of {run.total_steps}")
     return Progress(
@@ -277,9 +310,12 @@ def train_step(
     mine = slice(dist.rank * run.per_rank, (dist.rank + 1) * run.per_rank)
     batch = torch.from_numpy(run.sampler.batch(state.step, s.batch_sequences, mine))
     batch = batch.to(dist.device, non_blocking=True)
+    if run.doremi is not None:
+        ids = run.sampler.batch_domains(state.step, s.batch_sequences, mine)
     loss_sum = 0.0
     for k in range(run.accum):
-        micro = batch[k * s.micro_batch : (k + 1) * s.micro_batch]
+        part = slice(k * s.micro_batch, (k + 1) * s.micro_batch)
+        micro = batch[part]
         # DDP / FSDP reduce gradients only on the last micro-batch of the step
         last = k == run.accum - 1
         if run.fsdp:
@@ -287,7 +323,10 @@ def train_step(
         ddp_defer = dist.world > 1 and not run.fsdp and not last
         with wrapped.no_sync() if ddp_defer else nullcontext():
             with run.autocast():
-                loss = loss_of(micro) / run.accum
+                if run.doremi is not None:
+                    loss = run.doremi.loss(wrapped, micro, ids[part]) / run.accum
+                else:
+                    loss = loss_of(micro) / run.accum
             loss.backward()
         loss_sum += loss.item()
     if not math.isfinite(loss_sum):
@@ -301,6 +340,8 @@ def train_step(
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), s.grad_clip)
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
+    if run.doremi is not None:
+        run.doremi.end_step(all_reduce_sum if dist.world > 1 else None)
     state.step += 1
     step_time = time.perf_counter() - t0
     state.session_train += step_time
@@ -343,6 +384,7 @@ def save_progress(run: Prepared, state: Progress) -> None:
             "curve": state.curve,
             "elapsed": state.elapsed + now,
             "train_time": state.train_time + state.session_train,
+            **({"doremi": run.doremi.state()} if run.doremi is not None else {}),
         },
     )
 
@@ -388,6 +430,7 @@ def finish(
         "hardware": hardware(dist, run.precision, s.parallel),
         "settings": asdict(s),
         "model": run.model_spec,
+        **({"doremi": run.doremi.metrics()} if run.doremi is not None else {}),
         **(labels or {}),
     }
     if s.save_model:
