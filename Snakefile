@@ -38,6 +38,7 @@ localrules:
     ddo,
     method_table,
     method_weights,
+    doremi_weights,
     autoscale,
     compare,
     report,

@@ -119,6 +119,16 @@ CASES: dict[str, tuple[dict, object, str]] = {
         lambda c: {**c, "verify": {"methods": ["regmix"]}},
         "methods.regmix.prior: natural needs the natural proportions in verify.natural",
     ),
+    "DoReMi on a simulated world": (
+        BASE,
+        lambda c: {**c, "verify": {"methods": ["doremi"]}},
+        "doremi learns its weights while a real model trains: backend torch only",
+    ),
+    "DoReMi negative eta": (
+        BASE,
+        lambda c: {**c, "methods": {"doremi": {"eta": -1}}},
+        "methods.doremi.eta",
+    ),
     "RegMix unknown regressor": (
         BASE,
         lambda c: {**c, "methods": {"regmix": {"regressor": "xgboost"}}},

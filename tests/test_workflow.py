@@ -294,6 +294,40 @@ def test_torch_dag_trains_real_models_end_to_end(tmp_path):
     keep_going_past_a_bad_task(tmp_path, config, out)
 
 
+def test_doremi_reference_and_proxy_runs_through_snakemake(tmp_path):
+    """DoReMi in verify.methods: a reference run, then a proxy run that trains against its saved
+    model (a dependency Snakemake sees), then the weights file its verification run reads."""
+    config = yaml.safe_load(torch_config(tmp_path).read_text())
+    config["verify"]["methods"] = ["autoscale", "doremi"]
+    config["methods"] = {"doremi": {"eta": 5.0}}
+    config["downstream"] = {"tasks": []}
+    path = tmp_path / "doremi.yaml"
+    path.write_text(yaml.safe_dump(config))
+    dry = snakemake(tmp_path, "-n", "--configfile", str(path))
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert job_counts(dry.stdout)["train"] == 2 * (1 + 2 * 3) + 2 + 2
+    weights = "results/torch-tiny/methods/doremi/135000.json"
+    res = snakemake(tmp_path, weights, "-c2", "--configfile", str(path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "results/torch-tiny"
+    proxy = json.loads((out / "runs/doremi-proxy-s0/metrics.json").read_text())
+    reference = json.loads((out / "runs/doremi-reference-s0/metrics.json").read_text())
+    assert "doremi" not in reference and proxy["doremi"]["steps"] == proxy["steps"]
+    assert proxy["tokens"] == reference["tokens"]  # the proxy samples the reference mixture
+    learned = json.loads((tmp_path / weights).read_text())
+    assert learned["method"] == "doremi" and learned["total_tokens"] == 135000
+    assert learned["weights"] == pytest.approx(proxy["doremi"]["weights"])
+    assert not list(out.glob("runs/ddo-*"))  # only what the weights need was trained
+    verify = snakemake(
+        tmp_path,
+        "-n",
+        "--configfile",
+        str(path),
+        f"{out}/runs/verify-135000-doremi-s0/metrics.json",
+    )
+    assert "doremi_weights" not in job_counts(verify.stdout)  # built: the run can start
+
+
 def keep_going_past_a_bad_task(workdir: Path, config: Path, out: Path) -> None:
     """An unknown task fails its own job with one line; the other jobs still run."""
     bad = yaml.safe_load(config.read_text())

@@ -71,6 +71,11 @@ def method_metrics(wildcards):
     )
 
 
+def doremi_metrics(wildcards):
+    runs = [i for i, s in SPECS.items() if s["stage"] == "proxy" and s.get("doremi")]
+    return expand(f"{OUT}/runs/{{run}}/metrics.json", run=runs)
+
+
 def verify_metrics(wildcards):
     return expand(
         f"{OUT}/runs/{{run}}/metrics.json", run=runs_of("verify", wildcards.target)
@@ -115,6 +120,8 @@ def run_weights(wildcards):
     spec = SPECS[wildcards.run]
     if spec["stage"] == "anneal" and "anneal-base" in SPECS:
         return [f"{OUT}/runs/anneal-base/metrics.json"]
+    if spec.get("doremi"):  # a DoReMi proxy run trains against its reference run's model
+        return [f"{OUT}/runs/{spec['doremi']['reference_run']}/metrics.json"]
     if spec["stage"] != "verify":
         return []
     path = method(spec["method"]).weights_file(LAYOUT, spec["scale"])

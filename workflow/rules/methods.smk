@@ -30,3 +30,22 @@ rule method_weights:
         args=lambda w: commands.method_weights(CONFIG, w.method, target_tokens(w)),
     shell:
         "python -m mixscale {params.args} --runs {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule doremi_weights:
+    """DoReMi's mixture for one target: the weights its proxy runs learned."""
+    input:
+        doremi_metrics,
+    output:
+        f"{OUT}/methods/doremi/{{target}}.json",
+    log:
+        f"{OUT}/logs/methods/doremi-{{target}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/methods/doremi-{{target}}.tsv"
+    conda:
+        "../../envs/mixscale.yaml"
+    params:
+        args=lambda w: commands.doremi_weights(target_tokens(w)),
+    shell:
+        "python -m mixscale doremi --metrics {input:q} {params.args} --out {output:q} "
+        "> {log:q} 2>&1"

@@ -35,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(handler=cmd_regmix)
 
+    p = sub.add_parser("doremi", help="DoReMi: the learned weights of its proxy runs")
+    p.add_argument("--metrics", nargs="+", required=True, help="proxy runs' metrics.json")
+    p.add_argument("--tokens", type=number, required=True, help="target total tokens")
+    p.add_argument("--out", required=True, help="WEIGHTS.json")
+    p.set_defaults(handler=cmd_doremi)
+
     p = sub.add_parser("mixtures", help="RegMix's proxy mixtures around natural proportions")
     p.add_argument("--prior", required=True, help="natural proportions or token counts d=w,...")
     p.add_argument("--count", type=count, required=True, help="number of proxy runs")
@@ -113,6 +119,32 @@ def cmd_regmix(args: argparse.Namespace) -> dict[str, Any]:
     prior_json = {d: float(w) for d, w in zip(table.train_domains, prior, strict=True)}
     out["fit"] = {**fit.to_json(), "prior": prior_json, "total_tokens": scale}
     _write_scores(args, table.train_domains, fit.predict, objective)
+    return out
+
+
+def cmd_doremi(args: argparse.Namespace) -> dict[str, Any]:
+    """The domain weights averaged over steps (by the trainer) and over the proxy runs."""
+    import numpy as np
+
+    from mixscale.core.mixlaws import weights_result
+    from mixscale.core.objective import Objective
+    from mixscale.fileio import read_json
+
+    learned = []
+    for path in args.metrics:
+        run = read_json(path)
+        if not isinstance(run, dict) or "doremi" not in run:
+            raise InputError(path, "doremi", "not a DoReMi proxy run", "give its metrics.json")
+        learned.append(run["doremi"]["weights"])
+    domains = list(learned[0])
+    if any(sorted(w) != sorted(domains) for w in learned):
+        raise InputError("--metrics", "doremi.weights", "runs of other domains", "one method's")
+    if args.tokens <= 0:
+        raise InputError("--tokens", f"{args.tokens:g}", "must be > 0", "give a token count")
+    mean = np.mean([[w[d] for d in domains] for w in learned], axis=0)
+    out = weights_result("doremi", domains, mean, args.tokens, float("nan"), Objective())
+    del out["predicted_objective"], out["fit_objective"]  # DoReMi predicts no objective
+    out["runs"] = len(learned)
     return out
 
 

@@ -120,9 +120,21 @@ class DMLSettings:
 
 
 @dataclass(frozen=True)
+class DoReMiSettings:
+    """methods.doremi: a reference run, then proxy runs learning the weights online."""
+
+    reference: str  # uniform | natural | reference
+    eta: float
+    smoothing: float
+    seeds: int
+    tokens: float | None = None
+
+
+@dataclass(frozen=True)
 class Methods:
     regmix: RegMixSettings
     dml: DMLSettings
+    doremi: DoReMiSettings
 
 
 @dataclass(frozen=True)

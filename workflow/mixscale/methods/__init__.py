@@ -10,7 +10,7 @@ from mixscale.errors import InputError
 from mixscale.methods.base import Layout, Method, ProxyRun
 from mixscale.methods.ddo import AutoScale, DDOAtScale
 from mixscale.methods.fixed import Natural, Reference, Uniform
-from mixscale.methods.sampled import DataMixingLaws, RegMix
+from mixscale.methods.sampled import DataMixingLaws, DoReMiMethod, RegMix
 
 REGISTRY: dict[str, Method] = {}
 
@@ -28,6 +28,7 @@ for _method in (
     DDOAtScale("ddo_smallest", "the DDO optimum of the smallest proxy scale", 0),
     RegMix(),
     DataMixingLaws(),
+    DoReMiMethod(),
     Uniform(),
     Natural(),
     Reference(),

@@ -36,6 +36,7 @@ class ProxyRun:
     tokens: dict[str, float]
     seed: int = 0
     labels: dict[str, Any] = field(default_factory=dict)
+    doremi: dict[str, Any] = field(default_factory=dict)  # a DoReMi proxy run's settings
 
 
 class Method:

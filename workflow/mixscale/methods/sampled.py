@@ -16,6 +16,7 @@ from mixscale.config.typed import Config, DMLSettings, RegMixSettings
 from mixscale.core.regmix import sample_mixtures
 from mixscale.errors import InputError
 from mixscale.methods.base import Layout, Method, ProxyRun
+from mixscale.methods.fixed import Natural, Reference
 
 
 class SampledMixtures(Method):
@@ -89,3 +90,55 @@ class DataMixingLaws(SampledMixtures):
                 f"at least {len(domains) + 1} (the authors used 20 for 5 domains)",
             )
         super().check(config, domains)
+
+
+class DoReMiMethod(Method):
+    """DoReMi: a reference run at the reference mixture, then proxy runs (one per seed) on the
+    same mixture whose domain weights Group DRO learns online against the reference model
+    (``mixscale.train.doremi``); the weights are their average over steps and seeds."""
+
+    name = "doremi"
+    summary = "DoReMi: Group DRO domain weights against a reference model (arXiv 2305.10429)"
+    needs_ddo = True  # the targets, and the default proxy scale
+    REFERENCE = "reference"
+
+    def check(self, config: Config, domains: list[str]) -> None:
+        if config.backend != "torch":
+            raise InputError(
+                "config",
+                "verify.methods",
+                "doremi learns its weights while a real model trains: backend torch only",
+                "drop doremi from verify.methods for a simulated world",
+            )
+        self.reference_weights(config, domains)
+
+    def reference_weights(self, config: Config, domains: list[str]) -> dict[str, float]:
+        kind = config.methods.doremi.reference
+        if kind == "uniform":
+            return {d: 1 / len(domains) for d in domains}
+        source = Natural() if kind == "natural" else Reference()
+        try:
+            return source.fixed_weights(config, domains)
+        except InputError as exc:
+            raise InputError(
+                "config", "methods.doremi.reference", f"{kind}: {exc.problem}", exc.fix
+            ) from exc
+
+    def weights_file(self, layout: Layout, target: str) -> str:
+        return f"{layout.out}/methods/{self.name}/{target}.json"
+
+    def proxy_runs(self, config: Config, domains: list[str]) -> list[ProxyRun]:
+        settings = config.methods.doremi
+        total = float(settings.tokens or config.ddo.scales[0].tokens)
+        weights = self.reference_weights(config, domains)
+        tokens = {d: float(round(weights[d] * total)) for d in domains}
+        reference = f"{self.name}-{self.REFERENCE}-s0"  # the id plan.mixture gives it
+        learned = {
+            "reference_run": reference,
+            "reference_model": f"{config.out}/runs/{reference}/model",
+            "eta": settings.eta,
+            "smoothing": settings.smoothing,
+        }
+        runs = [ProxyRun(self.REFERENCE, tokens, 0)]
+        runs += [ProxyRun("proxy", tokens, seed, doremi=learned) for seed in range(settings.seeds)]
+        return runs

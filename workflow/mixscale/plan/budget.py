@@ -92,7 +92,9 @@ def run_flops(config: Config, spec: dict[str, Any]) -> float:
     per_domain = config.train.get("eval_tokens", evaluation.get("tokens_per_domain", 0))
     eval_tokens = float(per_domain) * len(config_domains(config))
     points = stage_eval_points(config, spec["stage"])
-    return 6 * params * float(spec["total_tokens"]) + 2 * params * eval_tokens * points
+    # a DoReMi proxy run also runs its reference model forward on every token
+    forward = 2 * params * float(spec["total_tokens"]) if spec.get("doremi") else 0.0
+    return 6 * params * float(spec["total_tokens"]) + forward + 2 * params * eval_tokens * points
 
 
 def stage_eval_points(config: Config, stage: str) -> int:

@@ -86,8 +86,8 @@ def tasks(config: Config) -> str:
 def train(config: Config, spec: dict[str, Any], settings: str, weights: list[str]) -> str:
     """Everything but the spec and the output: backend, world, settings, mixture file.
     ``weights``: the run's mixture file (verification); an annealing run's input is its base
-    model, not a mixture."""
-    mixture = weights[0] if weights and spec["stage"] != "anneal" else None
+    model and a DoReMi proxy run's its reference run, not a mixture."""
+    mixture = weights[0] if weights and spec["stage"] == "verify" else None
     return shell_args(
         ("--backend", config.backend),
         ("--world", world(config)),
@@ -124,6 +124,10 @@ def ddo(config: Config, scale_tokens: float) -> str:
         ("--objective", objective.kind),
         ("--eval-domains", ",".join(domains) if domains else None),
     )
+
+
+def doremi_weights(target: float) -> str:
+    return shell_args(("--tokens", target))
 
 
 def method_weights(config: Config, name: str, target: float) -> str:

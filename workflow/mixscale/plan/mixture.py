@@ -116,6 +116,7 @@ def method_proxy_runs(config: Config, domains: list[str]) -> list[Run]:
                     total_tokens=sum(proxy.tokens.values()),
                     tokens=proxy.tokens,
                     method=name,
+                    doremi=proxy.doremi,
                 )
             )
     return runs

@@ -21,10 +21,12 @@ class Run:
     factor: float = 1.0
     source: str | None = None  # annealing: the candidate source (or "control")
     skip: dict[str, float] = field(default_factory=dict)  # annealing: tokens the base used
+    doremi: dict[str, Any] = field(default_factory=dict)  # DoReMi proxy: reference, eta, ...
 
     def to_json(self) -> dict[str, Any]:
         spec = asdict(self)
-        for key in ("source", "skip"):  # only annealing runs carry them: other specs unchanged
+        # only annealing and DoReMi runs carry them: other specs (and their jobs) unchanged
+        for key in ("source", "skip", "doremi"):
             if not spec[key]:
                 del spec[key]
         return spec
