@@ -226,6 +226,16 @@ def test_sampled_mixture_methods_plan_train_and_verify(tmp_path):
     assert all(np.isfinite(v) and v <= 1 + 1e-9 for v in scores.values()), scores
     summary = (out / "report/summary.md").read_text()
     assert "| regmix |" in summary and "| dml |" in summary
+    assert "proxy compute (x target run)" in summary
+    # RegMix's 24 runs at the smallest scale (3e7 tokens) against one 1e10-token run
+    assert "| regmix |" in summary.split("## Verification at 1e+10")[1]
+    row = next(
+        x
+        for x in summary.split("## Verification at 1e+10")[1].splitlines()
+        if x.startswith("| regmix |")
+    )
+    assert float(row.strip("|").split("|")[-1]) == pytest.approx(24 * 3e7 / 1e10, rel=1e-3)
+    assert (out / "report/quality_vs_compute.png").stat().st_size > 10_000
     again = snakemake(tmp_path, "--configfile", str(path), "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 

@@ -120,7 +120,9 @@ def run_weights(wildcards):
     spec = SPECS[wildcards.run]
     if spec["stage"] == "anneal" and "anneal-base" in SPECS:
         return [f"{OUT}/runs/anneal-base/metrics.json"]
-    if spec.get("doremi"):  # a DoReMi proxy run trains against its reference run's model
+    if spec.get(
+        "doremi"
+    ):  # a DoReMi proxy run trains against its reference run's model
         return [f"{OUT}/runs/{spec['doremi']['reference_run']}/metrics.json"]
     if spec["stage"] != "verify":
         return []
@@ -197,7 +199,11 @@ def all_outputs():
     # every report output is named: Snakemake reruns a job only for outputs someone requests
     outputs = []
     if MIXTURE:
-        outputs += [f"{OUT}/report/summary.md", *downstream_report_outputs().values()]
+        outputs += [
+            f"{OUT}/report/summary.md",
+            f"{OUT}/report/quality_vs_compute.png",
+            *downstream_report_outputs().values(),
+        ]
     if ANNEAL:
         outputs.append(f"{OUT}/report/anneal.md")
     return outputs

@@ -41,6 +41,11 @@ rule report:
             caption="../report/loss_curves.rst",
             category="Verification",
         ),
+        quality=report(
+            f"{OUT}/report/quality_vs_compute.png",
+            caption="../report/quality_vs_compute.rst",
+            category="Verification",
+        ),
     log:
         f"{OUT}/logs/report.log",
     benchmark:

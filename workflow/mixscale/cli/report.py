@@ -6,6 +6,7 @@ import argparse
 
 from mixscale.cli.args import checked_config
 from mixscale.config.check import schema_default
+from mixscale.errors import InputError
 from mixscale.fileio import write_json
 
 
@@ -17,6 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", nargs="*", default=[], help="compare JSON per target")
     p.add_argument("--world", help="draw this world's true optimum (backend simulate)")
     p.add_argument("--downstream", nargs="*", default=[], help="downstream results JSONs")
+    p.add_argument(
+        "--proxy-tokens",
+        default="{}",
+        help="JSON {method: tokens of its proxy runs} (the workflow passes it)",
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_report)
 
@@ -52,7 +58,20 @@ def cmd_report(args: argparse.Namespace) -> None:
         args.out,
         args.world,
         args.downstream,
+        _proxy_tokens(args.proxy_tokens),
     )
+
+
+def _proxy_tokens(text: str) -> dict[str, float]:
+    import json
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError("--proxy-tokens", "", "not JSON", 'e.g. {"autoscale": 1e9}') from exc
+    if not isinstance(data, dict) or not all(isinstance(v, int | float) for v in data.values()):
+        raise InputError("--proxy-tokens", "", "not {method: tokens}", 'e.g. {"autoscale": 1e9}')
+    return {str(k): float(v) for k, v in data.items()}
 
 
 def cmd_anneal_report(args: argparse.Namespace) -> None:

@@ -57,3 +57,8 @@ class Method:
 
     def proxy_runs(self, config: Config, domains: list[str]) -> list[ProxyRun]:
         return []
+
+    def uses_run(self, spec: dict[str, Any], layout: Layout) -> bool:
+        """Whether the planned run ``spec`` is proxy compute of this method (its own proxy
+        runs; for DDO-based methods, the sweep runs they read): the report's compute column."""
+        return spec["stage"] == "proxy" and spec["scale"] == self.name

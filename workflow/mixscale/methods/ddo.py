@@ -4,6 +4,8 @@ the target scale (``autoscale``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from mixscale.methods.base import Layout, Method
 
 
@@ -20,6 +22,9 @@ class DDOAtScale(Method):
     def weights_file(self, layout: Layout, target: str) -> str:
         return f"{layout.out}/ddo/{layout.scales[self.pick]}/weights.json"
 
+    def uses_run(self, spec: dict[str, Any], layout: Layout) -> bool:
+        return spec["stage"] == "ddo" and spec["scale"] == layout.scales[self.pick]
+
 
 class AutoScale(Method):
     name = "autoscale"
@@ -28,3 +33,6 @@ class AutoScale(Method):
 
     def weights_file(self, layout: Layout, target: str) -> str:
         return f"{layout.out}/autoscale/{target}.json"
+
+    def uses_run(self, spec: dict[str, Any], layout: Layout) -> bool:
+        return spec["stage"] == "ddo"  # every scale's sweep

@@ -16,6 +16,7 @@ from mixscale.config.tasks import EMBEDDED, KINDS, TaskBuild, entry_from, task_e
 from mixscale.config.training import TrainSettings
 from mixscale.config.typed import Config
 from mixscale.errors import InputError
+from mixscale.methods import Layout, method
 from mixscale.plan.specs import run_specs
 
 # Every function here reads a config checked by mixscale.plan.check: the schema's defaults are
@@ -268,3 +269,16 @@ def anneal_training_cost(config: Config) -> float:
     """anneal.training_cost_per_token, or the budget model's price of a token."""
     given = config.anneal.training_cost_per_token
     return float(given) if given is not None else training_cost_per_token(config)
+
+
+def proxy_tokens_by_method(config: Config) -> dict[str, float]:
+    """Tokens of the proxy runs each verified method needs (0 for fixed weights): what the
+    report sets each method's quality against."""
+    if not config.mixture:
+        return {}
+    layout = Layout(out=config.out, scales=tuple(s.name for s in config.ddo.scales))
+    specs = run_specs(config).values()
+    return {
+        name: float(sum(s["total_tokens"] for s in specs if method(name).uses_run(s, layout)))
+        for name in config.verify.methods
+    }

@@ -18,7 +18,12 @@ from mixscale.config.tasks import TaskEntry
 # rule is read): the schema's defaults are filled in, so none is written again here.
 from mixscale.config.typed import Config
 from mixscale.methods import method
-from mixscale.plan.budget import anneal_training_cost, stage_eval_points, train_resources
+from mixscale.plan.budget import (
+    anneal_training_cost,
+    proxy_tokens_by_method,
+    stage_eval_points,
+    train_resources,
+)
 
 Item = str | tuple[str, Any] | None
 
@@ -184,6 +189,7 @@ def report(
         "--compare",
         *compares,
         ("--world", world(config)),
+        ("--proxy-tokens", json.dumps(proxy_tokens_by_method(config), separators=(",", ":"))),
         *(["--downstream", *downstream] if downstream else []),
     )
 

@@ -95,6 +95,40 @@ def plot_loss_curves(compares: list[dict[str, Any]], png: Path) -> None:
     save_figure(fig, png)
 
 
+def plot_quality_vs_compute(
+    compares: list[dict[str, Any]], proxy_tokens: dict[str, float], png: Path
+) -> None:
+    """One point per method at each target: quality reached (the world's captured gain when
+    simulated, else steps saved vs uniform) against its proxy compute."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = max(1, len(compares))
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
+    for ax, c in zip(axes[0], compares, strict=False):
+        simulated = all(m.get("world_score") for m in c["methods"].values())
+        label = "captured gain (world)" if simulated else "steps saved vs uniform %"
+        for method, m in c["methods"].items():
+            y = m["world_score"]["captured_gain"] if simulated else m.get("steps_saved_pct")
+            x = proxy_tokens.get(method, 0.0) / c["target_tokens"]
+            if y is None:
+                continue
+            ax.plot([max(x, 1e-3)], [y], "o")
+            ax.annotate(
+                method, (max(x, 1e-3), y), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("proxy compute (x one target run; fixed weights at 0.001)")
+        ax.set_ylabel(label)
+        ax.set_title(f"target {c['target_tokens']:.3g} tokens", fontsize=9)
+    if not compares:
+        axes[0][0].text(0.5, 0.5, "no verification runs in this config", ha="center")
+    fig.tight_layout()
+    save_figure(fig, png)
+
+
 def plot_fits(table, objective, fit, png: Path) -> None:
     """Per domain (paper Fig. 5): the objective of the base and perturbed runs (every seed, and
     their mean) against the domain's tokens, with the fitted curve along the design's path."""
@@ -226,7 +260,9 @@ def write_summary(
     out: str,
     world: str | None = None,
     downstream: list[str] | None = None,
+    proxy_tokens: dict[str, float] | None = None,
 ) -> None:
+    proxy_tokens = proxy_tokens or {}
     lines = [f"# mixscale report: {experiment}", ""]
     png = Path(out).with_name("weights_vs_scale.png")
     plot_weights_vs_scale(
@@ -292,12 +328,24 @@ def write_summary(
     plot_loss_curves([read_json(p) for p in compares], Path(out).with_name("loss_curves.png"))
     if compares:
         lines += ["![loss curves](loss_curves.png)", ""]
+    quality = Path(out).with_name("quality_vs_compute.png")
+    plot_quality_vs_compute([read_json(p) for p in compares], proxy_tokens, quality)
+    if compares:
+        lines += [
+            "![quality against proxy compute](quality_vs_compute.png)",
+            "",
+            "Proxy compute: tokens of the proxy runs a method needs (the DDO sweep for AutoScale "
+            "and DDO, a method's own runs for RegMix, DML and DoReMi, none for fixed weights), "
+            "as a multiple of one verification run at that target.",
+            "",
+        ]
     for path in compares:
         c = read_json(path)
         lines += [f"## Verification at {c['target_tokens']:.4g} tokens", ""]
         rows = []
         for method, m in c["methods"].items():
             score = m.get("world_score") or {}
+            spent = proxy_tokens.get(method)
             rows.append(
                 [
                     method,
@@ -307,6 +355,7 @@ def write_summary(
                     m.get("steps_saved_pct"),
                     score.get("excess_loss"),
                     score.get("captured_gain"),
+                    spent / c["target_tokens"] if spent is not None else None,
                 ]
             )
         lines += markdown_table(
@@ -318,6 +367,7 @@ def write_summary(
                 "steps saved vs uniform %",
                 "excess loss (world)",
                 "captured gain (world)",
+                "proxy compute (x target run)",
             ],
             rows,
         )
