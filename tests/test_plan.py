@@ -117,3 +117,46 @@ def test_train_resources_come_from_the_cost_model():
     )
     simulated = checked(ROOT / "config/examples/simulated-demo.yaml")
     assert train_resources(simulated, spec, 1)["gpu"] == 0
+
+
+def sampled_methods_config(**methods):
+    import yaml
+
+    from conftest import ROOT
+
+    config = yaml.safe_load((ROOT / "tests/configs/torch-tiny.yaml").read_text())
+    config["verify"]["methods"] = ["autoscale", "regmix", "dml", "doremi", "uniform"]
+    config["methods"] = {"regmix": {"prior": "uniform"}, **methods}
+    return check_config(config, "config.yaml")
+
+
+def proxy_tokens(specs, method):
+    return sum(
+        s["total_tokens"] for s in specs.values() if s["stage"] == "proxy" and s["scale"] == method
+    )
+
+
+def test_compute_matched_methods_spend_the_ddo_sweeps_tokens():
+    from mixscale.plan.specs import run_specs
+
+    own = run_specs(sampled_methods_config())
+    assert sum(1 for s in own.values() if s["scale"] == "regmix") == 32  # methods.regmix.runs
+    specs = run_specs(sampled_methods_config(proxy_tokens="ddo"))
+    ddo = sum(s["total_tokens"] for s in specs.values() if s["stage"] == "ddo")
+    per_run = 15_000  # the smallest DDO scale: each sampled method's run length
+    for method in ("regmix", "dml"):
+        spent = proxy_tokens(specs, method)
+        assert ddo - per_run < spent <= ddo + 10, (method, spent, ddo)
+    doremi = [s for s in specs.values() if s["scale"] == "doremi"]
+    # a reference run plus a proxy run that costs 4/3 per token (its reference's forward)
+    assert len(doremi) == 2 and doremi[0]["total_tokens"] * (1 + 4 / 3) == pytest.approx(
+        ddo, rel=1e-3
+    )
+    assert "doremi" in doremi[1] and "doremi" not in doremi[0]
+
+
+def test_compute_matched_budget_too_small_is_refused_in_one_line():
+    with pytest.raises(
+        InputError, match=r"methods.proxy_tokens: 3e\+04 tokens pay for 2 regmix runs"
+    ):
+        sampled_methods_config(proxy_tokens=3.0e4)

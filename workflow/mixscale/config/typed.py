@@ -135,6 +135,7 @@ class Methods:
     regmix: RegMixSettings
     dml: DMLSettings
     doremi: DoReMiSettings
+    proxy_tokens: float | str | None = None  # compute-matched: a budget, or "ddo"
 
 
 @dataclass(frozen=True)

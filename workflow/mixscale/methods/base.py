@@ -55,7 +55,11 @@ class Method:
     def weights_file(self, layout: Layout, target: str) -> str | None:
         return None
 
-    def proxy_runs(self, config: Config, domains: list[str]) -> list[ProxyRun]:
+    def proxy_runs(
+        self, config: Config, domains: list[str], budget: float | None = None
+    ) -> list[ProxyRun]:
+        """``budget``: in compute-matched mode (methods.proxy_tokens), the proxy tokens this
+        method may spend, its own way; None: its own settings."""
         return []
 
     def uses_run(self, spec: dict[str, Any], layout: Layout) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mixscale.config.domains import config_domains
 from mixscale.config.typed import Config, DMLSettings, RegMixSettings
 from mixscale.core.regmix import sample_mixtures
 from mixscale.errors import InputError
@@ -52,14 +53,31 @@ class SampledMixtures(Method):
     def weights_file(self, layout: Layout, target: str) -> str:
         return f"{layout.out}/methods/{self.name}/{target}.json"
 
-    def proxy_runs(self, config: Config, domains: list[str]) -> list[ProxyRun]:
+    def run_count(self, config: Config, budget: float | None) -> int:
+        """Proxy mixtures: the configured number, or as many as the budget pays for."""
+        settings = self.settings(config)
+        if budget is None:
+            return settings.runs
+        count = int(budget // (self.proxy_tokens(config) * settings.seeds))
+        if count < 4:
+            raise InputError(
+                "config",
+                "methods.proxy_tokens",
+                f"{budget:.3g} tokens pay for {count} {self.name} runs of "
+                f"{self.proxy_tokens(config):.3g} tokens",
+                f"raise the budget or lower methods.{self.name}.tokens",
+            )
+        return count
+
+    def proxy_runs(
+        self, config: Config, domains: list[str], budget: float | None = None
+    ) -> list[ProxyRun]:
         settings = self.settings(config)
         total = self.proxy_tokens(config)
         prior = self.prior(config, domains)
+        count = self.run_count(config, budget)
         try:
-            mixtures = sample_mixtures(
-                prior, settings.runs, settings.seed, None, settings.temperature
-            )
+            mixtures = sample_mixtures(prior, count, settings.seed, None, settings.temperature)
         except InputError as exc:
             raise InputError("config", f"methods.{self.name}.runs", exc.problem, exc.fix) from exc
         runs = []
@@ -79,17 +97,19 @@ class DataMixingLaws(SampledMixtures):
     name = "dml"
     summary = "Data Mixing Laws: an exponential law per domain on sampled mixtures (2403.16952)"
 
-    def check(self, config: Config, domains: list[str]) -> None:
-        runs = config.methods.dml.runs
-        if runs < len(domains) + 1:
+    def run_count(self, config: Config, budget: float | None) -> int:
+        runs = super().run_count(config, budget)
+        domains = len(config_domains(config))
+        if runs < domains + 1:
+            field = "methods.dml.runs" if budget is None else "methods.proxy_tokens"
             raise InputError(
                 "config",
-                "methods.dml.runs",
-                f"{runs} proxy runs for {len(domains)} domains: the law has {len(domains) + 1} "
+                field,
+                f"{runs} proxy runs for {domains} domains: the law has {domains + 1} "
                 "parameters per evaluation domain",
-                f"at least {len(domains) + 1} (the authors used 20 for 5 domains)",
+                f"at least {domains + 1} runs (the authors used 20 for 5 domains)",
             )
-        super().check(config, domains)
+        return runs
 
 
 class DoReMiMethod(Method):
@@ -127,9 +147,16 @@ class DoReMiMethod(Method):
     def weights_file(self, layout: Layout, target: str) -> str:
         return f"{layout.out}/methods/{self.name}/{target}.json"
 
-    def proxy_runs(self, config: Config, domains: list[str]) -> list[ProxyRun]:
+    # a proxy run also runs the reference forward: 8 N FLOPs per token against a plain 6 N
+    PROXY_COST = 8 / 6
+
+    def proxy_runs(
+        self, config: Config, domains: list[str], budget: float | None = None
+    ) -> list[ProxyRun]:
         settings = config.methods.doremi
         total = float(settings.tokens or config.ddo.scales[0].tokens)
+        if budget is not None:  # one reference run and the proxy runs, all of one length
+            total = budget / (1 + settings.seeds * self.PROXY_COST)
         weights = self.reference_weights(config, domains)
         tokens = {d: float(round(weights[d] * total)) for d in domains}
         reference = f"{self.name}-{self.REFERENCE}-s0"  # the id plan.mixture gives it

@@ -104,9 +104,12 @@ def verify_runs(config: Config) -> list[Run]:
 def method_proxy_runs(config: Config, domains: list[str]) -> list[Run]:
     """The proxy runs of the verified methods that train their own (RegMix, DML): stage
     "proxy", scale = the method's name."""
+    budget = config.methods.proxy_tokens
+    if budget == "ddo":  # compute-matched with AutoScale's DDO sweep
+        budget = sum(run.total_tokens for run in ddo_runs(config, domains))
     runs = []
     for name in config.verify.methods:
-        for proxy in method(name).proxy_runs(config, domains):
+        for proxy in method(name).proxy_runs(config, domains, budget):
             runs.append(
                 Run(
                     id=f"{name}-{proxy.name}-s{proxy.seed}",
