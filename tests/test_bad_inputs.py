@@ -95,7 +95,11 @@ CASES: dict[str, tuple[dict, object, str]] = {
     "duplicate scale names": (BASE, put("ddo.scales.1.name", "1M"), "duplicate scale names"),
     "scales out of order": (BASE, put("ddo.scales.0.tokens", 9.0e6), "scales must increase"),
     "a single DDO scale": (BASE, put("ddo.scales", [{"name": "1M", "tokens": 1e6}]), "ddo.scales"),
-    "target below the DDO scales": (BASE, put("autoscale.targets", [2.0e6]), "autoscale.targets"),
+    "discrete target below the DDO scales": (
+        BASE,
+        put("autoscale", {"targets": [2.0e6], "discrete": True}),
+        "autoscale.targets",
+    ),
     "negative target": (BASE, put("autoscale.targets", [-1.0]), "autoscale.targets[0]"),
     "no targets": (BASE, put("autoscale.targets", []), "autoscale.targets"),
     "unknown fit form": (BASE, put("fit.form", "cubic"), "fit.form"),
@@ -316,7 +320,7 @@ def test_bad_config_stops_in_one_line(case, tmp_path):
 SNAKEMAKE_CASES = [
     "unknown nested key",
     "scales out of order",
-    "target below the DDO scales",
+    "discrete target below the DDO scales",
     "experiment with ..",
     "unknown world",
     "unknown precision",

@@ -153,12 +153,20 @@ def test_unusable_domains_get_named_status_and_fallback(responses, status):
     assert math.isfinite(fit.intercept)
 
 
-def test_insufficient_data_without_both_sides():
+def test_insufficient_data_without_any_perturbation():
     runs = alg1_mixtures(BASE)
-    runs = [r for r in runs if r[0] != "d2_down"]
+    runs = [r for r in runs if r[0] not in ("d2_down", "d2_up")]
     fit = fit_runs(make_table(runs, power_world(A, B)))
     assert fit.domains["d2"].status == "insufficient_data"
     assert fit.domains["d0"].status == "ok"
+
+
+def test_one_side_only_fits_the_two_parameter_form():
+    runs = [r for r in alg1_mixtures(BASE) if r[0] != "d2_down"]
+    fit = fit_runs(make_table(runs, power_world(A, B)))
+    d2 = fit.domains["d2"]
+    assert d2.status == "ok" and d2.form == "algorithm1" and d2.method == "closed"
+    assert d2.diagnostics["one_sided"] == "more"
 
 
 def test_huber_resists_an_outlier_seed():

@@ -60,7 +60,10 @@ def test_plan_counts_and_ids_are_unique():
             {"ddo": {"scales": [{"name": "s", "tokens": 3e6}, {"name": "s", "tokens": 9e6}]}},
             "duplicate scale names",
         ),
-        ({"autoscale": {"targets": [5e6]}}, "not above the largest DDO scale"),
+        (
+            {"autoscale": {"targets": [5e6], "discrete": True}},
+            "not above the largest DDO scale",
+        ),
         (
             {"verify": {"methods": ["reference"], "reference": {"a": 0.5, "b": 0.2, "c": 0.2}}},
             "sum to 1",

@@ -97,8 +97,8 @@ def test_three_scales_fit_and_leave_one_out():
 
 def test_bad_inputs():
     optima = [opt([100, 100]), opt([300, 200])]
-    with pytest.raises(InputError, match="must exceed the largest DDO scale"):
-        predict_continuous(optima, 400)
+    with pytest.raises(InputError, match="only goes up from the largest DDO scale"):
+        predict_discrete(optima, 400)
     with pytest.raises(InputError, match="domains differ"):
         predict_continuous([opt([100, 100]), opt([300, 200], "ac")], 1000)
     with pytest.raises(InputError, match="same scale"):

@@ -87,7 +87,8 @@ def add_objective_args(p: argparse.ArgumentParser) -> None:
         "--objective",
         default=schema_default("objective.kind"),
         choices=["mean", "perplexity"],
-        help="mean validation loss (default) or mean perplexity exp(loss)",
+        help="mean perplexity exp(loss) over the evaluation domains (the paper's Eq. 1, "
+        "default) or the mean validation loss",
     )
     p.add_argument("--eval-weights", help="weighted mean over evaluation domains: a=0.5,b=0.5")
     p.add_argument("--eval-domains", help="use only these evaluation domains: a,b")

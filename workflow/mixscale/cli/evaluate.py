@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from mixscale.cli.args import json_or_file, number
+from mixscale.cli.args import add_objective_args, json_or_file, number
 from mixscale.config.check import schema_default
 from mixscale.errors import InputError
 
@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--target", type=number, required=True)
     p.add_argument("--world", help="score against this world's optimum (backend simulate)")
+    add_objective_args(p)  # the objective DDO optimised: the methods are compared on it
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_compare)
 
@@ -69,9 +70,11 @@ def cmd_table(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
 
+    from mixscale.core.objective import parse_objective
     from mixscale.evaluate.verify import compare
 
-    return compare(args.metrics, args.target, args.world)
+    objective = parse_objective(args.objective, args.eval_weights, args.eval_domains)
+    return compare(args.metrics, args.target, args.world, objective)
 
 
 def cmd_downstream(args: argparse.Namespace) -> dict[str, Any]:

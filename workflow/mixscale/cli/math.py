@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from mixscale.cli.args import add_constraint_args, add_objective_args, constraints_from, number
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--budget", type=number, help="instead of --tokens: a cost budget (needs --cost)"
     )
     add_constraint_args(p)
+    _add_trust_region_arg(p)
     p.add_argument("--out", required=True, help="WEIGHTS.json")
     p.set_defaults(handler=cmd_solve)
 
@@ -31,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_fit_args(p)
     p.add_argument("--tokens", type=number, required=True)
     add_constraint_args(p)
+    _add_trust_region_arg(p)
     p.add_argument("--bootstrap", type=int, default=schema_default("fit.bootstrap"), help="0: off")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figure", help="also draw the per-domain fits (PNG)")
@@ -84,7 +87,8 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
         "--form",
         default=schema_default("fit.form"),
         choices=FORM_CHOICES,
-        help="auto: power law where r > 1, Eq. 2's shifted form where 1/3 < r <= 1",
+        help="auto: power law where the drop ratio r > 1, Eq. 2's shifted form where "
+        "1/k < r <= 1 (k: the perturbation factor; 1/3 for the default x3 and /3)",
     )
     p.add_argument(
         "--loss",
@@ -93,9 +97,37 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
         help="least-squares loss; huber down-weights outlier seeds",
     )
     p.add_argument(
-        "--unit", type=number, help="token unit of the paper's forms (default: base total)"
+        "--unit",
+        type=_unit,
+        default=schema_default("fit.unit"),
+        help="token unit of the paper's forms: base_total (default; x/u = the domain's base "
+        "weight), base_domain (x = 1 at the base run, the authors' choice) or a token count",
+    )
+    p.add_argument(
+        "--normalise",
+        action="store_true",
+        help="fit the objective divided by its base-run value (the authors' choice)",
+    )
+    p.add_argument(
+        "--root",
+        default=schema_default("fit.root"),
+        choices=["smallest_b", "largest_b"],
+        help="which exact Eq. 2 curve to keep when three points give two (both are reported)",
     )
     add_objective_args(p)
+
+
+def _unit(text: str) -> str | float:
+    return text if text in ("base_total", "base_domain") else number(text)
+
+
+def _add_trust_region_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-trust-region",
+        dest="trust_region",
+        action="store_false",
+        help="let fitted domains leave the range their runs observed ([w/k, k w] by default)",
+    )
 
 
 def _fit_from_args(args: argparse.Namespace):
@@ -106,10 +138,33 @@ def _fit_from_args(args: argparse.Namespace):
 
     table = load_run_table(args.runs)
     objective = parse_objective(args.objective, args.eval_weights, args.eval_domains)
-    fit = fit_runs(
-        table, objective, form=args.form, base_run=args.base, loss=args.loss, unit=args.unit
-    )
+    fit = fit_runs(table, objective, base_run=args.base, **_fit_options(args))
+    for note in fit.notes:
+        if "match no perturbation" in note:
+            print(f"mixscale {args.command}: warning: {note}", file=sys.stderr)
     return table, objective, fit
+
+
+def _fit_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "form": args.form,
+        "loss": args.loss,
+        "unit": args.unit,
+        "normalise": args.normalise,
+        "root": args.root,
+    }
+
+
+def _constraints(args: argparse.Namespace):
+    constraints = constraints_from(args)
+    constraints.trust_region = args.trust_region
+    return constraints
+
+
+def _warn(command: str, result: dict[str, Any]) -> dict[str, Any]:
+    for warning in result.get("warnings", []):
+        print(f"mixscale {command}: warning: {warning}", file=sys.stderr)
+    return result
 
 
 def _multiples(text: str) -> tuple[float, ...]:
@@ -139,7 +194,7 @@ def cmd_solve(args: argparse.Namespace) -> dict[str, Any]:
         # a budget is in cost units: without costs it would silently mean 1 per token
         raise InputError("--budget", "--cost", "missing", "give each domain's --cost D=C")
     fit = FitResult.from_json(read_json(args.fit), args.fit)
-    return optimize(fit, args.tokens, constraints_from(args), args.budget)
+    return _warn(args.command, optimize(fit, args.tokens, _constraints(args), args.budget))
 
 
 def cmd_ddo(args: argparse.Namespace) -> dict[str, Any]:
@@ -149,8 +204,8 @@ def cmd_ddo(args: argparse.Namespace) -> dict[str, Any]:
     from mixscale.report.summary import plot_fits
 
     table, objective, fit = _fit_from_args(args)
-    constraints = constraints_from(args)
-    out = optimize(fit, args.tokens, constraints)
+    constraints = _constraints(args)
+    out = _warn(args.command, optimize(fit, args.tokens, constraints))
     boots = (
         bootstrap_fits(
             table,
@@ -158,9 +213,7 @@ def cmd_ddo(args: argparse.Namespace) -> dict[str, Any]:
             seed=args.seed,
             base_run=args.base,
             objective=objective,
-            form=args.form,
-            loss=args.loss,
-            unit=args.unit,
+            **_fit_options(args),
         )
         if args.bootstrap
         else []

@@ -58,6 +58,9 @@ class Fit:
     form: str
     loss: str
     bootstrap: int
+    unit: str | float
+    normalise: bool
+    root: str
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Scale:
 class DDO:
     design: str
     factor: float
+    trust_region: bool
     seeds: int
     base_weights: str | dict[str, float]
     scales: list[Scale]

@@ -67,14 +67,19 @@ class DomainFit:
     base_weight: float = 0.0
     fallback: str | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    unit: float | None = None  # this domain's token unit (--unit base_domain); None: the fit's
 
     @property
     def usable(self) -> bool:
         return self.status == OK and self.form is not None
 
     def canonical(self, unit: float) -> Canonical:
+        """The curve in objective units of the fit, ``unit`` unless the domain has its own."""
         assert self.form is not None
-        return canonical(self.form, self.params, unit)
+        return canonical(self.form, self.params, self.unit_or(unit))
+
+    def unit_or(self, unit: float) -> float:
+        return self.unit if self.unit is not None else unit
 
 
 @dataclass
@@ -89,6 +94,12 @@ class FitResult:
     form_requested: str = "auto"
     loss: str = "linear"
     notes: list[str] = field(default_factory=list)
+    unit_kind: str = "base_total"  # base_total | base_domain | tokens (a number was given)
+    # The fitted values are objective / objective_scale: the base run's objective when the fit
+    # was normalised (the authors' procedure), else 1. Predictions multiply it back.
+    objective_scale: float = 1.0
+    root: str = "smallest_b"  # which exact Eq. 2 curve was kept when three points give two
+    unmatched_runs: list[str] = field(default_factory=list)  # runs no perturbation explains
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)  # converts the DomainFit values of ``domains`` too
@@ -119,7 +130,7 @@ class FitResult:
             d = self.domains.get(name)
             if d is not None and d.usable:
                 total += d.canonical(self.unit).value(tokens[:, j])
-        return total
+        return self.objective_scale * total
 
 
 @dataclass
@@ -421,6 +432,7 @@ def _joint_nls(
     names = [d for d in table.train_domains if fits[d].usable]
     cols = [table.train_domains.index(d) for d in names]
     forms = [fits[d].form for d in names]
+    units = [fits[d].unit_or(unit) for d in names]
     sizes = [len(_pack(f, fits[d].params)) for f, d in zip(forms, names, strict=True)]  # type: ignore[arg-type]
 
     def split(theta: np.ndarray) -> list[dict[str, float]]:
@@ -432,8 +444,8 @@ def _joint_nls(
 
     def residuals(theta: np.ndarray) -> np.ndarray:
         pred = np.full(len(y), theta[0])
-        for f, col, params in zip(forms, cols, split(theta), strict=True):
-            pred += canonical(f, params, unit).value(table.tokens[:, col])  # type: ignore[arg-type]
+        for f, col, u, params in zip(forms, cols, units, split(theta), strict=True):
+            pred += canonical(f, params, u).value(table.tokens[:, col])  # type: ignore[arg-type]
         return pred - y
 
     lower, upper = [-np.inf], [np.inf]
@@ -468,7 +480,7 @@ def _rescaled_start(fit: DomainFit, form: str, b: float, unit: float) -> dict[st
         lo, hi = diag.get("factor_low", 1 / 3), diag.get("factor_high", 3.0)
         return {"a": span * n0**b / max((lo**-b - hi**-b), 1e-9), "b": b}
     if form == "paper":
-        return {"N0": max(n0 / unit, 1e-3), "b": b}
+        return {"N0": max(n0 / fit.unit_or(unit), 1e-3), "b": b}
     return {"b": b}
 
 
@@ -490,16 +502,41 @@ def _noise_sd(y: np.ndarray, groups: list[list[int]], robust: bool = False) -> f
     return math.sqrt(ss / dof) if dof else None
 
 
+UNITS = ("base_total", "base_domain")
+ROOTS = ("smallest_b", "largest_b")
+
+
 def fit_runs(
     table: RunTable,
     objective: Objective | None = None,
     form: str = "auto",
     base_run: str | None = None,
     loss: str = "linear",
-    unit: float | None = None,
+    unit: float | str | None = None,
+    normalise: bool = False,
+    root: str = "smallest_b",
 ) -> FitResult:
-    """Fit each training domain's response; see the module docstring for the method."""
-    return _fit_runs(table, objective, form, base_run, loss, unit)
+    """Fit each training domain's response; see the module docstring for the method.
+
+    ``unit``: the token unit of the paper's forms: ``base_total`` (default: x/u is the domain's
+    weight in the base mixture), ``base_domain`` (x = 1 at the base run, the authors' choice)
+    or a number of tokens. ``normalise``: fit the objective divided by its base value (the
+    authors' choice). ``root``: which exact Eq. 2 curve to keep when three points give two.
+    """
+    return _fit_runs(table, objective, form, base_run, loss, unit, normalise, root)
+
+
+def _check_fit_options(form: str, loss: str, unit: float | str | None, root: str) -> None:
+    if form not in FORM_CHOICES:
+        raise InputError("--form", form, "unknown form", f"use one of {FORM_CHOICES}")
+    if loss not in ("linear", "huber"):
+        raise InputError("--loss", loss, "unknown loss", "use linear or huber")
+    if isinstance(unit, str) and unit not in UNITS:
+        raise InputError("--unit", unit, "unknown unit", f"use {' or '.join(UNITS)} or tokens")
+    if isinstance(unit, int | float) and not (math.isfinite(unit) and unit > 0):
+        raise InputError("--unit", f"{unit}", "must be a positive number of tokens", "e.g. 1e9")
+    if root not in ROOTS:
+        raise InputError("--root", root, "unknown root", f"use {' or '.join(ROOTS)}")
 
 
 def _fit_runs(
@@ -508,16 +545,15 @@ def _fit_runs(
     form: str = "auto",
     base_run: str | None = None,
     loss: str = "linear",
-    unit: float | None = None,
+    unit: float | str | None = None,
+    normalise: bool = False,
+    root: str = "smallest_b",
     groups: list[list[int]] | None = None,
     design: Design | None = None,
 ) -> FitResult:
     """``fit_runs``, optionally with the table's mixture groups and design already known (the
     bootstrap's resampled tables share the original's, see ``bootstrap_fits``)."""
-    if form not in FORM_CHOICES:
-        raise InputError("--form", form, "unknown form", f"use one of {FORM_CHOICES}")
-    if loss not in ("linear", "huber"):
-        raise InputError("--loss", loss, "unknown loss", "use linear or huber")
+    _check_fit_options(form, loss, unit, root)
     objective = objective or Objective()
     y = objective.evaluate(table.eval_domains, table.losses, table.source)
     groups = table.mixture_groups() if groups is None else groups
@@ -533,7 +569,10 @@ def _fit_runs(
     base_rows = groups[design.base_group]
     base_tokens = table.tokens[base_rows[0]]
     base_total = float(base_tokens.sum())
-    unit = float(unit) if unit else base_total
+    unit_kind = unit if isinstance(unit, str) else ("tokens" if unit else "base_total")
+    unit = float(unit) if isinstance(unit, int | float) and unit else base_total
+    scale = _objective_scale(y, base_rows, table.source) if normalise else 1.0
+    y = y / scale
     noise = _noise_sd(y, groups)
     robust_noise = _noise_sd(y, groups, robust=True) if loss == "huber" else None
     f_scale = robust_noise if robust_noise else 1.0
@@ -544,17 +583,28 @@ def _fit_runs(
     stats = (centres.tolist(), sds.tolist())
     fits: dict[str, DomainFit] = {}
     for j, name in enumerate(table.train_domains):
+        # x = 1 at the base run: each domain's own unit is its base tokens
+        own_unit = float(base_tokens[j]) if unit_kind == "base_domain" else None
         if joint:
             fits[name] = _joint_domain_start(j, name, table, design, groups, stats, form)
         else:
             fits[name] = _fit_domain(
-                j, name, table, design, groups, y, stats, form, unit, loss, f_scale
-            )
+                j, name, table, design, groups, y, stats, form,
+                own_unit or unit, loss, f_scale, root,
+            )  # fmt: skip
+        fits[name].unit = own_unit
         fits[name].base_tokens = float(base_tokens[j])
         fits[name].base_weight = float(base_tokens[j] / base_total)
         _add_noise_diagnostics(fits[name], noise)
 
+    unmatched = [table.run_ids[r] for g in design.unmatched_groups for r in groups[g]]
     notes = []
+    if unmatched:
+        notes.append(
+            f"{len(unmatched)} run(s) match no perturbation of the base and were not used: "
+            + ", ".join(unmatched[:10])
+            + (" ..." if len(unmatched) > 10 else "")
+        )
     if joint and any(f.usable for f in fits.values()):
         notes.append(
             f"{design.kind} design: every perturbed run moves several domains, so the domains "
@@ -576,9 +626,23 @@ def _fit_runs(
         form_requested=form,
         loss=loss,
         notes=notes,
+        unit_kind=unit_kind,
+        objective_scale=scale,
+        root=root,
+        unmatched_runs=unmatched,
     )
     _add_model_diagnostics(result, table, y, design, groups)
     return result
+
+
+def _objective_scale(y: np.ndarray, base_rows: list[int], source: str) -> float:
+    """The base run's mean objective, by which a normalised fit divides every run's."""
+    value = float(y[base_rows].mean())
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(
+            source, "base run", f"objective {value:g} cannot normalise", "fit without --normalise"
+        )
+    return value
 
 
 def _observe(
@@ -599,8 +663,7 @@ def _observe(
 
 
 def _insufficient(name: str, diag: dict[str, Any], what: str) -> DomainFit:
-    reason = f"needs at least one run with {what} than the base"
-    return DomainFit(name, "insufficient_data", reason, fallback=FALLBACK, diagnostics=diag)
+    return _insufficient_reason(name, diag, f"needs at least one run with {what} than the base")
 
 
 def _joint_domain_start(
@@ -697,10 +760,13 @@ def _fit_domain(
     unit: float,
     loss: str,
     f_scale: float,
+    root: str = "smallest_b",
 ) -> DomainFit:
     """``stats``: ``_group_stats`` of the table, robust under the huber loss."""
     points, diag, drops = _observe(j, design, table, groups, stats)
     if drops is None:
+        if len(points.groups) >= 2:  # perturbations on one side of the base only
+            return _fit_one_sided(name, points, diag, y, unit, loss, f_scale, root)
         return _insufficient(name, diag, "fewer and one with more of this domain")
     d1, d2, lo, hi = drops
     diag["r"] = d1 / d2 if d2 != 0 else None
@@ -711,21 +777,101 @@ def _fit_domain(
     if chosen == "power" and closed:
         params, method = _closed_form_power(points), "closed"
     elif chosen == "paper" and closed and (solutions := _paper_exact_solutions(points, unit)):
-        # Several exact curves: keep the flattest tail (smallest b), the most conservative
-        # extrapolation, and show the others.
-        solutions.sort(key=lambda p: p["b"])
-        params, method = solutions[0], "closed"
+        params, method = _keep_root(solutions, root, diag), "closed"
         if len(solutions) > 1:
-            diag["alternative_exact_fits"] = solutions[1:]
-            reason += f"; {len(solutions)} exact Eq. 2 curves fit, the smallest b is kept"
+            reason += f"; {len(solutions)} exact Eq. 2 curves fit, the {_ROOT_WORDS[root]} kept"
     else:
         params, method = _marginal_nls(points, chosen, unit, loss, f_scale, y), "nls"
     return DomainFit(name, OK, reason, form=chosen, method=method, params=params, diagnostics=diag)
 
 
+_ROOT_WORDS = {"smallest_b": "smallest b", "largest_b": "largest b"}
+
+
+def _keep_root(solutions: list[dict[str, float]], root: str, diag: dict[str, Any]) -> dict:
+    """The exact curve ``root`` names; every exact curve is kept in the diagnostics.
+
+    smallest_b: the flattest tail, the most conservative extrapolation (mixscale's default);
+    largest_b: the root the authors' fit converges to from its usual starting point.
+    """
+    solutions = sorted(solutions, key=lambda p: p["b"])
+    kept = solutions[0] if root == "smallest_b" else solutions[-1]
+    if len(solutions) > 1:
+        diag["exact_fits"] = solutions
+        diag["alternative_exact_fits"] = [p for p in solutions if p is not kept]
+    return dict(kept)
+
+
+def _fit_one_sided(
+    name: str,
+    points: _Points,
+    diag: dict[str, Any],
+    y: np.ndarray,
+    unit: float,
+    loss: str,
+    f_scale: float,
+    root: str,
+) -> DomainFit:
+    """Algorithm 1 with only the x k runs (the paper's optional /k run left out), or only the
+    /k runs: the two-parameter form (n/u)^-b + c, exact through the base and one perturbation.
+    Eq. 2 and the power law's three parameters are not identified by two points."""
+    first, last = points.factors[0], points.factors[-1]
+    drop = points.means[0] - points.means[-1]
+    side = "more" if first == 1.0 else "less"
+    key = "drop_high" if side == "more" else "drop_low"
+    diag.update({key: drop, "factor_low": first, "factor_high": last, "one_sided": side})
+    if drop <= 0:
+        reason = f"objective does not fall with more of this domain (runs with {side} only)"
+        return DomainFit(name, "no_gain", reason, fallback=FALLBACK, diagnostics=diag)
+    reason = (
+        f"runs with {side} of this domain only: two-parameter Algorithm 1 form (n/u)^-b + c "
+        "(three-parameter forms need runs on both sides)"
+    )
+    if len(points.groups) == 2 and loss == "linear":
+        solutions = _two_point_solutions(points, unit)
+        if not solutions:
+            reason = f"no exponent b in {B_BOUNDS} of (n/u)^-b + c gives the observed drop"
+            return _insufficient_reason(name, diag, reason)
+        params = _keep_root(solutions, root, diag)
+        if len(solutions) > 1:
+            reason += f"; {len(solutions)} exact curves fit, the {_ROOT_WORDS[root]} kept"
+        method = "closed"
+    else:
+        params, method = _marginal_nls(points, "algorithm1", unit, loss, f_scale, y), "nls"
+    return DomainFit(
+        name, OK, reason, form="algorithm1", method=method, params=params, diagnostics=diag
+    )
+
+
+def _two_point_solutions(points: _Points, unit: float) -> list[dict[str, float]]:
+    """Every b with t1^-b - t2^-b = y1 - y2 (t = tokens / unit): the exact (n/u)^-b + c."""
+    t1, t2 = points.tokens[0] / unit, points.tokens[-1] / unit
+    drop = points.means[0] - points.means[-1]
+
+    def mismatch(log_b: float) -> float:
+        b = math.exp(log_b)
+        with np.errstate(over="ignore"):
+            gap = t1**-b - t2**-b
+        return math.log(gap) - math.log(drop) if 0 < gap < math.inf else math.nan
+
+    grid = np.linspace(math.log(B_BOUNDS[0]), math.log(B_BOUNDS[1]), 400)
+    values = [mismatch(x) for x in grid]
+    out = []
+    for (x0, v0), (x1, v1) in itertools.pairwise(zip(grid, values, strict=True)):
+        if math.isfinite(v0) and math.isfinite(v1) and v0 * v1 <= 0 and v0 != v1:
+            b = math.exp(brentq(mismatch, x0, x1, xtol=1e-15))
+            base = points.factors.index(1.0)
+            out.append({"b": b, "c": points.means[base] - (points.tokens[base] / unit) ** -b})
+    return out
+
+
+def _insufficient_reason(name: str, diag: dict[str, Any], reason: str) -> DomainFit:
+    return DomainFit(name, "insufficient_data", reason, fallback=FALLBACK, diagnostics=diag)
+
+
 def _add_noise_diagnostics(fit: DomainFit, noise: float | None) -> None:
     fit.diagnostics["seed_sd"] = noise
-    if noise and "drop_high" in fit.diagnostics:
+    if noise and "drop_high" in fit.diagnostics and "drop_low" in fit.diagnostics:
         pts = fit.diagnostics["points"]
         base_n = next(p["replicates"] for p in pts if p["factor"] == 1.0)
         hi_n, lo_n = pts[-1]["replicates"], pts[0]["replicates"]
@@ -757,15 +903,17 @@ def _add_model_diagnostics(
         c = fit.canonical(result.unit)
         lo, hi = fit.diagnostics["factor_low"], fit.diagnostics["factor_high"]
         n0 = fit.base_tokens
-        f_lo, f0, f_hi = c.value(np.array([lo * n0, n0, hi * n0]))
-        fit.diagnostics["r_model"] = float((f_lo - f0) / (f0 - f_hi))
+        if lo < 1.0 < hi:  # the drop ratio needs points on both sides of the base
+            f_lo, f0, f_hi = c.value(np.array([lo * n0, n0, hi * n0]))
+            fit.diagnostics["r_model"] = float((f_lo - f0) / (f0 - f_hi))
         fit.diagnostics["b"] = c.b
         rows = [r for p in fit.diagnostics["points"] for r in p["runs"]]
         idx = [row_of[r] for r in rows]
         if joint:
             pred = result.predict(table.tokens[idx], table.train_domains)
         else:
-            pred = form_value(fit.form, fit.params, result.unit, table.tokens[idx, j])  # type: ignore[arg-type]
+            unit = fit.unit_or(result.unit)
+            pred = form_value(fit.form, fit.params, unit, table.tokens[idx, j])  # type: ignore[arg-type]
         resid = y[idx] - pred
         fit.diagnostics["residuals"] = resid.tolist()
         fit.diagnostics["max_abs_residual"] = float(np.abs(resid).max())

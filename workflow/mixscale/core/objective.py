@@ -1,7 +1,9 @@
 """The scalar objective of a run, computed from its per-domain validation losses.
 
-Default: the mean validation loss over evaluation domains. Options: a weighted mean, a subset
-of domains, or the mean perplexity exp(loss) (the AutoScale paper's metric).
+The workflow and the CLI default to the AutoScale paper's objective (Eq. 1): the mean over the
+evaluation domains of their perplexity exp(loss) (``objective.kind`` in the schema). Options: the
+mean loss, a weighted mean, a subset of domains. This class's own default is the mean loss, so
+code calling the math core directly says when it wants perplexities.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 from mixscale.errors import InputError
 
 KINDS = ("mean", "perplexity")
+MAX_PERPLEXITY_LOSS = 700.0  # exp(709.8) overflows a float64
 
 
 @dataclass(frozen=True)
@@ -30,8 +33,16 @@ class Objective:
 
     def evaluate(self, eval_domains: list[str], losses: np.ndarray, source: str = "objective"):
         """Objective per row of ``losses`` (runs x eval_domains)."""
+        weights = self.domain_weights(eval_domains, source)
+        if self.kind == "perplexity" and np.any(losses[:, weights > 0] > MAX_PERPLEXITY_LOSS):
+            raise InputError(
+                source,
+                "loss.*",
+                f"a loss above {MAX_PERPLEXITY_LOSS:g} nats: its perplexity overflows",
+                "check the run (diverged?) or use the objective 'mean' (mean loss)",
+            )
         values = np.exp(losses) if self.kind == "perplexity" else losses
-        return values @ self.domain_weights(eval_domains, source)
+        return values @ weights
 
     def domain_weights(self, eval_domains: list[str], source: str = "objective") -> np.ndarray:
         """Each evaluation domain's weight in the objective (summing to 1; 0 if not chosen)."""

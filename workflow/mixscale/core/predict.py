@@ -6,9 +6,13 @@ N_i(k) = N_i(1) * (N_i(2) / N_i(1)) ** (k - 1).
 
 * ``discrete``  : the paper's Algorithm 2, k = 3, 4, ... until the total reaches the target.
                   It overshoots: the result's ``total_tokens`` is where the iteration stopped.
-* ``continuous``: the real k >= 2 at which sum_i N_i(k) equals the target exactly.
+* ``continuous``: the real k at which sum_i N_i(k) equals the target exactly: above the DDO
+                  scales (extrapolation), between them (interpolation: the authors validate
+                  AutoScale by predicting an intermediate scale and comparing with DDO run
+                  there) or below them.
 * 3+ scales     : log N_i fitted linear in a shared k by least squares (rank-one model), plus
-                  leave-one-scale-out prediction errors.
+                  leave-one-scale-out prediction errors, and each inner scale interpolated
+                  from its two neighbours.
 """
 
 from __future__ import annotations
@@ -77,7 +81,8 @@ def _aligned(optima: list[Optimum]) -> tuple[list[str], np.ndarray]:
     return domains, matrix
 
 
-def _check_order(optima: list[Optimum], target: float) -> list[Optimum]:
+def _check_order(optima: list[Optimum], target: float, upward: bool = True) -> list[Optimum]:
+    """The optima by scale; ``upward``: the target must lie above them (Algorithm 2)."""
     optima = sorted(optima, key=lambda o: o.total)
     totals = [o.total for o in optima]
     if any(np.isclose(a, b, rtol=1e-12) for a, b in itertools.pairwise(totals)):
@@ -87,14 +92,22 @@ def _check_order(optima: list[Optimum], target: float) -> list[Optimum]:
             "two optima at the same scale",
             "give optima of two different scales",
         )
-    if target <= totals[-1]:
+    if upward and target <= totals[-1]:
         raise InputError(
             "--target",
             f"{target:g}",
-            f"must exceed the largest DDO scale ({totals[-1]:g})",
-            "AutoScale extrapolates upward; use solve for smaller scales",
+            f"the discrete iteration only goes up from the largest DDO scale ({totals[-1]:g})",
+            "drop --discrete: the continuous path interpolates between scales",
         )
     return optima
+
+
+def regime(totals: list[float], target: float) -> str:
+    if target > totals[-1]:
+        return "extrapolation"
+    if target < totals[0]:
+        return "extrapolation_below"
+    return "interpolation"
 
 
 @dataclass(frozen=True)
@@ -209,16 +222,18 @@ def _split_zero(domains: list[str], matrix: np.ndarray) -> tuple[np.ndarray, lis
 
 
 def predict_continuous(optima: list[Optimum], target: float) -> dict[str, Any]:
-    optima = _check_order(optima, target)
+    optima = _check_order(optima, target, upward=False)
     domains, matrix = _aligned(optima)
     keep, zero = _split_zero(domains, matrix)
     model = fit_loglinear(matrix[:, keep])
-    k = model.k_for_total(target)
+    where = regime([o.total for o in optima], target)
+    k = model.k_for_total(target) if where == "extrapolation" else _k_for_total_any(model, target)
     tokens = np.zeros(len(domains))
     tokens[keep] = model.tokens(k)
     tokens *= target / tokens.sum()  # remove the last ulp of the root search
     out = _result(domains, tokens, target, "continuous")
     out["zero_domains"] = zero
+    out["regime"] = where
     out["k"] = float(k)
     out["scales"] = [float(t) for t in matrix.sum(axis=1)]
     out["latent_k_of_scales"] = [float(v) for v in model.ks]
@@ -228,7 +243,37 @@ def predict_continuous(optima: list[Optimum], target: float) -> dict[str, Any]:
             np.sqrt(np.mean((np.log(matrix[:, keep]) - fitted) ** 2))
         )
         out["leave_one_out"] = leave_one_scale_out(optima)
+        out["interpolation_checks"] = interpolate_inner_scales(optima)
     return out
+
+
+def interpolate_inner_scales(optima: list[Optimum]) -> list[dict[str, Any]]:
+    """Each inner scale predicted from its two neighbours alone (the authors' validation):
+    the weight error of AutoScale where DDO was also run."""
+    domains, matrix = _aligned(optima)
+    cols, _ = _split_zero(domains, matrix)
+    rows = []
+    for inner in range(1, len(optima) - 1):
+        model = fit_loglinear(matrix[[inner - 1, inner + 1]][:, cols])
+        rows.append(_held_out_row(domains, cols, model, matrix[inner]))
+        rows[-1]["from_totals"] = [float(matrix[i].sum()) for i in (inner - 1, inner + 1)]
+    return rows
+
+
+def _held_out_row(
+    domains: list[str], cols: np.ndarray, model: LogLinear, observed: np.ndarray
+) -> dict[str, Any]:
+    target = float(observed.sum())
+    pred = np.zeros(len(domains))
+    pred[cols] = model.tokens(_k_for_total_any(model, target))
+    pred_w, true_w = pred / pred.sum(), observed / observed.sum()
+    return {
+        "held_out_total": target,
+        "max_abs_weight_error": float(np.max(np.abs(pred_w - true_w))),
+        "l1_weight_error": float(np.abs(pred_w - true_w).sum()),
+        "predicted_weights": dict(zip(domains, map(float, pred_w), strict=True)),
+        "observed_weights": dict(zip(domains, map(float, true_w), strict=True)),
+    }
 
 
 def leave_one_scale_out(optima: list[Optimum]) -> list[dict[str, Any]]:
@@ -239,27 +284,17 @@ def leave_one_scale_out(optima: list[Optimum]) -> list[dict[str, Any]]:
     for held in range(2, len(optima)):
         keep = [i for i in range(len(optima)) if i != held]
         model = fit_loglinear(matrix[keep][:, cols])
-        target = float(matrix[held].sum())
-        k = _k_for_total_any(model, target)
-        pred = np.zeros(len(domains))
-        pred[cols] = model.tokens(k)
-        pred_w = pred / pred.sum()
-        true_w = matrix[held] / matrix[held].sum()
-        rows.append(
-            {
-                "held_out_total": target,
-                "max_abs_weight_error": float(np.max(np.abs(pred_w - true_w))),
-                "l1_weight_error": float(np.abs(pred_w - true_w).sum()),
-                "predicted_weights": dict(zip(domains, map(float, pred_w), strict=True)),
-                "observed_weights": dict(zip(domains, map(float, true_w), strict=True)),
-            }
-        )
+        rows.append(_held_out_row(domains, cols, model, matrix[held]))
     return rows
 
 
 def _k_for_total_any(model: LogLinear, target: float) -> float:
-    """k with total = target anywhere (interpolation allowed), for leave-one-out checks."""
+    """k with total = target anywhere (interpolation allowed)."""
     f = lambda k: np.log(model.tokens(k).sum()) - np.log(target)  # noqa: E731
+    ks = np.sort(model.ks)
+    for k0, k1 in itertools.pairwise(ks):  # between two input scales: the root in that span
+        if f(k0) <= 0 <= f(k1):
+            return brentq(f, k0, k1, xtol=1e-15)
     lo, hi = float(model.ks.min()) - 1.0, float(model.ks.max()) + 1.0
     while f(hi) < 0:
         hi += 2 * (hi - lo)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from mixscale.core.objective import Objective
 from mixscale.core.runtable import RunTable
 from mixscale.core.world import load_world, score
 from mixscale.errors import InputError
@@ -46,8 +47,24 @@ def steps_to_reach(curve: list[dict[str, Any]], level: float) -> float | None:
     return None
 
 
-def compare(metrics_paths: list[str], target: float, world_name: str | None) -> dict[str, Any]:
-    """Verification at one target scale: losses, perplexities, steps saved, world scores."""
+def _objective_of(objective: Objective, losses: list[dict[str, float]], source: str) -> float:
+    """The objective DDO optimised, averaged over seeds, from each seed's per-domain losses."""
+    evals = list(losses[0])
+    matrix = np.array([[item[e] for e in evals] for item in losses])
+    return float(np.mean(objective.evaluate(evals, matrix, source)))
+
+
+def compare(
+    metrics_paths: list[str],
+    target: float,
+    world_name: str | None,
+    objective: Objective | None = None,
+) -> dict[str, Any]:
+    """Verification at one target scale: losses, perplexities, steps saved, world scores.
+
+    ``objective``: the one DDO optimised (the config's), so "objective" and the steps saved
+    compare methods on what they were chosen for; None: the runs' recorded mean loss."""
+    objective = objective or Objective("mean")
     runs = [read_json(p) for p in metrics_paths]
     by_method: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
@@ -56,23 +73,30 @@ def compare(metrics_paths: list[str], target: float, world_name: str | None) -> 
     for method, items in by_method.items():
         evals = list(items[0]["final_losses"])
         losses = np.array([[r["final_losses"][e] for e in evals] for r in items]).mean(axis=0)
+        source = items[0].get("run", method)
         curve = [
             {
                 "fraction": p["fraction"],
-                "objective": float(np.mean([r["curve"][k]["objective"] for r in items])),
+                "objective": _objective_of(
+                    objective, [r["curve"][k]["losses"] for r in items], source
+                ),
             }
             for k, p in enumerate(items[0]["curve"])
         ]
         methods[method] = {
             "weights": items[0]["weights"],
             "seeds": len(items),
-            "objective": float(np.mean([r["objective"] for r in items])),
+            "objective": _objective_of(objective, [r["final_losses"] for r in items], source),
             "perplexity": {e: float(np.exp(v)) for e, v in zip(evals, losses, strict=True)},
             "mean_perplexity": float(np.exp(losses).mean()),
             "worst_perplexity": float(np.exp(losses).max()),
             "curve": curve,
         }
-    out: dict[str, Any] = {"target_tokens": target, "methods": methods}
+    out: dict[str, Any] = {
+        "target_tokens": target,
+        "objective": objective.describe(),
+        "methods": methods,
+    }
     if "uniform" in methods:
         level = methods["uniform"]["objective"]
         for m in methods.values():

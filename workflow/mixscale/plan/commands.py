@@ -125,6 +125,10 @@ def ddo(config: Config, scale_tokens: float) -> str:
         ("--tokens", scale_tokens),
         ("--form", fit.form),
         ("--loss", fit.loss),
+        ("--unit", fit.unit),
+        ("--normalise", fit.normalise),
+        ("--root", fit.root),
+        ("--no-trust-region", not config.ddo.trust_region),
         ("--bootstrap", fit.bootstrap),
         ("--objective", objective.kind),
         ("--eval-domains", ",".join(domains) if domains else None),
@@ -170,7 +174,13 @@ def predict(config: Config, optima: list[str], target: float) -> str:
 
 
 def compare(config: Config, target: float) -> str:
-    return shell_args(("--target", target), ("--world", world(config)))
+    domains = config.objective.eval_domains
+    return shell_args(
+        ("--target", target),
+        ("--world", world(config)),
+        ("--objective", config.objective.kind),
+        ("--eval-domains", ",".join(domains) if domains else None),
+    )
 
 
 def report(

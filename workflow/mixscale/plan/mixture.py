@@ -51,6 +51,13 @@ def perturb(base: dict[str, float], domain: str, factor: float, design: str) -> 
     return out
 
 
+def _perturbations(design: str, factor: float) -> tuple[tuple[float, str], ...]:
+    """(factor, tag) of each perturbed run per domain: Algorithm 1's down run is optional."""
+    if design == "algorithm1_up":
+        return ((factor, "up"),)
+    return ((factor, "up"), (1 / factor, "down"))
+
+
 def ddo_runs(config: Config, domains: list[str]) -> list[Run]:
     ddo = config.ddo
     design, factor = ddo.design, float(ddo.factor)
@@ -62,7 +69,7 @@ def ddo_runs(config: Config, domains: list[str]) -> list[Run]:
         base = {d: weights[d] * float(scale.tokens) for d in domains}
         mixtures = [("base", "", 1.0, base)]
         for d in domains:
-            for f, tag in ((factor, "up"), (1 / factor, "down")):
+            for f, tag in _perturbations(design, factor):
                 mixtures.append((f"{d}-{tag}", d, f, perturb(base, d, f, design)))
         for seed in range(int(ddo.seeds)):
             for name, domain, f, tokens in mixtures:
@@ -138,11 +145,14 @@ def check_mixture_stages(config: Config, domains: list[str]) -> None:
         )
     distinct_labels(config.autoscale.targets, "autoscale.targets")
     for t in config.autoscale.targets:
-        if float(t) <= totals[-1]:
+        # continuous AutoScale also interpolates (the authors' validation); Algorithm 2 only
+        # goes up from the largest scale
+        if config.autoscale.discrete and float(t) <= totals[-1]:
             raise InputError(
                 "config",
                 "autoscale.targets",
                 f"target {t:g} is not above the largest DDO scale {totals[-1]:g}",
-                "AutoScale predicts larger scales; use a DDO scale for this one",
+                "the discrete Algorithm 2 only goes up; set autoscale.discrete: false to "
+                "interpolate",
             )
     check_methods(config, domains)

@@ -87,7 +87,7 @@ def plot_loss_curves(compares: list[dict[str, Any]], png: Path) -> None:
             ax.axhline(level, color="grey", lw=0.8, ls=":", label="uniform's final")
         ax.set_title(f"target {c['target_tokens']:.3g} tokens", fontsize=9)
         ax.set_xlabel("fraction of the run")
-        ax.set_ylabel("objective (validation loss)")
+        ax.set_ylabel(c.get("objective", "mean loss over all evaluation domains"), fontsize=8)
         ax.legend(fontsize=7)
     if not compares:
         axes[0][0].text(0.5, 0.5, "no verification runs in this config", ha="center")
@@ -252,6 +252,61 @@ def downstream_lines(paths: list[str], out: str) -> list[str]:
     return lines
 
 
+def _fit_choices(fit: dict[str, Any], weights: dict[str, Any]) -> str:
+    """The choices that move the answer, stated where the weights are (issue: the objective
+    and the fit's unit, normalisation, root and trust region are not neutral)."""
+    normalised = fit.get("objective_scale", 1.0) != 1.0
+    region = "on" if weights.get("trust_region") else "off"
+    return (
+        f"Objective: {fit['objective']}. Fit: form {fit.get('form_requested', 'auto')}, "
+        f"unit {fit.get('unit_kind', 'base_total')}, "
+        f"{'normalised by the base run' if normalised else 'raw objective'}, "
+        f"root {fit.get('root', 'smallest_b')}; trust region {region}."
+    )
+
+
+def _caveats(weights: dict[str, Any]) -> list[str]:
+    """Bounds that bind, the spread between exact Eq. 2 roots, warnings, unmatched runs."""
+    lines = []
+    bound = weights.get("at_bound", {})
+    if bound:
+        lines.append(
+            "On a bound: "
+            + ", ".join(f"{d} ({side})" for d, side in bound.items())
+            + ". The fitted curve would move these domains further than their runs observed; "
+            "the optimum there is the bound's, not the fit's."
+        )
+    if "root_spread" in weights:
+        lines.append(
+            f"Two exact Eq. 2 curves fit some domains: the weights move by up to "
+            f"{weights['root_spread']:.4f} between the smallest-b and largest-b roots."
+        )
+    lines += [f"Warning: {w}." for w in weights.get("warnings", [])]
+    unmatched = weights.get("fit", {}).get("unmatched_runs", [])
+    if unmatched:
+        lines.append(f"Runs that match no perturbation (not used): {', '.join(unmatched)}.")
+    return [part for line in lines for part in (line, "")]
+
+
+def _interpolation_lines(predictions: list[dict[str, Any]]) -> list[str]:
+    """Each inner DDO scale predicted from its neighbours (the authors' validation)."""
+    with_checks = [p["interpolation_checks"] for p in predictions if p.get("interpolation_checks")]
+    checks = with_checks[0] if with_checks else []  # the same for every target
+    if not checks:
+        return []
+    rows = [
+        [
+            f"{c['held_out_total']:.4g}",
+            " and ".join(f"{t:.4g}" for t in c["from_totals"]),
+            c["max_abs_weight_error"],
+        ]
+        for c in checks
+    ]
+    lines = ["Each inner DDO scale interpolated from its two neighbours, against DDO there:", ""]
+    lines += markdown_table(["scale (tokens)", "from scales", "largest weight error"], rows)
+    return [*lines, ""]
+
+
 def write_summary(
     experiment: str,
     ddo: list[str],
@@ -278,6 +333,7 @@ def write_summary(
         scale = Path(path).parent.name
         lines += [f"### {scale}: {data['total_tokens']:.4g} tokens", ""]
         lines += [f"Signal: **{scale_verdict(fit)}**. Design: {fit['design']}.", ""]
+        lines += [_fit_choices(fit, data), ""]
         if Path(path).with_name("fits.png").is_file():
             lines += [f"![fits at {scale}](../ddo/{scale}/fits.png)", ""]
         rows = []
@@ -295,13 +351,13 @@ def write_summary(
                     diag.get("r"),
                     diag.get("b"),
                     diag.get("effect_high_over_se"),
+                    data.get("at_bound", {}).get(d, "-"),
                 ]
             )
-        lines += markdown_table(
-            ["domain", "weight", "90% interval", "status", "form", "r", "b", "x3 effect / SE"],
-            rows,
-        )
+        header = ["domain", "weight", "90% interval", "status", "form", "r", "b"]
+        lines += markdown_table([*header, "x3 effect / SE", "on a bound"], rows)
         lines.append("")
+        lines += _caveats(data)
     if autoscale:
         lines += ["## AutoScale predictions", ""]
         doubtful = {
@@ -325,6 +381,7 @@ def write_summary(
             rows.append([f"{p['target_tokens']:.4g}", *(p["weights"][d] for d in domains)])
         lines += markdown_table(["target tokens", *domains], rows)
         lines.append("")
+        lines += _interpolation_lines([read_json(p) for p in autoscale])
     plot_loss_curves([read_json(p) for p in compares], Path(out).with_name("loss_curves.png"))
     if compares:
         lines += ["![loss curves](loss_curves.png)", ""]
@@ -342,6 +399,8 @@ def write_summary(
     for path in compares:
         c = read_json(path)
         lines += [f"## Verification at {c['target_tokens']:.4g} tokens", ""]
+        what = c.get("objective", "mean loss over all evaluation domains")
+        lines += [f"Objective: {what} (what DDO optimised; steps saved are read on it).", ""]
         rows = []
         for method, m in c["methods"].items():
             score = m.get("world_score") or {}
