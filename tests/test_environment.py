@@ -95,7 +95,7 @@ def test_full_disk_while_writing_weights_and_figure(tmp_path):
         fill(full)
         for out, figure in (("W.json", []), ("W2.json", ["--figure", str(full / "fit.png")])):
             res = run_cli(
-                "ddo", "--runs", str(tmp_path / "runs.tsv"), "--tokens", "3e7",
+                "ddo", "--runs", str(tmp_path / "runs.tsv"), "--tokens", "2e7",
                 "--bootstrap", "0", *figure, "--out", str(full / out),
             )  # fmt: skip
             line = one_error_line(res)
@@ -110,7 +110,7 @@ def test_read_only_folder(tmp_path):
     with small_filesystem(tmp_path / "ro", 1024 * 1024) as ro:
         remount(ro, "ro")
         res = run_cli(
-            "ddo", "--runs", str(tmp_path / "runs.tsv"), "--tokens", "3e7", "--bootstrap", "0",
+            "ddo", "--runs", str(tmp_path / "runs.tsv"), "--tokens", "2e7", "--bootstrap", "0",
             "--out", str(ro / "ddo" / "W.json"),
         )  # fmt: skip
         line = one_error_line(res)
