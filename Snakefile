@@ -1,7 +1,10 @@
 # mixscale: compute-optimal data mixtures at any scale. Thin entry point: config, schema, rules.
+import sys
+
 from snakemake.utils import min_version
 
 from mixscale.plan.check import check_or_exit
+from mixscale.plan.mixture import later_rounds_note
 
 min_version("9.0")
 
@@ -27,6 +30,11 @@ include: "workflow/rules/autoscale.smk"
 include: "workflow/rules/verify.smk"
 include: "workflow/rules/downstream.smk"
 include: "workflow/rules/anneal.smk"
+
+
+# a dry run lists the jobs of round 1 only: say what follows
+if later_rounds_note(CONFIG, SPECS):
+    print(f"mixscale: {later_rounds_note(CONFIG, SPECS)}", file=sys.stderr)
 
 
 # Aggregation (fits, solver, tables, reports) takes seconds of CPU: it runs where Snakemake

@@ -30,13 +30,18 @@ def naming_the_file(path: str | os.PathLike[str]) -> Iterator[None]:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write text so that readers see either the old file or the complete new one."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write bytes so that readers see either the old file or the complete new one."""
     target = Path(path)
     with naming_the_file(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions

@@ -5,10 +5,13 @@ import os
 
 from mixscale.config.domains import config_domains, data_dir
 from mixscale.config.tasks import needs_generated_tasks, task_entries
+from mixscale.core.rounds import converged
+from mixscale.fileio import read_json
 from mixscale.methods import Layout, method
 from mixscale.plan import commands
 from mixscale.plan.anneal import target_task
 from mixscale.plan.budget import downstream_resources, train_resources
+from mixscale.plan.mixture import round_spec
 from mixscale.plan.run import target_label
 from mixscale.plan.specs import run_specs, torch_settings
 
@@ -22,6 +25,8 @@ ANNEAL = CONFIG.anneal is not None
 SCALES = {s.name: s for s in CONFIG.ddo.scales} if MIXTURE else {}
 TARGETS = {target_label(t): t for t in CONFIG.autoscale.targets} if MIXTURE else {}
 SPECS = run_specs(CONFIG)
+# iterated DDO: rounds per scale; rounds after the first enter the DAG when the one before ends
+ROUNDS = CONFIG.ddo.rounds if MIXTURE else 1
 LAYOUT = Layout(out=OUT, scales=tuple(SCALES))
 TORCH = CONFIG.backend == "torch"
 DOMAINS = config_domains(CONFIG)
@@ -46,10 +51,15 @@ wildcard_constraints:
     run="[A-Za-z0-9_.+-]+",
     domain="[A-Za-z0-9_][A-Za-z0-9_.-]*",
     method="regmix|dml",
+    round="[0-9]+",
 
 
-def runs_of(stage, scale):
-    return [i for i, s in SPECS.items() if s["stage"] == stage and s["scale"] == scale]
+def runs_of(stage, scale, round=1):
+    return [
+        i
+        for i, s in SPECS.items()
+        if s["stage"] == stage and s["scale"] == scale and s.get("round", 1) == round
+    ]
 
 
 def scale_runs(wildcards):
@@ -82,6 +92,40 @@ def verify_metrics(wildcards):
     )
 
 
+def round_metrics(wildcards):
+    """The runs of one later round of iterated DDO at one scale."""
+    runs = runs_of("ddo", wildcards.scale, int(wildcards.round))
+    return expand(f"{OUT}/runs/{{run}}/metrics.json", run=runs)
+
+
+def round_table(wildcards):
+    """Round 1 fits the scale's run table; a later round, its own runs' table."""
+    if int(wildcards.round) == 1:
+        return scale_runs(wildcards)
+    return f"{OUT}/tables/{wildcards.scale}/round{wildcards.round}.tsv"
+
+
+def round_weights(scale, round):
+    return f"{OUT}/ddo/{scale}/round{round}/weights.json"
+
+
+def ddo_rounds(wildcards):
+    """The WEIGHTS.json of every round a scale runs. Round r is planned only once round r-1
+    has ended (a checkpoint: its runs' mixtures are its optimum), and not at all when round
+    r-1 moved no weight by more than ddo.round_tolerance."""
+    files = [round_weights(wildcards.scale, 1)]
+    for number in range(2, ROUNDS + 1):
+        done = checkpoints.ddo_round.get(scale=wildcards.scale, round=number - 1)
+        if converged(read_json(done.output.weights), CONFIG.ddo.round_tolerance):
+            break
+        files.append(round_weights(wildcards.scale, number))
+    return files
+
+
+def ddo_round_figures(wildcards):
+    return [os.path.join(os.path.dirname(f), "fits.png") for f in ddo_rounds(wildcards)]
+
+
 def scale_tokens(wildcards):
     return SCALES[wildcards.scale].tokens
 
@@ -90,8 +134,21 @@ def ddo_optima(wildcards):
     return expand(f"{OUT}/ddo/{{scale}}/weights.json", scale=SCALES)
 
 
+def spec_of(run):
+    """A run's spec; a later round of iterated DDO gets its mixture from the round before
+    (a checkpoint: its runs enter the DAG only when that round's optimum exists)."""
+    spec = SPECS[run]
+    if spec.get("round", 1) > 1:
+        return round_spec(CONFIG, spec, read_json(previous_round(spec)))
+    return spec
+
+
+def previous_round(spec):
+    return round_weights(spec["scale"], spec["round"] - 1)
+
+
 def run_spec(wildcards):
-    return json.dumps(SPECS[wildcards.run], separators=(",", ":"))
+    return json.dumps(spec_of(wildcards.run), separators=(",", ":"))
 
 
 def train_data(wildcards):
@@ -102,15 +159,15 @@ def train_data(wildcards):
 
 
 def train_runtime(wildcards, attempt):
-    return train_resources(CONFIG, SPECS[wildcards.run], attempt)["runtime"]
+    return train_resources(CONFIG, spec_of(wildcards.run), attempt)["runtime"]
 
 
 def train_gpus(wildcards):
-    return train_resources(CONFIG, SPECS[wildcards.run], 1)["gpu"]
+    return train_resources(CONFIG, spec_of(wildcards.run), 1)["gpu"]
 
 
 def train_mem_mb(wildcards, attempt):
-    return train_resources(CONFIG, SPECS[wildcards.run], attempt)["mem_mb"]
+    return train_resources(CONFIG, spec_of(wildcards.run), attempt)["mem_mb"]
 
 
 def run_weights(wildcards):
@@ -118,6 +175,8 @@ def run_weights(wildcards):
     method in the registry names it; for an annealing run, the in-workflow base model.
     """
     spec = SPECS[wildcards.run]
+    if spec.get("round", 1) > 1:  # iterated DDO: the optimum of the round before
+        return [previous_round(spec)]
     if spec["stage"] == "anneal" and "anneal-base" in SPECS:
         return [f"{OUT}/runs/anneal-base/metrics.json"]
     if spec.get(

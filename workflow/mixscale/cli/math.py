@@ -40,6 +40,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_ddo)
 
+    p = sub.add_parser(
+        "rounds", help="iterated DDO: a scale's final WEIGHTS.json from its rounds' WEIGHTS.json"
+    )
+    p.add_argument(
+        "--weights", nargs="+", required=True, help="each round's WEIGHTS.json, in order"
+    )
+    p.add_argument("--figures", nargs="*", default=[], help="each round's fits PNG, in order")
+    p.add_argument("--planned", type=int, required=True, help="rounds planned (ddo.rounds)")
+    p.add_argument("--tolerance", type=float, required=True, help="ddo.round_tolerance")
+    p.add_argument("--figure", help="copy the last round's fits PNG here")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=cmd_rounds)
+
     p = sub.add_parser("predict", help="AutoScale: optimal mixture at a larger scale")
     p.add_argument("--optimum", action="append", required=True, help="WEIGHTS.json (repeat, 2+)")
     p.add_argument("--target", type=number, required=True, help="target total tokens")
@@ -227,6 +240,25 @@ def cmd_ddo(args: argparse.Namespace) -> dict[str, Any]:
 
         plot_fits(table, objective, fit, Path(args.figure))
     return out
+
+
+def cmd_rounds(args: argparse.Namespace) -> dict[str, Any]:
+    from pathlib import Path
+
+    from mixscale.core.rounds import combine_rounds
+    from mixscale.fileio import atomic_write_bytes
+
+    if len(args.weights) > args.planned:
+        raise InputError(
+            "--weights",
+            "count",
+            f"{len(args.weights)} rounds > --planned {args.planned}",
+            "give at most the planned rounds",
+        )
+    result = combine_rounds([read_json(p) for p in args.weights], args.planned, args.tolerance)
+    if args.figure and args.figures:
+        atomic_write_bytes(args.figure, Path(args.figures[-1]).read_bytes())
+    return result
 
 
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:

@@ -79,6 +79,8 @@ class DDO:
     base_weights: str | dict[str, float]
     scales: list[Scale]
     eval_points: int | None = None  # None: the experiment's eval_points
+    rounds: int = 1  # iterated DDO: round r+1 re-centred on round r's optimum
+    round_tolerance: float = 0.01  # stop early when a round moves no weight by more
 
 
 @dataclass(frozen=True)

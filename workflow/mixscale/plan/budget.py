@@ -203,6 +203,8 @@ def budget_table(config: Config) -> dict[str, Any]:
     stages: dict[str, dict[str, float]] = {}
     for spec in run_specs(config).values():
         stage = f"{spec['stage']} {spec['scale']}".replace("anneal-base base", "anneal base")
+        if spec.get("round", 1) > 1:  # iterated DDO: a row per later round (an upper bound:
+            stage += f" round {spec['round']}"  # the rounds may stop early)
         row = stages.setdefault(stage, {"runs": 0, "tokens": 0.0, "flops": 0.0})
         row["runs"] += 1
         row["tokens"] += float(spec["total_tokens"])

@@ -80,6 +80,16 @@ def _check_run_tables(config: Config) -> None:
             raise InputError(
                 "config", f"ddo.scales[{i}].runs", f"{path}: file not found", "check the path"
             )
+    if config.ddo and config.ddo.rounds > 1:
+        given = [i for i, s in enumerate(config.ddo.scales) if s.runs is not None]
+        if given:
+            raise InputError(
+                "config",
+                "ddo.rounds",
+                f"{config.ddo.rounds} rounds, but ddo.scales[{given[0]}] is a run table "
+                "(nothing to train around a new centre)",
+                "set ddo.rounds: 1, or train the scale (remove its runs:)",
+            )
     if config.backend == "tables" and config.ddo:
         missing = [i for i, s in enumerate(config.ddo.scales) if s.runs is None]
         if missing:

@@ -135,6 +135,11 @@ def ddo(config: Config, scale_tokens: float) -> str:
     )
 
 
+def rounds(config: Config) -> str:
+    """``mixscale rounds``: how many rounds were planned and when they stop early."""
+    return shell_args(("--planned", config.ddo.rounds), ("--tolerance", config.ddo.round_tolerance))
+
+
 def doremi_weights(target: float) -> str:
     return shell_args(("--tokens", target))
 

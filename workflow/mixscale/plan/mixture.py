@@ -3,6 +3,9 @@ domain its x factor and / factor runs), and the verification runs per target, me
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 from mixscale.config.typed import Config
 from mixscale.errors import InputError
 from mixscale.methods import check_methods, method
@@ -59,33 +62,83 @@ def _perturbations(design: str, factor: float) -> tuple[tuple[float, str], ...]:
 
 
 def ddo_runs(config: Config, domains: list[str]) -> list[Run]:
+    """Every DDO run of every round. Rounds after the first (iterated DDO) are re-centred on
+    the optimum of the round before, known only when it ends: their runs carry no tokens yet
+    (``round_spec`` fills them in) and are priced at the first round's centre. A round's total
+    does not depend on its centre: Algorithm 1 adds (factor - 1) x the scale over the domains'
+    up runs whatever their shares, and a fixed-total run is always the scale."""
     ddo = config.ddo
-    design, factor = ddo.design, float(ddo.factor)
     weights = _base_weights(config, domains)
     runs = []
     for scale in ddo.scales:
         if scale.runs is not None:  # an external run table: nothing to train
             continue
-        base = {d: weights[d] * float(scale.tokens) for d in domains}
-        mixtures = [("base", "", 1.0, base)]
-        for d in domains:
-            for f, tag in _perturbations(design, factor):
-                mixtures.append((f"{d}-{tag}", d, f, perturb(base, d, f, design)))
-        for seed in range(int(ddo.seeds)):
-            for name, domain, f, tokens in mixtures:
-                runs.append(
-                    Run(
-                        id=f"ddo-{scale.name}-{name}-s{seed}",
-                        stage="ddo",
-                        scale=scale.name,
-                        seed=seed,
-                        total_tokens=sum(tokens.values()),
-                        tokens=tokens,
-                        perturbed=domain,
-                        factor=f,
-                    )
-                )
+        for number in range(1, ddo.rounds + 1):
+            sweep = sweep_runs(config, scale.name, float(scale.tokens), weights, number)
+            if number > 1:
+                sweep = [replace(run, tokens={}) for run in sweep]
+            runs += sweep
     return runs
+
+
+def sweep_runs(
+    config: Config, scale: str, total: float, centre: dict[str, float], number: int = 1
+) -> list[Run]:
+    """One DDO round at one scale: a base run at ``centre`` and each domain's perturbed runs,
+    for every seed. Round 1's ids carry no round number."""
+    ddo = config.ddo
+    design, factor = ddo.design, float(ddo.factor)
+    base = {d: w * total for d, w in centre.items()}
+    mixtures = [("base", "", 1.0, base)]
+    for d in centre:
+        for f, tag in _perturbations(design, factor):
+            mixtures.append((f"{d}-{tag}", d, f, perturb(base, d, f, design)))
+    prefix = f"ddo-{scale}-" if number == 1 else f"ddo-{scale}-r{number}-"
+    return [
+        Run(
+            id=f"{prefix}{name}-s{seed}",
+            stage="ddo",
+            scale=scale,
+            seed=seed,
+            total_tokens=sum(tokens.values()),
+            tokens=tokens,
+            perturbed=domain,
+            factor=f,
+            round=number,
+        )
+        for seed in range(int(ddo.seeds))
+        for name, domain, f, tokens in mixtures
+    ]
+
+
+def round_spec(config: Config, spec: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
+    """A planned run of a later DDO round with its mixture: the round re-centred on
+    ``previous`` (the WEIGHTS.json of the round before at the same scale)."""
+    from mixscale.core.rounds import next_centre
+
+    scale = next(s for s in config.ddo.scales if s.name == spec["scale"])
+    source = f"round {spec['round'] - 1} of scale {scale.name}"
+    centre = next_centre(previous, float(config.ddo.factor), source)
+    for run in sweep_runs(config, scale.name, float(scale.tokens), centre, spec["round"]):
+        if run.id == spec["id"]:
+            return run.to_json()
+    raise InputError(source, spec["id"], "not a run of this round", "rerun the workflow")
+
+
+def later_rounds_note(config: Config, specs: dict[str, dict[str, Any]]) -> str | None:
+    """What a dry run cannot show of iterated DDO: the rounds after the first, planned only when
+    the round before ends."""
+    if not config.mixture or config.ddo.rounds == 1:
+        return None
+    later = [s for s in specs.values() if s["stage"] == "ddo" and s.get("round", 1) > 1]
+    scales = sorted({s["scale"] for s in later})
+    per_round = len(later) // max(1, (config.ddo.rounds - 1) * len(scales))
+    return (
+        f"iterated DDO (ddo.rounds: {config.ddo.rounds}): the jobs listed run round 1; up to "
+        f"{config.ddo.rounds - 1} more round(s) of {per_round} runs per scale follow, each "
+        f"planned when the round before ends, none once a round moves no weight by more than "
+        f"{config.ddo.round_tolerance:g} (mixscale budget prices them all)"
+    )
 
 
 def verify_runs(config: Config) -> list[Run]:

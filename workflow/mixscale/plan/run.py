@@ -22,6 +22,7 @@ class Run:
     source: str | None = None  # annealing: the candidate source (or "control")
     skip: dict[str, float] = field(default_factory=dict)  # annealing: tokens the base used
     doremi: dict[str, Any] = field(default_factory=dict)  # DoReMi proxy: reference, eta, ...
+    round: int = 1  # ddo: the round of iterated DDO (later rounds re-centred on the last)
 
     def to_json(self) -> dict[str, Any]:
         spec = asdict(self)
@@ -29,6 +30,8 @@ class Run:
         for key in ("source", "skip", "doremi"):
             if not spec[key]:
                 del spec[key]
+        if spec["round"] == 1:
+            del spec["round"]
         return spec
 
 

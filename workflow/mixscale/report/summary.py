@@ -288,6 +288,25 @@ def _caveats(weights: dict[str, Any]) -> list[str]:
     return [part for line in lines for part in (line, "")]
 
 
+def _round_lines(weights: dict[str, Any]) -> list[str]:
+    """Iterated DDO: each round's centre, optimum and largest move, and why it stopped."""
+    history = weights.get("rounds")
+    if not history:
+        return []
+    domains = list(weights["weights"])
+    rows = [["centre (round 1)", *[history[0]["centre"][d] for d in domains], "-"]]
+    rows += [
+        [f"round {r['round']}", *[r["weights"][d] for d in domains], r["moved"]] for r in history
+    ]
+    lines = [
+        f"Iterated DDO ({weights['rounds_note']}; each round re-centred on the one before; "
+        f"tolerance {weights['round_tolerance']:g}). The weights above are the last round's.",
+        "",
+    ]
+    lines += markdown_table(["round", *domains, "largest move"], rows)
+    return [*lines, ""]
+
+
 def _interpolation_lines(predictions: list[dict[str, Any]]) -> list[str]:
     """Each inner DDO scale predicted from its neighbours (the authors' validation)."""
     with_checks = [p["interpolation_checks"] for p in predictions if p.get("interpolation_checks")]
@@ -357,6 +376,7 @@ def write_summary(
         header = ["domain", "weight", "90% interval", "status", "form", "r", "b"]
         lines += markdown_table([*header, "x3 effect / SE", "on a bound"], rows)
         lines.append("")
+        lines += _round_lines(data)
         lines += _caveats(data)
     if autoscale:
         lines += ["## AutoScale predictions", ""]
