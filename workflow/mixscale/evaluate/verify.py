@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from mixscale.core.intervals import mean_interval, paired_difference
 from mixscale.core.objective import Objective
 from mixscale.core.runtable import RunTable
 from mixscale.core.world import load_world, score
@@ -97,14 +98,70 @@ def compare(
         "objective": objective.describe(),
         "methods": methods,
     }
+    for method, items in by_method.items():
+        methods[method]["objective_by_seed"] = {
+            str(r["seed"]): _objective_of(objective, [r["final_losses"]], r.get("run", method))
+            for r in items
+        }
+        methods[method]["objective_interval"] = mean_interval(
+            list(methods[method]["objective_by_seed"].values())
+        )
     if "uniform" in methods:
         level = methods["uniform"]["objective"]
         for m in methods.values():
             reached = steps_to_reach(m["curve"], level)
             m["steps_saved_pct"] = None if reached is None else 100 * (1 - reached)
+        _steps_saved_by_seed(by_method, methods, objective)
+    _paired_comparisons(methods)
     if world_name:
         world = load_world(world_name)
         optimum = world.optimum(target)
         for m in methods.values():
             m["world_score"] = score(world, m["weights"], target, optimum)
     return out
+
+
+def _steps_saved_by_seed(
+    by_method: dict[str, list[dict[str, Any]]], methods: dict[str, Any], objective: Objective
+) -> None:
+    """Per seed: the share of steps a method's run saved to reach the objective the uniform
+    run of the same seed ended at; the interval over seeds when every seed reached it."""
+    uniform_final = methods["uniform"]["objective_by_seed"]
+    for method, items in by_method.items():
+        saved: dict[str, float | None] = {}
+        for r in items:
+            seed, run = str(r["seed"]), r.get("run", method)
+            if seed not in uniform_final:
+                continue
+            curve = [
+                {
+                    "fraction": p["fraction"],
+                    "objective": _objective_of(objective, [p["losses"]], run),
+                }
+                for p in r["curve"]
+            ]
+            reached = steps_to_reach(curve, uniform_final[seed])
+            saved[seed] = None if reached is None else 100 * (1 - reached)
+        m = methods[method]
+        m["steps_saved_by_seed"] = saved
+        never = sum(v is None for v in saved.values())
+        m["steps_saved_never"] = never
+        m["steps_saved_interval"] = (
+            mean_interval([v for v in saved.values() if v is not None]) if not never else None
+        )
+
+
+def _paired_comparisons(methods: dict[str, Any]) -> None:
+    """Each method against uniform and against the best other method (lowest mean objective),
+    paired by seed: the difference of the objective with its interval."""
+    for method, m in methods.items():
+        own = m["objective_by_seed"]
+        if "uniform" in methods and method != "uniform":
+            m["vs_uniform"] = paired_difference(own, methods["uniform"]["objective_by_seed"])
+        others = {k: v for k, v in methods.items() if k != method}
+        if others:
+            best = min(others, key=lambda k: others[k]["objective"])
+            m["vs_best_other"] = {
+                "other": best,
+                **paired_difference(own, others[best]["objective_by_seed"]),
+            }

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from mixscale.core.design import classify
+from mixscale.core.intervals import verdict
 from mixscale.core.world import load_world
 from mixscale.evaluate.downstream import downstream_tables
 from mixscale.fileio import atomic_write_text, read_json
@@ -413,7 +414,8 @@ def write_summary(
             "",
             "Proxy compute: tokens of the proxy runs a method needs (the DDO sweep for AutoScale "
             "and DDO, a method's own runs for RegMix, DML and DoReMi, none for fixed weights), "
-            "as a multiple of one verification run at that target.",
+            "as a multiple of one verification run at that target; with iterated DDO, every "
+            "planned round (an upper bound where a scale stopped early).",
             "",
         ]
     for path in compares:
@@ -429,9 +431,11 @@ def write_summary(
                 [
                     method,
                     m["objective"],
+                    _interval_text(m.get("objective_interval")),
                     m["mean_perplexity"],
                     m["worst_perplexity"],
                     m.get("steps_saved_pct"),
+                    _steps_interval_text(m),
                     score.get("excess_loss"),
                     score.get("captured_gain"),
                     spent / c["target_tokens"] if spent is not None else None,
@@ -441,9 +445,11 @@ def write_summary(
             [
                 "method",
                 "objective",
+                "90% interval over seeds",
                 "mean ppl",
                 "worst ppl",
                 "steps saved vs uniform %",
+                "steps saved 90% interval",
                 "excess loss (world)",
                 "captured gain (world)",
                 "proxy compute (x target run)",
@@ -451,6 +457,7 @@ def write_summary(
             rows,
         )
         lines.append("")
+        lines += _paired_lines(c)
         evals = list(next(iter(c["methods"].values()))["perplexity"])
         lines += [f"Per-domain perplexity at {c['target_tokens']:.4g} tokens:", ""]
         lines += markdown_table(
@@ -461,3 +468,51 @@ def write_summary(
     if downstream:
         lines += downstream_lines(downstream, out)
     atomic_write_text(out, "\n".join(lines) + "\n")
+
+
+def _interval_text(result: dict[str, Any] | None) -> str | None:
+    if not result or result.get("interval") is None:
+        return None
+    low, high = result["interval"]
+    return f"[{low:.4g}, {high:.4g}]"
+
+
+def _steps_interval_text(m: dict[str, Any]) -> str | None:
+    never = m.get("steps_saved_never")
+    if never:
+        return f"never reaches uniform in {never} of {len(m['steps_saved_by_seed'])} seeds"
+    return _interval_text(m.get("steps_saved_interval"))
+
+
+def _paired_lines(c: dict[str, Any]) -> list[str]:
+    """Each method against uniform and against the best other method, paired by seed; a
+    difference counts only when its interval excludes zero."""
+    rows = []
+    for method, m in c["methods"].items():
+        for key, label in (("vs_uniform", "uniform"), ("vs_best_other", None)):
+            d = m.get(key)
+            if not d:
+                continue
+            other = label or d["other"]
+            if key == "vs_best_other" and other == "uniform" and "vs_uniform" in m:
+                continue  # the same comparison as the row above
+            rows.append([method, other, d["n"], d["mean"], _interval_text(d), verdict(d)])
+    if not rows:
+        return []
+    seeds = max(m.get("seeds", 1) for m in c["methods"].values())
+    lines = [
+        "Paired by seed (method minus other, on the objective; lower is better): a difference "
+        "is called lower or higher only when its 90% interval (the wider of the bootstrap over "
+        "seeds and Student's t) excludes zero"
+        + (
+            "; with one verification seed no difference can be told from seed noise "
+            "(verify.seeds >= 3)."
+            if seeds < 2
+            else "."
+        ),
+        "",
+    ]
+    lines += markdown_table(
+        ["method", "vs", "seeds", "difference", "90% interval", "verdict"], rows
+    )
+    return [*lines, ""]
