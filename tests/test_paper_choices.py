@@ -329,3 +329,16 @@ def test_verification_compares_methods_on_the_configured_objective(tmp_path):
     assert mean["A"]["objective"] > mean["B"]["objective"]
     assert out["perplexity"]["objective"] == "mean perplexity over all evaluation domains"
     assert ppl["B"]["curve"][0]["objective"] == pytest.approx((np.exp(2.0) + np.exp(7.5)) / 2)
+
+
+def test_solving_away_from_the_sweeps_scale_warns_but_step_rounding_does_not():
+    """Trained runs round their tokens to whole steps (100k -> 99,840): the same scale. Twice the
+    sweep's tokens uses every curve beyond what its runs observed: a warning."""
+    from mixscale.core.world import load_world, simulate_run_table
+
+    world = load_world("separable")
+    m = len(world.domains)
+    fit = fit_runs(simulate_run_table(world, alg1_mixtures(np.full(m, 99_840 / m)), 1, False))
+    assert not optimize(fit, 1e5, Constraints(trust_region=False)).get("warnings")
+    far = optimize(fit, 2e5, Constraints(trust_region=False)).get("warnings")
+    assert far and "2x the sweep's" in far[0]

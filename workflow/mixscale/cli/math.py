@@ -53,6 +53,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_rounds)
 
+    p = sub.add_parser(
+        "study",
+        help="the method study: AutoScale vs transferring the DDO optimum in simulated worlds",
+    )
+    p.add_argument("--config", required=True, help="study YAML (config/examples/method-study.yaml)")
+    p.add_argument("--trials", type=int, help="override the file's trials (a quick look)")
+    p.add_argument("--markdown", help="also write the tables (Markdown)")
+    p.add_argument("--figure", help="also draw captured gain per factor (PNG)")
+    p.add_argument("--out", required=True, help="STUDY.json")
+    p.set_defaults(handler=cmd_study)
+
     p = sub.add_parser("predict", help="AutoScale: optimal mixture at a larger scale")
     p.add_argument("--optimum", action="append", required=True, help="WEIGHTS.json (repeat, 2+)")
     p.add_argument("--target", type=number, required=True, help="target total tokens")
@@ -258,6 +269,25 @@ def cmd_rounds(args: argparse.Namespace) -> dict[str, Any]:
     result = combine_rounds([read_json(p) for p in args.weights], args.planned, args.tolerance)
     if args.figure and args.figures:
         atomic_write_bytes(args.figure, Path(args.figures[-1]).read_bytes())
+    return result
+
+
+def cmd_study(args: argparse.Namespace) -> dict[str, Any]:
+    from mixscale.config.load import load_yaml_config
+    from mixscale.core.study import run_study, study_from_dict
+
+    data = load_yaml_config(args.config)
+    if args.trials is not None:
+        data = {**data, "trials": args.trials}
+    spec = study_from_dict(data, args.config)
+    result = run_study(spec["worlds"], spec["baseline"], spec["vary"], spec["trials"])
+    if args.markdown or args.figure:
+        from mixscale.report.study import plot_study, study_markdown
+
+        if args.markdown:
+            study_markdown(result, args.markdown)
+        if args.figure:
+            plot_study(result, args.figure)
     return result
 
 
