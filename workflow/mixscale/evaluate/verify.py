@@ -100,8 +100,8 @@ def compare(
     }
     for method, items in by_method.items():
         methods[method]["objective_by_seed"] = {
-            str(r["seed"]): _objective_of(objective, [r["final_losses"]], r.get("run", method))
-            for r in items
+            _seed_of(r, k): _objective_of(objective, [r["final_losses"]], r.get("run", method))
+            for k, r in enumerate(items)
         }
         methods[method]["objective_interval"] = mean_interval(
             list(methods[method]["objective_by_seed"].values())
@@ -121,6 +121,12 @@ def compare(
     return out
 
 
+def _seed_of(run: dict[str, Any], index: int) -> str:
+    """A run's seed, the key methods are paired on; metrics written by hand may omit it, and
+    then the k-th run of each method is paired with the k-th of the others."""
+    return str(run.get("seed", f"#{index}"))
+
+
 def _steps_saved_by_seed(
     by_method: dict[str, list[dict[str, Any]]], methods: dict[str, Any], objective: Objective
 ) -> None:
@@ -129,8 +135,8 @@ def _steps_saved_by_seed(
     uniform_final = methods["uniform"]["objective_by_seed"]
     for method, items in by_method.items():
         saved: dict[str, float | None] = {}
-        for r in items:
-            seed, run = str(r["seed"]), r.get("run", method)
+        for k, r in enumerate(items):
+            seed, run = _seed_of(r, k), r.get("run", method)
             if seed not in uniform_final:
                 continue
             curve = [
