@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,3 +110,21 @@ def test_report_calls_a_difference_only_when_its_interval_excludes_zero(tmp_path
     one_seed = [_metrics(tmp_path, m, 0, 4.0) for m in ("uniform", "good")]
     lines = "\n".join(_paired_lines(compare(one_seed, 1e6, None, Objective("mean"))))
     assert "one seed: no interval" in lines and "verify.seeds >= 3" in lines
+
+
+def test_the_report_names_the_precision_and_warns_when_runs_mixed_them(tmp_path):
+    from mixscale.report.summary import _precision_lines
+
+    paths = []
+    for method, precision in (("uniform", "fp32"), ("good", "bf16")):
+        path = _metrics(tmp_path, method, 0, 4.0)
+        data = json.loads(Path(path).read_text())
+        data["hardware"] = {"precision": precision, "device": "cpu"}
+        Path(path).write_text(json.dumps(data))
+        paths.append(path)
+    mixed = compare(paths, 1e6, None, Objective("mean"))
+    assert mixed["precision"] == ["bf16", "fp32"]
+    assert "different precisions (bf16, fp32)" in _precision_lines(mixed["precision"])[0]
+    same = compare(paths[:1], 1e6, None, Objective("mean"))
+    assert _precision_lines(same["precision"])[0].startswith("Trained in fp32")
+    assert compare([_metrics(tmp_path, "x", 0, 4.0)], 1e6, None)["precision"] == []

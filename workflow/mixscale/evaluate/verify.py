@@ -96,6 +96,13 @@ def compare(
     out: dict[str, Any] = {
         "target_tokens": target,
         "objective": objective.describe(),
+        "precision": sorted(
+            {
+                str(r["hardware"]["precision"])
+                for r in runs
+                if r.get("hardware", {}).get("precision")
+            }
+        ),
         "methods": methods,
     }
     for method, items in by_method.items():

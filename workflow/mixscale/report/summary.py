@@ -423,6 +423,7 @@ def write_summary(
         lines += [f"## Verification at {c['target_tokens']:.4g} tokens", ""]
         what = c.get("objective", "mean loss over all evaluation domains")
         lines += [f"Objective: {what} (what DDO optimised; steps saved are read on it).", ""]
+        lines += _precision_lines(c.get("precision") or [])
         rows = []
         for method, m in c["methods"].items():
             score = m.get("world_score") or {}
@@ -516,3 +517,18 @@ def _paired_lines(c: dict[str, Any]) -> list[str]:
         ["method", "vs", "seeds", "difference", "90% interval", "verdict"], rows
     )
     return [*lines, ""]
+
+
+def _precision_lines(precisions: list[str]) -> list[str]:
+    """The precision the runs trained in, as resolved on their machine (`auto` is bf16 on CPUs
+    with native bf16, fp32 elsewhere): mixing them adds a difference of about one seed sigma."""
+    if not precisions:
+        return []
+    if len(precisions) == 1:
+        return [f"Trained in {precisions[0]} (train.precision as resolved on the machine).", ""]
+    mixed = ", ".join(precisions)
+    return [
+        f"**Warning: the verification runs trained in different precisions ({mixed})**: their "
+        "differences include the precision's; pin train.precision and rerun.",
+        "",
+    ]
