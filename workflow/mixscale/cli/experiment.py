@@ -6,6 +6,8 @@ import argparse
 from typing import Any
 
 from mixscale.cli.args import add_configfiles, checked_config
+from mixscale.cli.math import add_advise_args
+from mixscale.errors import InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("budget", help="tokens, FLOPs and GPU-hours per stage of a config")
     add_configfiles(p)
     p.add_argument("--out", help="also write the budget as JSON")
+    advise_args = p.add_argument_group(
+        "design advice (with --pilot): the config's design checked against a pilot's noise"
+    )
+    add_advise_args(advise_args, with_config=False)
     p.set_defaults(handler=cmd_budget)
 
     p = sub.add_parser(
@@ -51,6 +57,14 @@ def cmd_budget(args: argparse.Namespace) -> dict[str, Any] | None:
     config = checked_config(args.configfile)
     result = budget_table(config)
     print(format_table(result))
+    if args.pilot:
+        from mixscale.cli.math import advice
+        from mixscale.core.advise import format_advice
+
+        if config.ddo is None:
+            raise InputError("budget", "--pilot", "the config has no ddo", "drop --pilot")
+        result["advice"] = advice(args, config)
+        print(format_advice(result["advice"]))
     return result if args.out else None  # the table is printed either way
 
 

@@ -64,6 +64,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="STUDY.json")
     p.set_defaults(handler=cmd_study)
 
+    p = sub.add_parser(
+        "advise",
+        help="design advisor: seeds, factor and scales for a stated weight error, from a pilot",
+    )
+    add_advise_args(p, with_config=True)
+    p.add_argument("--out", help="also write the advice as JSON")
+    p.set_defaults(handler=cmd_advise)
+
     p = sub.add_parser("predict", help="AutoScale: optimal mixture at a larger scale")
     p.add_argument("--optimum", action="append", required=True, help="WEIGHTS.json (repeat, 2+)")
     p.add_argument("--target", type=number, required=True, help="target total tokens")
@@ -289,6 +297,103 @@ def cmd_study(args: argparse.Namespace) -> dict[str, Any]:
         if args.figure:
             plot_study(result, args.figure)
     return result
+
+
+def add_advise_args(p: argparse.ArgumentParser, with_config: bool) -> None:
+    """The advisor's options (``advise``, and ``budget --pilot`` where the config gives the
+    scales, target and objective)."""
+    p.add_argument(
+        "--pilot",
+        required=with_config,  # optional in ``budget``: advice only when a pilot is given
+        help="run table (TSV) of a pilot sweep with replicate seeds, e.g. results/<exp>/tables/"
+        "<scale>.tsv",
+    )
+    if with_config:
+        p.add_argument(
+            "--configfile",
+            action="append",
+            help="take scales, target, objective, trust region and the cost model from a config",
+        )
+        p.add_argument("--scales", type=_scales, help="DDO token totals, e.g. 1e5,3e5")
+        p.add_argument("--target", type=number, help="AutoScale's target token total")
+        add_objective_args(p)
+    p.add_argument("--error", type=number, default=0.2, help="L1 weight error to reach (0-2)")
+    p.add_argument("--confidence", type=number, default=0.8, help="share of trials that must")
+    p.add_argument("--noise", type=number, help="seed sd of the objective, instead of measuring it")
+    p.add_argument("--trials", type=int, default=40, help="simulated trials per design")
+    p.add_argument("--factors", type=_scales, help="perturbation factors to try (default 2,3,5)")
+    p.add_argument("--max-seeds", type=int, default=8, help="most seeds per mixture to try")
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a list of numbers like 1e5,3e5") from exc
+
+
+def advice(args: argparse.Namespace, config=None) -> dict[str, Any]:
+    """Run the advisor from parsed options and, if given, a checked config."""
+    from mixscale.core.advise import FACTORS, advise
+    from mixscale.core.objective import Objective, parse_objective
+    from mixscale.core.runtable import load_run_table
+
+    pilot = load_run_table(args.pilot)
+    cost, trust_region = None, True
+    if config is not None:
+        from mixscale.plan.budget import flops_per_gpu_hour, model_params
+
+        scales = tuple(s.tokens for s in config.ddo.scales)
+        target = max(config.autoscale.targets) if config.autoscale else None
+        objective = Objective(config.objective.kind, domains=config.objective.eval_domains or [])
+        _check_pilot_domains(pilot.train_domains, config)
+        trust_region = config.ddo.trust_region
+        try:
+            cost = 6 * model_params(config, "proxy_params") / flops_per_gpu_hour(config)
+        except InputError:
+            cost = None  # no model size (a simulated world): the advice is priced in tokens
+        factors = args.factors or tuple(sorted({*FACTORS, float(config.ddo.factor)}))
+    else:
+        if not args.scales:
+            raise InputError("advise", "--scales", "missing", "give --scales 1e5,3e5 or a config")
+        scales, target = tuple(sorted(args.scales)), args.target
+        objective = parse_objective(args.objective, args.eval_weights, args.eval_domains)
+        factors = args.factors or FACTORS
+    if any(f <= 1 for f in factors):
+        raise InputError("advise", "--factors", f"{factors}", "factors above 1, e.g. 2,3,5")
+    if not 1 <= args.max_seeds <= 64:
+        raise InputError("advise", "--max-seeds", f"{args.max_seeds}", "1 to 64")
+    return advise(
+        pilot, scales, target, args.error, args.confidence, objective, args.noise,
+        args.trials, tuple(factors), args.max_seeds, cost_per_token=cost,
+        trust_region=trust_region,
+    )  # fmt: skip
+
+
+def _check_pilot_domains(domains: list[str], config) -> None:
+    from mixscale.config.domains import config_domains
+
+    wanted = list(config_domains(config))
+    if sorted(domains) != sorted(wanted):
+        raise InputError(
+            "--pilot",
+            "tokens.*",
+            f"its domains ({', '.join(domains)}) are not the config's ({', '.join(wanted)})",
+            "give a pilot run table of this config's domains",
+        )
+
+
+def cmd_advise(args: argparse.Namespace) -> dict[str, Any] | None:
+    from mixscale.core.advise import format_advice
+
+    config = None
+    if args.configfile:
+        from mixscale.cli.args import checked_config
+
+        config = checked_config(args.configfile)
+    result = advice(args, config)
+    print(format_advice(result))
+    return result if args.out else None
 
 
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:

@@ -1011,4 +1011,31 @@ def _draw_within_groups(rng: np.random.Generator, highs: np.ndarray) -> np.ndarr
     return rng.integers(0, highs, dtype=np.int64)
 
 
-__all__ = ["FORMS", "FORM_CHOICES", "DomainFit", "FitResult", "bootstrap_fits", "fit_runs"]
+NOISE_SE = 2.0  # an effect below 2 standard errors of the seed noise is not evidence
+
+
+def scale_verdict(fit: dict[str, Any]) -> str:
+    """A scale's trust verdict from its fit (FIT.json's ``fit``, or ``FitResult.to_json()``):
+    usable / noise-dominated / outside the power-law regime."""
+    domains = fit["domains"].values()
+    bad = [d["domain"] for d in domains if d["status"] != "ok"]
+    if bad:
+        return f"outside the power-law regime for {', '.join(bad)} (held at base weight)"
+    effects = [d["diagnostics"].get("effect_high_over_se") for d in domains]
+    if any(e is None for e in effects):
+        return "usable (no replicate seeds: noise not measured)"
+    weak = [d["domain"] for d, e in zip(domains, effects, strict=True) if abs(e) < NOISE_SE]
+    if weak:
+        return f"noise-dominated for {', '.join(weak)} (up-weighting effect < {NOISE_SE:g} SE)"
+    return "usable"
+
+
+__all__ = [
+    "FORMS",
+    "FORM_CHOICES",
+    "DomainFit",
+    "FitResult",
+    "bootstrap_fits",
+    "fit_runs",
+    "scale_verdict",
+]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from mixscale.core.ddo import Constraints, optimize
-from mixscale.core.fit import fit_runs
+from mixscale.core.fit import FitResult, fit_runs
 from mixscale.core.intervals import mean_interval, paired_difference
 from mixscale.core.predict import Optimum, predict_continuous
 from mixscale.core.runtable import RunTable
@@ -96,25 +96,32 @@ def world_named(name: str) -> World:
     return load_world(name)
 
 
-def _sweep_table(world: World, total: float, setting: Setting, trial: int) -> RunTable:
-    """Algorithm 1 around uniform at one scale: base, each domain x factor and / factor; the
+def sweep_table(
+    world: World,
+    total: float,
+    factor: float,
+    seeds: int,
+    trial: int,
+    base: np.ndarray | None = None,
+) -> RunTable:
+    """Algorithm 1 at one scale: the base mixture (``base`` proportions; uniform by default),
+    each domain x factor and / factor, ``seeds`` replicates each, with the world's noise; the
     noise of every run differs between trials."""
     m = len(world.domains)
-    base = np.full(m, total / m)
-    mixtures = [base]
+    centre = np.full(m, total / m) if base is None else np.asarray(base, float) * total
+    mixtures = [centre]
     for j in range(m):
-        for f in (setting.factor, 1 / setting.factor):
-            n = base.copy()
+        for f in (factor, 1 / factor):
+            n = centre.copy()
             n[j] *= f
             mixtures.append(n)
-    noisy = dataclasses.replace(world, sigma=setting.sigma, sigma_domain=setting.sigma / 2)
-    tokens, losses, seeds = [], [], []
+    tokens, losses, seed_ids = [], [], []
     for n in mixtures:
-        for s in range(setting.seeds):
-            evals = noisy.eval_losses(n, seed=1000 * trial + s)
+        for s in range(seeds):
+            evals = world.eval_losses(n, seed=1000 * trial + s)
             tokens.append(n)
             losses.append([evals[e] for e in world.eval_domains])
-            seeds.append(str(s))
+            seed_ids.append(str(s))
     return RunTable(
         source=f"study:{world.name}",
         train_domains=list(world.domains),
@@ -122,7 +129,7 @@ def _sweep_table(world: World, total: float, setting: Setting, trial: int) -> Ru
         tokens=np.array(tokens),
         losses=np.array(losses),
         run_ids=[f"r{i}" for i in range(len(tokens))],
-        seeds=seeds,
+        seeds=seed_ids,
     )
 
 
@@ -130,14 +137,24 @@ def _optimum(domains: list[str], tokens: np.ndarray) -> Optimum:
     return Optimum("study", list(domains), np.asarray(tokens, float))
 
 
+def ddo_optimum(
+    table: RunTable, total: float, trust_region: bool = True
+) -> tuple[np.ndarray, FitResult]:
+    """The DDO optimum (tokens per domain) a user would get at one scale from these runs, and
+    the fit it came from."""
+    fit = fit_runs(table)
+    weights = optimize(fit, total, Constraints(trust_region=trust_region))
+    return np.array([weights["tokens"][d] for d in table.train_domains]), fit
+
+
 def ddo_tokens(world: World, total: float, setting: Setting, trial: int) -> np.ndarray:
-    """The DDO optimum a user would get at one proxy scale from noisy runs."""
-    fit = fit_runs(_sweep_table(world, total, setting, trial))
-    weights = optimize(fit, total, Constraints(trust_region=setting.trust_region))
-    return np.array([weights["tokens"][d] for d in world.domains])
+    """The DDO optimum from a setting's noisy runs at one proxy scale."""
+    noisy = dataclasses.replace(world, sigma=setting.sigma, sigma_domain=setting.sigma / 2)
+    table = sweep_table(noisy, total, setting.factor, setting.seeds, trial)
+    return ddo_optimum(table, total, setting.trust_region)[0]
 
 
-def _predictions(optima: list[np.ndarray], domains: list[str], target: float) -> dict[str, Any]:
+def predictions(optima: list[np.ndarray], domains: list[str], target: float) -> dict[str, Any]:
     """Each method's weights at the target from the proxy optima (None where it cannot run)."""
     as_optima = [_optimum(domains, n) for n in optima]
     out: dict[str, Any] = {"transfer": optima[-1] / optima[-1].sum()}
@@ -168,7 +185,7 @@ def run_trial(
     best = exact[setting.target]
     out: dict[str, float] = {}
     for tag, optima in (("", fitted), ("_exact", [exact[s] for s in setting.scales])):
-        for name, weights in _predictions(optima, world.domains, setting.target).items():
+        for name, weights in predictions(optima, world.domains, setting.target).items():
             if name == "autoscale_ls" and len(setting.scales) < 3:
                 continue
             out[name + tag] = _gain(world, weights, setting.target, best)

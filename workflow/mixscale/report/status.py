@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from mixscale.config.typed import Config
+from mixscale.core.fit import scale_verdict
 from mixscale.errors import InputError
 from mixscale.fileio import read_json
 from mixscale.plan.specs import run_specs
-from mixscale.report.summary import scale_verdict
 
 RECENT_S = 600  # a checkpoint or log written within this many seconds counts as recent progress
 

@@ -6,28 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from mixscale.core.design import classify
+from mixscale.core.fit import scale_verdict
 from mixscale.core.intervals import verdict
 from mixscale.core.world import load_world
 from mixscale.evaluate.downstream import downstream_tables
 from mixscale.fileio import atomic_write_text, read_json
 from mixscale.report.common import markdown_table, save_figure
-
-NOISE_SE = 2.0  # an effect below 2 standard errors of the seed noise is not evidence
-
-
-def scale_verdict(fit: dict[str, Any]) -> str:
-    """usable / noise-dominated / outside the power-law regime, from a FIT.json."""
-    domains = fit["domains"].values()
-    bad = [d["domain"] for d in domains if d["status"] != "ok"]
-    if bad:
-        return f"outside the power-law regime for {', '.join(bad)} (held at base weight)"
-    effects = [d["diagnostics"].get("effect_high_over_se") for d in domains]
-    if any(e is None for e in effects):
-        return "usable (no replicate seeds: noise not measured)"
-    weak = [d["domain"] for d, e in zip(domains, effects, strict=True) if abs(e) < NOISE_SE]
-    if weak:
-        return f"noise-dominated for {', '.join(weak)} (x3 effect < {NOISE_SE:g} SE)"
-    return "usable"
 
 
 def plot_weights_vs_scale(
