@@ -126,6 +126,45 @@ def _checkpoint_at_least(out: Path, step: int) -> bool:
     return any(int(p.stem.split("-")[1]) >= step for p in (out / "checkpoints").glob("step-*.pt"))
 
 
+def test_retraining_from_scratch_is_bit_identical(reference, data_dir, tmp_path):
+    """Same settings, precision and thread count: a second run from nothing reproduces the
+    first one's loss curve, final losses and saved weights byte for byte."""
+    result = run_train(tmp_path, tiny_settings(data_dir))
+    assert result.returncode == 0, result.stderr
+    got = json.loads((tmp_path / "metrics.json").read_text())
+    want = json.loads((reference / "metrics.json").read_text())
+    assert got["resumed_at_step"] is None
+    assert got["curve"] == want["curve"] and got["final_losses"] == want["final_losses"]
+    weights = (tmp_path / "model" / "model.safetensors").read_bytes()
+    assert weights == (reference / "model" / "model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_demo_precision_gives_the_same_losses_whatever_the_cpu(
+    native_bf16, reference, data_dir, tmp_path, monkeypatch
+):
+    """The embedded default pins its precision, so a CPU with native bf16 and one without train
+    the same numbers: both answers of the bf16 detection give the reference run's losses."""
+    import yaml
+
+    from mixscale.cli.main import main
+    from mixscale.train import distributed
+
+    demo = yaml.safe_load(Path("config/config.yaml").read_text())["train"]["precision"]
+    monkeypatch.setattr(distributed, "cpu_supports_bf16", lambda: native_bf16)
+    assert distributed.resolve_precision(demo, torch.device("cpu")) == "fp32"  # as the reference
+    argv = train_cmd(tmp_path, tiny_settings(data_dir, precision=demo))[3:]  # after -m mixscale
+    threads = torch.get_num_threads()
+    try:
+        assert main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)  # the trainer set its own in this process
+    got = json.loads((tmp_path / "metrics.json").read_text())
+    want = json.loads((reference / "metrics.json").read_text())
+    assert got["hardware"]["precision"] == "fp32"
+    assert got["curve"] == want["curve"] and got["final_losses"] == want["final_losses"]
+
+
 def test_saved_model_loads_and_reproduces_the_final_loss(reference, data_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
