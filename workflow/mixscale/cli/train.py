@@ -25,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="backend torch: JSON (or a JSON/YAML file) with stores, tokenizer, model, train",
     )
     p.add_argument("--threads", type=int, default=0, help="torch threads per process")
+    p.add_argument(
+        "--tracking",
+        help="backend torch: comma-separated trackers (tensorboard, wandb, mlflow) or 'none' "
+        f"(default: the settings' tracking, else {','.join(schema_default('tracking'))})",
+    )
     p.add_argument("--out", required=True, help="metrics.json (model/ and checkpoints/ beside)")
     p.set_defaults(handler=cmd_train)
 
@@ -50,6 +55,14 @@ def _spec(text: str) -> dict[str, Any]:
     return spec
 
 
+def _trackers(text: str) -> list[str]:
+    from mixscale.config.training import check_trackers
+
+    names = [] if text.strip() == "none" else [n.strip() for n in text.split(",") if n.strip()]
+    check_trackers(names)
+    return names
+
+
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
     from mixscale.train.backends import train
@@ -57,6 +70,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     settings = json_or_file(args.settings) if args.settings else None
     if settings is not None and args.threads:
         settings.setdefault("train", {})["threads"] = args.threads
+    if settings is not None and args.tracking is not None:
+        settings["tracking"] = _trackers(args.tracking)
     return train(
         _spec(args.spec),
         args.backend,

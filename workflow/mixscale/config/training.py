@@ -3,6 +3,7 @@ key fails when Snakemake reads the config, before any job is submitted."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -144,3 +145,26 @@ def _typed(name: str, value: Any, kind: str) -> Any:
 
 def _article(kind: str) -> str:
     return "an" if kind[0] in "aeiou" else "a"
+
+
+# --- experiment tracking (config ``tracking:``) ---
+
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+# the library each tracker needs (tensorboard is a dependency; the others the [tracking] extra)
+MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
+def check_trackers(names: list[str]) -> None:
+    """Unknown trackers and missing libraries, in one line each, before any run starts."""
+    for name in names:
+        if name not in TRACKERS:
+            raise InputError(
+                "config", "tracking", f"unknown tracker '{name}'", f"use any of {list(TRACKERS)}"
+            )
+        if importlib.util.find_spec(MODULES[name]) is None:
+            raise InputError(
+                "config",
+                "tracking",
+                f"'{name}' is not installed",
+                "pip install 'mixscale[tracking]', or remove it from tracking",
+            )

@@ -215,6 +215,7 @@ class Config:
     ddo: DDO | None = None
     autoscale: AutoScale | None = None
     anneal: Anneal | None = None
+    tracking: list[str] = field(default_factory=lambda: ["tensorboard"])
     # the validated mapping it was built from: what Snakemake params and fingerprints serialise
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from mixscale.config.check import schema_default
 from mixscale.config.domains import config_domains, data_dir
-from mixscale.config.training import TrainSettings
+from mixscale.config.training import TrainSettings, check_trackers
 from mixscale.config.typed import Config
 from mixscale.errors import InputError
 from mixscale.methods import method
@@ -60,10 +61,15 @@ def torch_settings(config: Config) -> dict[str, Any]:
         raise InputError(
             "config", "model.type", "missing", "e.g. model: {type: gpt2, n_layer: 2, ...}"
         )
-    return {
+    check_trackers(config.tracking)
+    settings = {
         "stores": f"{data_dir(config)}/stores",
         "tokenizer": f"{data_dir(config)}/tokenizer",
         "model": model,
         "train": train,
         "domains": config_domains(config),
     }
+    # only when not the default: a new key would change every finished run's params (a rerun)
+    if config.tracking != schema_default("tracking"):
+        settings["tracking"] = config.tracking
+    return settings

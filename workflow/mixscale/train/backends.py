@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mixscale.config.check import schema_default
 from mixscale.config.training import TrainSettings
 from mixscale.core.simulate import simulate_run
 from mixscale.core.world import load_world
@@ -100,5 +101,6 @@ def _train_torch(
         metrics_name=Path(out).name,
         skip=spec.get("skip"),
         doremi=spec.get("doremi"),
+        tracking=settings.get("tracking", schema_default("tracking")),
     )
     return None

@@ -52,6 +52,7 @@ from mixscale.train.model import (
     save_model,
     store_names,
 )
+from mixscale.train.tracking import Trackers, open_trackers
 from mixscale.train.validation import eval_steps, evaluate, known_domain
 
 WARMUP_STEPS = 3  # excluded from the steady-state tokens/s
@@ -111,6 +112,7 @@ class Progress:
     steady_from: int = 0
     steady_time: float = 0.0
     steady_steps: int = 0
+    last_step_time: float = 0.0  # the latest step's wall time (tracked as tokens/s)
 
 
 def train_run(
@@ -128,10 +130,12 @@ def train_run(
     domains: list[str] | None = None,
     skip: dict[str, float] | None = None,
     doremi: dict[str, Any] | None = None,
+    tracking: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train one run and write ``metrics.json`` (and the model) into ``out_dir``.
     ``skip``: tokens per domain an earlier stage used (annealing reads fresh text).
-    ``doremi``: a DoReMi proxy run ({reference_model, eta, smoothing})."""
+    ``doremi``: a DoReMi proxy run ({reference_model, eta, smoothing}).
+    ``tracking``: experiment trackers (tensorboard, wandb, mlflow) writing into the run folder."""
     run = prepare(
         stores_dir,
         tokenizer_dir,
@@ -145,6 +149,7 @@ def train_run(
         doremi,
     )
     state = resume(run, log)
+    trackers = _open_trackers(run, state, tracking, labels)
     wrapped = distributed_model(run)
     loss_of = compiled_loss(wrapped) if settings.compile else partial(next_token_loss, wrapped)
     evals = set(eval_steps(run.total_steps, settings.eval_points))
@@ -155,12 +160,57 @@ def train_run(
         loss_sum, lr = train_step(run, state, wrapped, loss_of)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}", refresh=False)
+        trackers.log(state.step, step_scalars(run, state, loss_sum, lr))
         if state.step in evals:
             record_evaluation(run, state, loss_sum)
+            trackers.log(state.step, evaluation_scalars(run, state))
         if state.step % every == 0 or state.step == run.total_steps:
             save_progress(run, state)
     bar.close()
+    trackers.close()
     return finish(run, state, tokens, labels, metrics_name)
+
+
+def _open_trackers(
+    run: Prepared, state: Progress, tracking: list[str] | None, labels: dict[str, Any] | None
+) -> Trackers:
+    config = {
+        "run": (labels or {}).get("run") or run.out.name,
+        "model": run.model_spec,
+        "train": asdict(run.settings),
+        "tokens": dict(run.sampler.tokens),
+        "precision": run.precision,
+    }
+    return open_trackers(
+        tracking or [],
+        run.out,
+        config["run"],
+        run.fingerprint,
+        config,
+        state.resumed_at,
+        run.dist.main,
+    )
+
+
+def step_scalars(run: Prepared, state: Progress, loss: float, lr: float) -> dict[str, float]:
+    """What every step logs: its training loss, learning rate and speed."""
+    speed = run.batch_tokens / state.last_step_time if state.last_step_time else 0.0
+    return {"train/loss": loss, "train/lr": lr, "train/tokens_per_s": speed}
+
+
+def evaluation_scalars(run: Prepared, state: Progress) -> dict[str, float]:
+    """What an evaluation point logs: held-out loss per domain, the objective, and the mixture
+    (a DoReMi proxy run's current online weights, the run's fixed shares otherwise)."""
+    point = state.curve[-1]
+    scalars = {f"eval/{d}": float(v) for d, v in point["losses"].items()}
+    scalars["eval/objective"] = float(point["objective"])
+    if run.doremi is not None:
+        weights = dict(zip(run.doremi.domains, run.doremi.weights, strict=True))
+    else:
+        total = sum(run.sampler.tokens.values())
+        weights = {d: v / total for d, v in run.sampler.tokens.items()}
+    scalars.update({f"mixture/{d}": float(w) for d, w in weights.items()})
+    return scalars
 
 
 def prepare(
@@ -344,6 +394,7 @@ def train_step(
         run.doremi.end_step(all_reduce_sum if dist.world > 1 else None)
     state.step += 1
     step_time = time.perf_counter() - t0
+    state.last_step_time = step_time
     state.session_train += step_time
     if state.step > state.steady_from:
         state.steady_time += step_time
