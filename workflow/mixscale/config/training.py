@@ -35,7 +35,9 @@ class TrainSettings:
     threads: int = 0  # torch intra-op threads per process; 0 = torch's default
     save_model: bool = True
     max_steps: int = 0  # 0 = one pass over the mixture; > 0 stops early (benchmarks)
-    compile: bool = False  # torch.compile the model: faster steps after a one-off compile
+    # torch.compile forward + loss: faster steps after a one-off compile. auto: only for runs
+    # long enough to pay the compile back (mixscale.train.compiling); true | false
+    compile: bool | str = "auto"
     # several processes: ddp (a full model copy per GPU) or fsdp (parameters, gradients and
     # optimizer state sharded across GPUs: what a 7B model needs on 80 GB GPUs)
     parallel: str = "ddp"
@@ -122,6 +124,10 @@ def _typed(name: str, value: Any, kind: str) -> Any:
             if not isinstance(value, bool):
                 raise ValueError
             return value
+        if kind == "bool | str":  # a switch with an automatic setting
+            if value is True or value is False or value == "auto":
+                return value
+            raise ValueError
         if kind == "int":
             as_float = float(value)
             if as_float != int(as_float):
@@ -134,6 +140,10 @@ def _typed(name: str, value: Any, kind: str) -> Any:
                 raise ValueError
             return tuple(float(v) for v in value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: int(.inf)
+        if kind == "bool | str":
+            raise InputError(
+                "config", f"train.{name}", f"{value!r} is not a switch", "auto, true or false"
+            ) from None
         raise InputError(
             "config",
             f"train.{name}",

@@ -11,6 +11,7 @@ resumed run ends bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -35,6 +36,7 @@ from mixscale.train.checkpoints import (
     shard_model,
     training_state,
 )
+from mixscale.train.compiling import CompileChoice, choose, loss_function
 from mixscale.train.distributed import (
     Dist,
     all_reduce_sum,
@@ -45,10 +47,8 @@ from mixscale.train.distributed import (
 from mixscale.train.doremi import ETA, SMOOTHING, DoReMi
 from mixscale.train.model import (
     build_model,
-    compiled_loss,
     learning_rate,
     make_optimizer,
-    next_token_loss,
     save_model,
     store_names,
 )
@@ -81,6 +81,7 @@ class Prepared:
     fsdp: bool
     optimizer: torch.optim.Optimizer
     fingerprint: str
+    compile: CompileChoice
     doremi: DoReMi | None = None  # a DoReMi proxy run: online domain weights
 
     @property
@@ -151,7 +152,7 @@ def train_run(
     state = resume(run, log)
     trackers = _open_trackers(run, state, tracking, labels)
     wrapped = distributed_model(run)
-    loss_of = compiled_loss(wrapped) if settings.compile else partial(next_token_loss, wrapped)
+    loss_of = loss_function(wrapped, run.compile, partial(_probe, run, state), log)
     evals = set(eval_steps(run.total_steps, settings.eval_points))
     every = settings.checkpoint_every or run.total_steps
     bar = _progress(run.total_steps, state.step, progress and run.dist.main)
@@ -257,6 +258,12 @@ def prepare(
     first = next(iter(stores.values())).meta
     vocab, eos_id = int(first["vocab_size"]), first.get("eos_id")
     model = build_model(model_spec, vocab, settings.seq_len, settings.seed, eos_id).to(dist.device)
+    params = sum(p.numel() for p in model.parameters())
+    train_flops = 6.0 * params * total_steps * settings.batch_sequences * settings.seq_len
+    compiling = choose(settings.compile, dist.device, train_flops, bool(doremi))
+    # the decision, not the setting, is what changes the numbers: fingerprinted (a run that
+    # `auto` leaves uncompiled resumes checkpoints of `compile: false`, and the reverse)
+    settings = dataclasses.replace(settings, compile=compiling.compiled)
     fsdp = dist.world > 1 and settings.parallel == "fsdp"
     if fsdp:
         shard_model(model)
@@ -290,6 +297,7 @@ def prepare(
         fsdp=fsdp,
         optimizer=make_optimizer(model, settings),
         fingerprint=fingerprint,
+        compile=compiling,
         doremi=_doremi(doremi, sampler, vocab, settings, eos_id, dist.device),
     )
 
@@ -334,6 +342,20 @@ def resume(run: Prepared, log) -> Progress:
         resumed_at=step,
         steady_from=step + WARMUP_STEPS,
     )
+
+
+def _probe(run: Prepared, state: Progress, loss_of) -> None:
+    """Forward, loss and backward of this process's first micro-batch with ``loss_of``, the
+    gradients and RNG state then restored: what a compile must survive before the first step."""
+    s = run.settings
+    mine = slice(run.dist.rank * run.per_rank, run.dist.rank * run.per_rank + s.micro_batch)
+    batch = torch.from_numpy(run.sampler.batch(state.step, s.batch_sequences, mine))
+    rng = torch.get_rng_state()
+    with run.autocast():
+        loss = loss_of(batch.to(run.dist.device))
+    loss.backward()
+    run.optimizer.zero_grad(set_to_none=True)
+    torch.set_rng_state(rng)
 
 
 def distributed_model(run: Prepared) -> torch.nn.Module:
@@ -479,6 +501,7 @@ def finish(
         + 2 * params * s.eval_tokens * len(run.eval_stores) * len(state.curve),
         "resumed_at_step": state.resumed_at,
         "hardware": hardware(dist, run.precision, s.parallel),
+        "compile": run.compile.to_json(),
         "settings": asdict(s),
         "model": run.model_spec,
         **({"doremi": run.doremi.metrics()} if run.doremi is not None else {}),

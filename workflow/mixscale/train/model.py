@@ -91,15 +91,6 @@ def next_token_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
 
 
-def compiled_loss(model: torch.nn.Module):
-    """Forward and loss compiled as one graph, so the cross-entropy fuses with the output layer."""
-
-    def loss(batch: torch.Tensor) -> torch.Tensor:
-        return next_token_loss(model, batch)
-
-    return torch.compile(loss)
-
-
 def save_initial_model(
     stores_dir: str,
     tokenizer_dir: str,
