@@ -21,7 +21,8 @@ test: $(STAMP)
 FAST := tests/test_architecture.py tests/test_fit.py tests/test_solve.py tests/test_predict.py \
 	tests/test_world.py tests/test_utility.py tests/test_cli.py tests/test_plan.py \
 	tests/test_status.py tests/test_bad_inputs.py tests/test_hardening.py tests/test_paper_choices.py \
-	tests/test_intervals.py tests/test_study.py tests/test_advise.py
+	tests/test_intervals.py tests/test_study.py tests/test_advise.py tests/test_methods_study.py \
+	tests/test_compile.py
 test-fast: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n 2 -m "not slow" $(FAST)

@@ -4,6 +4,7 @@ import sys
 from snakemake.utils import min_version
 
 from mixscale.plan.check import check_or_exit
+from mixscale.plan.dryrun import print_budget_after_dry_run
 from mixscale.plan.mixture import later_rounds_note
 
 min_version("9.0")
@@ -35,6 +36,9 @@ include: "workflow/rules/anneal.smk"
 # a dry run lists the jobs of round 1 only: say what follows
 if later_rounds_note(CONFIG, SPECS):
     print(f"mixscale: {later_rounds_note(CONFIG, SPECS)}", file=sys.stderr)
+
+# a dry run (snakemake -n) ends with the plan's budget, below Snakemake's job table
+print_budget_after_dry_run(workflow, CONFIG)
 
 
 # Aggregation (fits, solver, tables, reports) takes seconds of CPU: it runs where Snakemake

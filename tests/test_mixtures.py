@@ -192,7 +192,7 @@ def test_cli_mixtures_then_bad_settings_in_one_line(tmp_path):
     res = run_cli("dml", "--runs", str(tmp_path / "few.tsv"), "--out", str(tmp_path / "W.json"))
     assert res.returncode == 2 and "give at least 4 mixtures" in res.stderr, res.stderr
     res = run_cli(
-        "regmix", "--runs", str(tmp_path / "few.tsv"), "--prior", "a=1,b=1",
+        "regmix", "--runs", str(tmp_path / "few.tsv"), "--prior", "a=1,b=1,d=1",
         "--out", str(tmp_path / "W.json"),
     )  # fmt: skip
     assert res.returncode == 2 and "runs" in res.stderr, res.stderr

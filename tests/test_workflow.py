@@ -408,3 +408,25 @@ def test_anneal_with_a_task_target_scores_every_annealing_run(tmp_path):
     assert counts["downstream"] == 12 and counts["downstream_tasks"] == 1
     assert "untrained_model" not in counts  # no verification runs, no floor needed
     assert "--task-metric acc" in dry.stdout and "--direction higher" in dry.stdout
+
+
+def test_dry_run_ends_with_the_budget_and_a_real_run_does_not(tmp_path):
+    data = yaml.safe_load((ROOT / "config/examples/simulated-demo.yaml").read_text())
+    data["model"] = {"params": 1.0e8}  # priced like a 100M-parameter model
+    simulated = tmp_path / "simulated.yaml"
+    simulated.write_text(yaml.safe_dump(data))
+    dry = snakemake(tmp_path, "-n", "--configfile", str(simulated))
+    assert dry.returncode == 0, dry.stderr
+    table_end = dry.stdout.index("This was a dry-run")
+    budget = dry.stdout.index("mixscale budget of this plan")
+    assert budget > table_end  # below Snakemake's own job table
+    assert "GPU-hours" in dry.stdout[budget:] and "\nddo " in dry.stdout[budget:]
+    config = str(write_config(tmp_path))  # run tables: nothing trains, no budget to print
+    assert "mixscale budget" not in snakemake(tmp_path, "-n", "--configfile", config).stdout
+    real = snakemake(tmp_path, "--configfile", str(simulated))
+    assert real.returncode == 0, real.stderr
+    assert "mixscale budget" not in real.stdout + real.stderr
+    broken = write_config(tmp_path, scales=1)  # one scale: refused before any job
+    failed = snakemake(tmp_path, "-n", "--configfile", str(broken))
+    assert failed.returncode != 0
+    assert "mixscale budget" not in failed.stdout + failed.stderr

@@ -55,9 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "study",
-        help="the method study: AutoScale vs transferring the DDO optimum in simulated worlds",
+        help="the method studies in simulated worlds: AutoScale vs transferring the DDO optimum "
+        "(vary:), or every method against the true optimum (methods:)",
     )
-    p.add_argument("--config", required=True, help="study YAML (config/examples/method-study.yaml)")
+    p.add_argument(
+        "--config",
+        required=True,
+        help="study YAML (config/examples/method-study.yaml or methods-study.yaml)",
+    )
     p.add_argument("--trials", type=int, help="override the file's trials (a quick look)")
     p.add_argument("--markdown", help="also write the tables (Markdown)")
     p.add_argument("--figure", help="also draw captured gain per factor (PNG)")
@@ -244,6 +249,7 @@ def cmd_ddo(args: argparse.Namespace) -> dict[str, Any]:
             args.bootstrap,
             seed=args.seed,
             base_run=args.base,
+            warm=fit,
             objective=objective,
             **_fit_options(args),
         )
@@ -281,12 +287,16 @@ def cmd_rounds(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_study(args: argparse.Namespace) -> dict[str, Any]:
+    """The method study (``vary:``), or every method against the optimum (``methods:``)."""
     from mixscale.config.load import load_yaml_config
-    from mixscale.core.study import run_study, study_from_dict
 
     data = load_yaml_config(args.config)
     if args.trials is not None:
         data = {**data, "trials": args.trials}
+    if isinstance(data, dict) and "methods" in data:
+        return _methods_study(data, args)
+    from mixscale.core.study import run_study, study_from_dict
+
     spec = study_from_dict(data, args.config)
     result = run_study(spec["worlds"], spec["baseline"], spec["vary"], spec["trials"])
     if args.markdown or args.figure:
@@ -296,6 +306,20 @@ def cmd_study(args: argparse.Namespace) -> dict[str, Any]:
             study_markdown(result, args.markdown)
         if args.figure:
             plot_study(result, args.figure)
+    return result
+
+
+def _methods_study(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    from mixscale.core.methods_study import methods_study_from_dict, run_methods_study
+
+    result = run_methods_study(methods_study_from_dict(data, args.config))
+    if args.markdown or args.figure:
+        from mixscale.report.study import methods_study_markdown, plot_methods_study
+
+        if args.markdown:
+            methods_study_markdown(result, args.markdown)
+        if args.figure:
+            plot_methods_study(result, args.figure)
     return result
 
 

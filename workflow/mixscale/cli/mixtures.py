@@ -74,21 +74,20 @@ def _table_and_objective(args: argparse.Namespace):
     return table, objective
 
 
-def _target(args: argparse.Namespace, scale: float) -> float:
+def _check_tokens(args: argparse.Namespace) -> None:
     if args.tokens is not None and args.tokens <= 0:
         raise InputError("--tokens", f"{args.tokens:g}", "must be > 0", "give a token count")
-    return args.tokens if args.tokens is not None else scale
 
 
 def cmd_dml(args: argparse.Namespace) -> dict[str, Any]:
-    from mixscale.core.mixlaws import fit_mixing_laws, optimal_weights, weights_result
+    from mixscale.core.mixlaws import dml_optimum, weights_result
 
     table, objective = _table_and_objective(args)
-    fit = fit_mixing_laws(table, objective, args.huber_delta)
-    total = _target(args, fit.total_tokens)
-    observed = objective.evaluate(table.eval_domains, table.losses, table.source)
-    best = table.tokens[int(observed.argmin())]
-    weights = optimal_weights(fit, total, constraints_from(args), starts=(best / best.sum(),))
+    _check_tokens(args)
+    fit, weights = dml_optimum(
+        table, objective, args.tokens, constraints_from(args), args.huber_delta
+    )
+    total = fit.total_tokens if args.tokens is None else args.tokens
     predicted = fit.predict(weights)[0]
     out = weights_result("dml", fit.train_domains, weights, total, predicted, objective)
     out["fit"] = fit.to_json()
@@ -97,24 +96,25 @@ def cmd_dml(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_regmix(args: argparse.Namespace) -> dict[str, Any]:
-    from mixscale.core.ddo import check_constraint_names
-    from mixscale.core.mixlaws import run_weights, weight_bounds, weights_result
-    from mixscale.core.regmix import fit_regmix, simulate_optimum
+    from mixscale.core.mixlaws import run_weights, weights_result
+    from mixscale.core.regmix import regmix_optimum
 
     table, objective = _table_and_objective(args)
-    weights, scale = run_weights(table)
-    observed = objective.evaluate(table.eval_domains, table.losses, table.source)
-    fit = fit_regmix(weights, observed, table.train_domains, objective, args.regressor, args.seed)
-    prior = _prior(args.prior, table.train_domains, default=weights.mean(axis=0))
-    total = _target(args, scale)
-    constraints = constraints_from(args)
-    check_constraint_names(constraints, table.train_domains)
-    bounds = weight_bounds(constraints, table.train_domains, total)
-    if args.top_k < 1 or args.candidates < args.top_k:
-        raise InputError("--top-k", str(args.top_k), "must be in [1, --candidates]", "e.g. 128")
-    best, predicted = simulate_optimum(
-        fit, prior, args.seed, bounds[:, 0], bounds[:, 1], args.candidates, args.top_k
+    _check_tokens(args)
+    prior = _prior(args.prior, table.train_domains) if args.prior else None
+    fit, best, predicted, prior = regmix_optimum(
+        table,
+        objective,
+        args.tokens,
+        prior,
+        constraints_from(args),
+        args.regressor,
+        args.seed,
+        args.candidates,
+        args.top_k,
     )
+    _, scale = run_weights(table)
+    total = args.tokens if args.tokens is not None else scale
     out = weights_result("regmix", table.train_domains, best, total, predicted, objective)
     prior_json = {d: float(w) for d, w in zip(table.train_domains, prior, strict=True)}
     out["fit"] = {**fit.to_json(), "prior": prior_json, "total_tokens": scale}
@@ -148,11 +148,9 @@ def cmd_doremi(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _prior(text: str | None, domains: list[str], default):
+def _prior(text: str, domains: list[str]):
     import numpy as np
 
-    if not text:
-        return np.asarray(default, dtype=float)
     given = pairs(text.split(","), "--prior")
     missing = [d for d in domains if d not in given]
     unknown = [d for d in given if d not in domains]

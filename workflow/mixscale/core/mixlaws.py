@@ -204,7 +204,8 @@ def _huber_and_gradient(
     shape = np.exp(np.clip(weights @ u, -700.0, 700.0))
     residual = np.exp(min(log_c, 700.0)) + shape - losses
     small = np.abs(residual) <= delta
-    value = np.where(small, 0.5 * residual**2, delta * (np.abs(residual) - 0.5 * delta)).sum()
+    quadratic = 0.5 * np.where(small, residual, 0.0) ** 2  # squared only where used: no overflow
+    value = np.where(small, quadratic, delta * (np.abs(residual) - 0.5 * delta)).sum()
     slope = np.where(small, residual, delta * np.sign(residual))
     grad = np.concatenate([[slope.sum() * np.exp(min(log_c, 700.0))], weights.T @ (slope * shape)])
     return float(value), grad
@@ -246,6 +247,23 @@ def optimal_weights(
         if best is None or value < best[0]:
             best = (value, w)
     return best[1]  # type: ignore[index]
+
+
+def dml_optimum(
+    table: RunTable,
+    objective: Objective,
+    total_tokens: float | None = None,
+    constraints: Constraints | None = None,
+    delta: float = HUBER_DELTA,
+) -> tuple[MixingLawFit, np.ndarray]:
+    """Data Mixing Laws end to end on a run table of one scale: the fitted laws and the
+    optimal weights (searched from uniform and from the best observed run). What ``mixscale
+    dml`` and the methods study both run."""
+    fit = fit_mixing_laws(table, objective, delta)
+    observed = objective.evaluate(table.eval_domains, table.losses, table.source)
+    best = table.tokens[int(observed.argmin())]
+    total = fit.total_tokens if total_tokens is None else total_tokens
+    return fit, optimal_weights(fit, total, constraints, starts=(best / best.sum(),))
 
 
 def weight_bounds(constraints: Constraints, domains: list[str], total: float) -> np.ndarray:

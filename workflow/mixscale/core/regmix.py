@@ -24,7 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from mixscale.core.ddo import Constraints, check_constraint_names
+from mixscale.core.mixlaws import run_weights, weight_bounds
 from mixscale.core.objective import Objective
+from mixscale.core.runtable import RunTable
 from mixscale.errors import InputError
 
 TEMPERATURE = 0.5
@@ -174,3 +177,33 @@ def simulate_optimum(
     best = samples[np.argsort(scores, kind="stable")[:top_k]]
     weights = best.mean(axis=0)
     return weights, float(fit.predict(weights)[0])
+
+
+def regmix_optimum(
+    table: RunTable,
+    objective: Objective,
+    total_tokens: float | None = None,
+    prior: np.ndarray | None = None,
+    constraints: Constraints | None = None,
+    regressor: str = "lightgbm",
+    seed: int = 42,
+    candidates: int = CANDIDATES,
+    top_k: int = TOP_K,
+) -> tuple[RegMixFit, np.ndarray, float, np.ndarray]:
+    """RegMix end to end on a run table of one scale: the regressor, the mean of the top-k
+    simulated mixtures, its predicted objective, and the prior the candidates were drawn from
+    (default: the runs' mean mixture). What ``mixscale regmix`` and the methods study run."""
+    weights, scale = run_weights(table)
+    observed = objective.evaluate(table.eval_domains, table.losses, table.source)
+    fit = fit_regmix(weights, observed, table.train_domains, objective, regressor, seed)
+    prior = weights.mean(axis=0) if prior is None else np.asarray(prior, dtype=float)
+    constraints = constraints or Constraints()
+    check_constraint_names(constraints, table.train_domains)
+    total = scale if total_tokens is None else total_tokens
+    bounds = weight_bounds(constraints, table.train_domains, total)
+    if top_k < 1 or candidates < top_k:
+        raise InputError("--top-k", str(top_k), "must be in [1, --candidates]", "e.g. 128")
+    best, predicted = simulate_optimum(
+        fit, prior, seed, bounds[:, 0], bounds[:, 1], candidates, top_k
+    )
+    return fit, best, predicted, prior

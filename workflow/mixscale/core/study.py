@@ -103,17 +103,22 @@ def sweep_table(
     seeds: int,
     trial: int,
     base: np.ndarray | None = None,
+    design: str = "algorithm1",
 ) -> RunTable:
     """Algorithm 1 at one scale: the base mixture (``base`` proportions; uniform by default),
     each domain x factor and / factor, ``seeds`` replicates each, with the world's noise; the
-    noise of every run differs between trials."""
+    noise of every run differs between trials. ``design="fixed_total"``: Section 2.2's design
+    instead (the domain's share x factor and / factor, the others rescaled to the same total)."""
     m = len(world.domains)
     centre = np.full(m, total / m) if base is None else np.asarray(base, float) * total
     mixtures = [centre]
     for j in range(m):
         for f in (factor, 1 / factor):
-            n = centre.copy()
-            n[j] *= f
+            if design == "fixed_total":
+                n = centre * (total - centre[j] * f) / (total - centre[j])
+            else:
+                n = centre.copy()
+            n[j] = centre[j] * f
             mixtures.append(n)
     tokens, losses, seed_ids = [], [], []
     for n in mixtures:
@@ -274,7 +279,7 @@ def study_from_dict(data: Any, source: str) -> dict[str, Any]:
     trials = data.get("trials", 30)
     if not isinstance(trials, int) or isinstance(trials, bool) or not 2 <= trials <= 10000:
         raise InputError(source, "trials", f"{trials!r}", "an integer from 2 to 10000")
-    baseline = _setting(data.get("baseline", {}), source, "baseline")
+    baseline = setting_from_dict(data.get("baseline", {}), source, "baseline")
     vary = data.get("vary", {})
     if not isinstance(vary, dict):
         raise InputError(source, "vary", "not a mapping", "factor: [values]")
@@ -286,7 +291,7 @@ def study_from_dict(data: Any, source: str) -> dict[str, Any]:
         if not isinstance(values, list) or not values:
             raise InputError(source, f"vary.{factor}", "not a non-empty list", "list its values")
         for value in values:
-            _setting({factor: value}, source, "vary")
+            setting_from_dict({factor: value}, source, "vary")
     return {
         "worlds": [str(w) for w in worlds],
         "trials": trials,
@@ -295,7 +300,7 @@ def study_from_dict(data: Any, source: str) -> dict[str, Any]:
     }
 
 
-def _setting(values: Any, source: str, where: str) -> Setting:
+def setting_from_dict(values: Any, source: str, where: str) -> Setting:
     if not isinstance(values, dict):
         raise InputError(source, where, "not a mapping", f"give {', '.join(FACTORS)}")
     for key in values:

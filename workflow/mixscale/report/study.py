@@ -133,3 +133,121 @@ def plot_study(result: dict[str, Any], out: str) -> None:
     fig.suptitle("above 0: AutoScale wins (90% intervals over trials)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, Path(out))
+
+
+# --- every method against the optimum (``mixscale study`` with ``methods:``) ---------------
+
+LABELS = {
+    "autoscale": "AutoScale",
+    "ddo_largest": "DDO at the largest scale",
+    "regmix": "RegMix",
+    "dml": "Data Mixing Laws",
+    "natural": "natural",
+    "reference": "reference",
+}
+
+
+def _versus(entry: dict[str, Any]) -> str:
+    diff = entry.get("minus_autoscale")
+    if not diff or diff.get("interval") is None:
+        return "-"
+    low, high = diff["interval"]
+    word = "not distinguishable"
+    if diff["distinguishable"]:
+        word = "better" if diff["mean"] > 0 else "worse"
+    return f"{diff['mean']:+.3f} [{low:+.3f}, {high:+.3f}]: {word}"
+
+
+def _fixed_or_cell(entry: dict[str, Any]) -> str | None:
+    """Fixed weights score the same in every trial: their value alone."""
+    interval = entry.get("interval")
+    if interval is not None and interval[0] == interval[1]:
+        return f"{entry['mean']:.3f}"
+    return _cell(entry)
+
+
+def methods_rows(row: dict[str, Any], targets: list[str]) -> list[list[Any]]:
+    rows = []
+    for name, entry in row["methods"].items():
+        compute = entry.get("proxy_compute")
+        runs = f" ({entry['proxy_runs']} runs)" if "proxy_runs" in entry else ""
+        largest = entry["targets"][targets[-1]]
+        failed = entry.get("failed_trials", 0)
+        rows.append(
+            [
+                LABELS.get(name, name) + (f" ({failed} failed)" if failed else ""),
+                f"{compute:.2f}x{runs}" if compute else "0",
+                *[_fixed_or_cell(entry["targets"][t]) for t in targets],
+                _versus(largest),
+            ]
+        )
+    return rows
+
+
+def methods_study_markdown(result: dict[str, Any], out: str) -> None:
+    targets = [f"{t:g}" for t in result["targets"]]
+    ddo = result["ddo"]
+    lines = [
+        "# Every method against the true optimum, over noise draws",
+        "",
+        f"Captured share of the true optimum's gain over uniform (1 = optimal, 0 = uniform), "
+        f"mean over {result['trials']} trials with its 90% interval; each trial draws new run "
+        f"noise and a new sample of proxy mixtures. DDO sweep: sigma {ddo['sigma']:g}, "
+        f"{ddo['seeds']} seeds, factor {ddo['factor']:g}, scales "
+        + " / ".join(f"{s:.3g}" for s in ddo["scales"])
+        + f", trust region {'on' if ddo['trust_region'] else 'off'}. Proxy compute: tokens of "
+        "the proxy runs per token of one run at the largest target. The last column is the "
+        "method minus AutoScale at the largest target, paired by trial.",
+        "",
+    ]
+    header = ["method", "proxy compute", *targets, f"minus AutoScale at {targets[-1]}"]
+    for row in result["rows"]:
+        matched = "compute-matched (RegMix, DML: the DDO sweep's tokens)"
+        lines += [
+            f"## {row['world']}: {matched if row['compute_matched'] else 'own settings'}",
+            "",
+            *markdown_table(header, methods_rows(row, targets)),
+            "",
+        ]
+    atomic_write_text(out, "\n".join(lines) + "\n")
+
+
+def plot_methods_study(result: dict[str, Any], out: str) -> None:
+    """Quality reached against proxy compute: one point per method (captured gain at the
+    largest target with its interval), a panel per world, own settings and compute-matched
+    as two markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    worlds = list(dict.fromkeys(r["world"] for r in result["rows"]))
+    largest = f"{result['targets'][-1]:g}"
+    fig, axes = plt.subplots(1, len(worlds), figsize=(5 * len(worlds), 4), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, world in zip(axes[0], worlds, strict=True):
+        for row in (r for r in result["rows"] if r["world"] == world):
+            marker = "s" if row["compute_matched"] else "o"
+            for k, (name, entry) in enumerate(row["methods"].items()):
+                if row["compute_matched"] and "proxy_runs" not in entry:
+                    continue  # the same as with own settings: drawn once
+                cell = entry["targets"][largest]
+                low, high = cell["interval"] or (cell["mean"], cell["mean"])
+                x = entry.get("proxy_compute") or 0.0
+                ax.errorbar(
+                    x,
+                    cell["mean"],
+                    yerr=[[cell["mean"] - low], [high - cell["mean"]]],
+                    marker=marker,
+                    color=colours[k % len(colours)],
+                    capsize=3,
+                    label=LABELS.get(name, name) if not row["compute_matched"] else None,
+                )
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.axhline(1, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("proxy compute (x one run at the largest target)")
+        ax.set_title(f"{world}: target {largest} (o own settings, s compute-matched)", fontsize=9)
+    axes[0][0].set_ylabel("captured gain (90% interval over trials)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, Path(out))

@@ -83,8 +83,10 @@ def plot_loss_curves(compares: list[dict[str, Any]], png: Path) -> None:
 def plot_quality_vs_compute(
     compares: list[dict[str, Any]], proxy_tokens: dict[str, float], png: Path
 ) -> None:
-    """One point per method at each target: quality reached (the world's captured gain when
-    simulated, else steps saved vs uniform) against its proxy compute."""
+    """One point per method at each target: quality reached against its proxy compute. In a
+    simulated world, the captured share of the optimum's gain; with real training, the objective
+    minus uniform's, paired by seed, with its 90% interval (lower is better; steps saved are
+    often undefined there: a method that never reaches uniform's loss saves none)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,24 +96,40 @@ def plot_quality_vs_compute(
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
     for ax, c in zip(axes[0], compares, strict=False):
         simulated = all(m.get("world_score") for m in c["methods"].values())
-        label = "captured gain (world)" if simulated else "steps saved vs uniform %"
         for method, m in c["methods"].items():
-            y = m["world_score"]["captured_gain"] if simulated else m.get("steps_saved_pct")
-            x = proxy_tokens.get(method, 0.0) / c["target_tokens"]
+            y, low, high = _quality(method, m, simulated)
             if y is None:
                 continue
-            ax.plot([max(x, 1e-3)], [y], "o")
-            ax.annotate(
-                method, (max(x, 1e-3), y), fontsize=7, xytext=(3, 3), textcoords="offset points"
-            )
+            x = max(proxy_tokens.get(method, 0.0) / c["target_tokens"], 1e-3)
+            ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", capsize=3)
+            ax.annotate(method, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
+        ax.axhline(0, color="grey", lw=0.8)
         ax.set_xlabel("proxy compute (x one target run; fixed weights at 0.001)")
-        ax.set_ylabel(label)
-        ax.set_title(f"target {c['target_tokens']:.3g} tokens", fontsize=9)
+        ax.set_ylabel(
+            "captured gain (world)"
+            if simulated
+            else "objective - uniform, paired by seed (lower: better)"
+        )
+        ax.set_title(f"target {c['target_tokens']:.3g} tokens (90% intervals)", fontsize=9)
     if not compares:
         axes[0][0].text(0.5, 0.5, "no verification runs in this config", ha="center")
     fig.tight_layout()
     save_figure(fig, png)
+
+
+def _quality(method: str, m: dict[str, Any], simulated: bool) -> tuple[float | None, float, float]:
+    """(value, low, high) of one method's point; no interval: low = high = value."""
+    if simulated:
+        y = m["world_score"]["captured_gain"]
+        return y, y, y
+    if method == "uniform":
+        return 0.0, 0.0, 0.0
+    diff = m.get("vs_uniform")
+    if diff is None:  # uniform was not verified: nothing to read against
+        return None, 0.0, 0.0
+    interval = diff.get("interval") or [diff["mean"], diff["mean"]]
+    return diff["mean"], interval[0], interval[1]
 
 
 def plot_fits(table, objective, fit, png: Path) -> None:
