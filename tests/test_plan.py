@@ -163,3 +163,30 @@ def test_compute_matched_budget_too_small_is_refused_in_one_line():
         InputError, match=r"methods.proxy_tokens: 3e\+04 tokens pay for 2 regmix runs"
     ):
         sampled_methods_config(proxy_tokens=3.0e4)
+
+
+def test_parameter_counts_are_cached_on_disk_and_a_damaged_cache_is_ignored(tmp_path, monkeypatch):
+    """Counting builds the model with transformers (seconds at every Snakemake start): the count
+    is kept in the user's cache folder, keyed by the architecture, and recounted if damaged."""
+    import json
+
+    from mixscale.plan import budget
+
+    monkeypatch.setenv("MIXSCALE_CACHE", str(tmp_path / "cache"))
+    what = json.dumps(
+        {"model": {"type": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2}, "vocab": 512,
+         "train": {"seq_len": 16}},
+        sort_keys=True,
+    )  # fmt: skip
+    budget.architecture_params.cache_clear()
+    counted = budget.architecture_params(what)
+    saved = json.loads(budget.params_cache_file().read_text())
+    assert list(saved.values()) == [counted]
+    key = next(iter(saved))
+    budget.params_cache_file().write_text(json.dumps({key: 123}))  # served from the file
+    budget.architecture_params.cache_clear()
+    assert budget.architecture_params(what) == 123
+    budget.params_cache_file().write_text("{not json")
+    budget.architecture_params.cache_clear()
+    assert budget.architecture_params(what) == counted
+    budget.architecture_params.cache_clear()

@@ -24,8 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from mixscale.core.ddo import Constraints, check_constraint_names
-from mixscale.core.mixlaws import run_weights, weight_bounds
 from mixscale.core.objective import Objective
 from mixscale.core.runtable import RunTable
 from mixscale.errors import InputError
@@ -184,7 +182,7 @@ def regmix_optimum(
     objective: Objective,
     total_tokens: float | None = None,
     prior: np.ndarray | None = None,
-    constraints: Constraints | None = None,
+    constraints: Any = None,  # mixscale.core.ddo.Constraints
     regressor: str = "lightgbm",
     seed: int = 42,
     candidates: int = CANDIDATES,
@@ -193,6 +191,11 @@ def regmix_optimum(
     """RegMix end to end on a run table of one scale: the regressor, the mean of the top-k
     simulated mixtures, its predicted objective, and the prior the candidates were drawn from
     (default: the runs' mean mixture). What ``mixscale regmix`` and the methods study run."""
+    # here, not at the top: the workflow plans RegMix's proxy runs from this module without
+    # the fit and solver (scipy), which every dry run would otherwise import
+    from mixscale.core.ddo import Constraints, check_constraint_names
+    from mixscale.core.mixlaws import run_weights, weight_bounds
+
     weights, scale = run_weights(table)
     observed = objective.evaluate(table.eval_domains, table.losses, table.source)
     fit = fit_regmix(weights, observed, table.train_domains, objective, regressor, seed)

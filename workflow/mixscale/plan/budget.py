@@ -7,8 +7,11 @@ FLOPs of a training run = 6 x parameters x tokens (forward + backward), plus eva
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from mixscale.config.domains import config_domains
@@ -16,6 +19,7 @@ from mixscale.config.tasks import EMBEDDED, KINDS, TaskBuild, entry_from, task_e
 from mixscale.config.training import TrainSettings
 from mixscale.config.typed import Config
 from mixscale.errors import InputError
+from mixscale.fileio import atomic_write_text
 from mixscale.methods import Layout, method
 from mixscale.plan.specs import run_specs
 
@@ -57,7 +61,46 @@ def check_architecture_sizes(spec: dict[str, Any]) -> None:
 def architecture_params(what_json: str) -> int:
     """Exact parameter count of the configured architecture (built on the meta device: no memory,
     no weights). ``what_json``: the model fields, the tokenizer's vocabulary and the training
-    settings, as JSON (a cache key)."""
+    settings, as JSON (a cache key). Counting imports torch and transformers (~6 s, paid by every
+    Snakemake start, and by every job's own Snakemake on SLURM), so counts are also kept in a
+    small JSON file in the user's cache folder (``params_cache_file``)."""
+    key = hashlib.sha256(what_json.encode()).hexdigest()
+    cached = _read_params_cache().get(key)
+    if isinstance(cached, int) and cached > 0:
+        return cached
+    params = _count_params(what_json)
+    _write_params_cache(key, params)
+    return params
+
+
+def params_cache_file() -> Path:
+    """``$MIXSCALE_CACHE`` or ``$XDG_CACHE_HOME/mixscale`` (default ``~/.cache/mixscale``)."""
+    root = os.environ.get("MIXSCALE_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "mixscale"
+    )
+    return Path(root) / "architecture-params.json"
+
+
+def _read_params_cache() -> dict[str, Any]:
+    """The cached counts; an unreadable or damaged file is ignored (counted again)."""
+    try:
+        data = json.loads(params_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_params_cache(key: str, params: int) -> None:
+    """Add one count; a cache that cannot be written (read-only home) is skipped silently."""
+    try:
+        data = {**_read_params_cache(), key: params}
+        params_cache_file().parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(params_cache_file(), json.dumps(data, sort_keys=True))
+    except (OSError, InputError):
+        pass
+
+
+def _count_params(what_json: str) -> int:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
