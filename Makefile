@@ -50,6 +50,9 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/solve_speed.py | tee benchmarks/results/solve_speed.txt
 	$(PY) benchmarks/trainer_throughput.py | tee benchmarks/results/trainer_throughput.txt
+	$(PY) benchmarks/compile_breakeven.py | tee benchmarks/results/compile_breakeven.txt
+	$(PY) benchmarks/joint_bootstrap.py | tee benchmarks/results/joint_bootstrap.txt
+	$(PY) benchmarks/dry_run.py | tee benchmarks/results/dry_run.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

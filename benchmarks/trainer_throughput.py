@@ -1,21 +1,28 @@
 """Training throughput: mixscale's trainer vs a bare PyTorch loop vs HF Trainer, same process.
 
-Usage: python benchmarks/trainer_throughput.py [--rounds 5] [--steps 30]
+Usage: python benchmarks/trainer_throughput.py [--rounds 5] [--steps 30] [--peak-tflops X]
+
+On a CUDA machine the same script runs on the GPU and also prints each contender's model FLOPs
+utilisation, MFU = 6 x parameters x tokens/s / the GPU's peak (``--peak-tflops``, e.g. 312 for
+an A100's bf16; 989 for an H100 SXM). Precisions: fp32, and bf16 where the hardware has it
+natively (an AVX512-BF16/AMX CPU, or a GPU), each measured in the same run.
 
 All three train the same GPT-2 (4 layers, 256 wide, 4 heads, context 256, vocabulary 8192 BPE
 trained on the embedded corpus) on the same real-text batches of 16 sequences, same learning
-rate and clipping, same precision (this machine's ``auto``: bf16 autocast only where the CPU
-has native bf16), same torch threads. Each round runs every contender for ``--steps`` optimizer
-steps from a fresh model, in a rotated order; tokens/s = steps x 16 x 256 / time spent in
-training steps after the first 3 (allocation, compilation), the same rule for every contender;
-model build, data preparation, evaluation and checkpoints are excluded for all. mixscale runs
-twice: as configured by default, and with ``train.compile: true`` (forward + loss compiled as
-one graph; the one-off compile is not counted). Medians over rounds and the ratios are printed.
+rate and clipping, same precision, same torch threads. Each round runs every contender for
+``--steps`` optimizer steps from a fresh model, in a rotated order; tokens/s = steps x 16 x
+256 / time spent in training steps after the first 3 (allocation, compilation), the same rule
+for every contender; model build, data preparation, evaluation and checkpoints are excluded for
+all. mixscale runs twice: uncompiled (``train.compile: false``, what ``auto`` picks for runs
+this short) and with ``train.compile: true`` (forward + loss compiled as one graph; the one-off
+compile is not counted: benchmarks/compile_breakeven.py measures it). Medians over rounds and
+the ratios are printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -28,7 +35,7 @@ from torch.nn import functional as F  # noqa: N812 - the usual name
 from mixscale.config.training import TrainSettings
 from mixscale.data.corpus import build_domain
 from mixscale.data.tokens import MixtureSampler, build_store, open_store, train_tokenizer
-from mixscale.train.distributed import cpu_supports_bf16, resolve_precision
+from mixscale.train.distributed import cpu_supports_bf16
 from mixscale.train.loop import train_run
 from mixscale.train.model import build_model
 
@@ -75,6 +82,9 @@ def settings(steps: int, threads: int) -> TrainSettings:
 WARMUP = 3  # first steps of every contender are not timed (allocation, compilation)
 
 
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def run_mixscale(stores: Path, s: TrainSettings) -> float:
     with tempfile.TemporaryDirectory() as out:
         metrics = train_run(
@@ -98,20 +108,22 @@ def _sampler(stores: Path, s: TrainSettings) -> MixtureSampler:
 def run_bare(stores: Path, s: TrainSettings, precision: str) -> float:
     """The loop every tutorial writes: forward, cross-entropy, backward, clip, AdamW step."""
     sampler = _sampler(stores, s)
-    model = build_model(MODEL, VOCAB, SEQ, s.seed)
+    model = build_model(MODEL, VOCAB, SEQ, s.seed).to(DEVICE)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, betas=s.betas, weight_decay=s.weight_decay)
-    batches = [torch.from_numpy(sampler.batch(k, BATCH)) for k in range(s.max_steps)]
+    batches = [torch.from_numpy(sampler.batch(k, BATCH)).to(DEVICE) for k in range(s.max_steps)]
     elapsed = 0.0
     for k, batch in enumerate(batches):
+        _sync()
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = model(input_ids=batch[:, :-1]).logits
         loss = F.cross_entropy(logits.float().reshape(-1, VOCAB), batch[:, 1:].reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        _sync()
         if k >= WARMUP:
             elapsed += time.perf_counter() - t0
     return (s.max_steps - WARMUP) * BATCH * SEQ / elapsed
@@ -133,9 +145,11 @@ def run_hf_trainer(stores: Path, s: TrainSettings, precision: str) -> float:
             self.elapsed, self.t0, self.steps = 0.0, 0.0, 0
 
         def on_step_begin(self, *args, **kwargs):
+            _sync()
             self.t0 = time.perf_counter()
 
         def on_step_end(self, *args, **kwargs):
+            _sync()
             self.steps += 1
             if self.steps > WARMUP:
                 self.elapsed += time.perf_counter() - self.t0
@@ -153,7 +167,7 @@ def run_hf_trainer(stores: Path, s: TrainSettings, precision: str) -> float:
             adam_beta1=s.betas[0],
             adam_beta2=s.betas[1],
             bf16=precision == "bf16",
-            use_cpu=True,
+            use_cpu=DEVICE.type == "cpu",
             report_to=[],
             save_strategy="no",
             logging_strategy="no",
@@ -162,8 +176,44 @@ def run_hf_trainer(stores: Path, s: TrainSettings, precision: str) -> float:
             seed=s.seed,
         )
         model = build_model(MODEL, VOCAB, SEQ, s.seed)
-        Trainer(model=model, args=args, train_dataset=rows, callbacks=[timer]).train()
+        with contextlib.redirect_stdout(sys.stderr):  # its summary line: not a result
+            Trainer(model=model, args=args, train_dataset=rows, callbacks=[timer]).train()
     return (s.max_steps - WARMUP) * BATCH * SEQ / timer.elapsed
+
+
+def _sync() -> None:
+    """Wait for the GPU before reading the clock (a no-op on CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def cpu_flags() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0]
+    except (OSError, IndexError):
+        return "unknown"
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return " ".join(f for f in wanted if f" {f}" in text) or "none of avx2/avx512/amx"
+
+
+def precisions() -> list[str]:
+    """fp32 always; bf16 too where the hardware has it natively."""
+    if DEVICE.type == "cuda":
+        return ["fp32", "bf16"] if torch.cuda.is_bf16_supported() else ["fp32"]
+    return ["fp32", "bf16"] if cpu_supports_bf16() else ["fp32"]
+
+
+def contenders(stores: Path, args, precision: str) -> dict:
+    plain = settings(args.steps, args.threads)
+    plain.precision, plain.compile = precision, False
+    compiled = settings(args.steps, args.threads)
+    compiled.precision, compiled.compile = precision, True
+    return {
+        "mixscale": lambda: run_mixscale(stores, plain),
+        "mixscale_compiled": lambda: run_mixscale(stores, compiled),
+        "bare_loop": lambda: run_bare(stores, plain, precision),
+        "hf_trainer": lambda: run_hf_trainer(stores, plain, precision),
+    }
 
 
 def main() -> int:
@@ -171,39 +221,41 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--peak-tflops", type=float, help="GPU peak, for MFU (CUDA only)")
     args = parser.parse_args()
     stores = prepare()
     torch.set_num_threads(args.threads)
-    s = settings(args.steps, args.threads)
-    precision = resolve_precision("auto", torch.device("cpu"))
-    compiled = settings(args.steps, args.threads)
-    compiled.compile = True
-    contenders = {
-        "mixscale": lambda: run_mixscale(stores, s),
-        "mixscale_compiled": lambda: run_mixscale(stores, compiled),
-        "bare_loop": lambda: run_bare(stores, s, precision),
-        "hf_trainer": lambda: run_hf_trainer(stores, s, precision),
-    }
-    results: dict[str, list[float]] = {name: [] for name in contenders}
-    names = list(contenders)
-    for r in range(args.rounds):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:  # rotate the order between rounds
-            results[name].append(contenders[name]())
-            print(f"round {r + 1} {name:18s} {results[name][-1]:8.0f} tok/s", file=sys.stderr)
-    med = {name: statistics.median(v) for name, v in results.items()}
-    print(f"# trainer throughput, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}")
+    where = torch.cuda.get_device_name() if DEVICE.type == "cuda" else f"CPU flags: {cpu_flags()}"
+    params = sum(p.numel() for p in build_model(MODEL, VOCAB, SEQ, 0).parameters())
+    print(f"# trainer throughput, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, {where}")
     print(
-        f"# GPT-2 4x256, ctx {SEQ}, vocab {VOCAB}, batch {BATCH}, {args.steps} steps x "
-        f"{args.rounds} rounds, {args.threads} threads, precision {precision} "
-        f"(CPU native bf16: {cpu_supports_bf16()})"
+        f"# GPT-2 4x256 ({params / 1e6:.2f}M parameters), ctx {SEQ}, vocab {VOCAB}, batch {BATCH}, "
+        f"{args.steps} steps x {args.rounds} rounds (order rotated), {args.threads} threads; "
+        "tokens/s after 3 warm-up steps, medians"
     )
-    for name, values in results.items():
-        rounds = ", ".join(f"{v:.0f}" for v in values)
-        print(f"{name:18s} median {med[name]:8.0f} tok/s   rounds: {rounds}")
-    for name in ("mixscale", "mixscale_compiled"):
-        for other in ("hf_trainer", "bare_loop"):
-            print(f"{name} / {other} = {med[name] / med[other]:.2f}")
+    for precision in precisions():
+        runs = contenders(stores, args, precision)
+        results: dict[str, list[float]] = {name: [] for name in runs}
+        names = list(runs)
+        for r in range(args.rounds):
+            shift = r % len(names)
+            for name in names[shift:] + names[:shift]:  # rotate the order between rounds
+                results[name].append(runs[name]())
+                print(
+                    f"{precision} round {r + 1} {name:18s} {results[name][-1]:8.0f} tok/s",
+                    file=sys.stderr,
+                )
+        med = {name: statistics.median(v) for name, v in results.items()}
+        print(f"## precision {precision}")
+        for name, values in results.items():
+            rounds = ", ".join(f"{v:.0f}" for v in values)
+            mfu = ""
+            if args.peak_tflops and DEVICE.type == "cuda":
+                mfu = f"   MFU {100 * 6 * params * med[name] / (args.peak_tflops * 1e12):.1f}%"
+            print(f"{name:18s} median {med[name]:8.0f} tok/s{mfu}   rounds: {rounds}")
+        for name in ("mixscale", "mixscale_compiled"):
+            for other in ("hf_trainer", "bare_loop"):
+                print(f"{name} / {other} = {med[name] / med[other]:.2f}")
     return 0
 
 

@@ -273,3 +273,25 @@ def test_joint_fit_closed_form_jacobian_matches_finite_differences():
     theta = np.array([2.0, math.log(50.0), 0.3, math.log(0.4), 0.7, 0.5])
     numeric = approx_derivative(model.predict, theta, method="3-point")
     assert np.allclose(model.jacobian(theta), numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_warm_bootstrap_of_algorithm1_fits_gives_the_same_intervals():
+    """Algorithm 1's fits by least squares (the robust loss, or replicates whose exact curves
+    fail): warm-started from the full table's fit they give the cold starts' intervals."""
+    import dataclasses
+
+    from mixscale.core.ddo import Constraints, weight_intervals
+    from mixscale.core.study import sweep_table
+    from mixscale.core.world import load_world
+
+    world = dataclasses.replace(load_world("redpajama"), sigma=0.004, sigma_domain=0.002)
+    table = sweep_table(world, 3e7, 3.0, 3, trial=2)
+    point = fit_runs(table, loss="huber")
+    cold_fits = bootstrap_fits(table, 12, seed=4, loss="huber")
+    warm_fits = bootstrap_fits(table, 12, seed=4, warm=point, loss="huber")
+    assert any(d.method == "nls" for f in warm_fits for d in f.domains.values())
+    box = Constraints(trust_region=True)
+    cold, warm = weight_intervals(cold_fits, 3e7, box), weight_intervals(warm_fits, 3e7, box)
+    for domain, interval in cold.items():
+        assert warm[domain]["low"] == pytest.approx(interval["low"], abs=1e-3), domain
+        assert warm[domain]["high"] == pytest.approx(interval["high"], abs=1e-3), domain

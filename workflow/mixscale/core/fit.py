@@ -392,28 +392,44 @@ def _nls(
 
 
 def _marginal_nls(
-    points: _Points, form: str, unit: float, loss: str, f_scale: float, y: np.ndarray
+    points: _Points,
+    form: str,
+    unit: float,
+    loss: str,
+    f_scale: float,
+    y: np.ndarray,
+    warm: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Fit form + c to one domain's points, replicate seeds as separate residuals."""
+    """Fit form + c to one domain's points, replicate seeds as separate residuals. ``warm``:
+    this domain's parameters in the full table's fit (a bootstrap replicate starts there, and
+    from the cold starts only if that start fails)."""
     xs = np.concatenate([[points.tokens[i]] * len(r) for i, r in enumerate(points.rows)])
     ys = np.concatenate([y[r] for r in points.rows])
     n0 = points.tokens[points.factors.index(1.0)]
     drops = _drops(points)
     drop = drops[1] if drops else float(np.ptp(ys))
     lower, upper = _bounds(form)
-    lower, upper = [*lower, -np.inf], [*upper, np.inf]
+    lower, upper = [-np.inf, *lower], [np.inf, *upper]
+    model = _JointModel([form], [xs], [unit])  # theta = (c, the form's parameters)
 
     def residuals(theta: np.ndarray) -> np.ndarray:
-        params = _unpack(form, theta[:-1])
-        return canonical(form, params, unit).value(xs) + theta[-1] - ys
+        return model.predict(theta) - ys
 
-    starts = []
-    for s in _starts(form, n0, unit, drop):
-        c0 = float(ys.mean() - canonical(form, s, unit).value(np.array([n0]))[0])
-        starts.append(np.array([*_pack(form, s), c0]))
-    theta = _nls(residuals, starts, lower, upper, loss, f_scale)
-    params = _unpack(form, theta[:-1])
-    params["c"] = float(theta[-1])
+    def start(params: dict[str, float]) -> np.ndarray:
+        c0 = float(ys.mean() - canonical(form, params, unit).value(np.array([n0]))[0])
+        return np.array([c0, *_pack(form, params)])
+
+    theta = None
+    if warm is not None:
+        try:
+            theta = _nls(residuals, [start(warm)], lower, upper, loss, f_scale, model.jacobian)
+        except RuntimeError:
+            theta = None  # the warm start failed: the cold starts below
+    if theta is None:
+        starts = [start(s) for s in _starts(form, n0, unit, drop)]
+        theta = _nls(residuals, starts, lower, upper, loss, f_scale, model.jacobian)
+    params = _unpack(form, theta[1:])
+    params["c"] = float(theta[0])
     return params
 
 
@@ -647,6 +663,7 @@ def _fit_runs(
             fits[name] = _fit_domain(
                 j, name, table, design, groups, y, stats, form,
                 own_unit or unit, loss, f_scale, root,
+                warm.domains.get(name) if warm is not None else None,
             )  # fmt: skip
         fits[name].unit = own_unit
         fits[name].base_tokens = float(base_tokens[j])
@@ -846,8 +863,10 @@ def _fit_domain(
     loss: str,
     f_scale: float,
     root: str = "smallest_b",
+    warm: DomainFit | None = None,
 ) -> DomainFit:
-    """``stats``: ``_group_stats`` of the table, robust under the huber loss."""
+    """``stats``: ``_group_stats`` of the table, robust under the huber loss. ``warm``: the
+    domain's fit on the full table (a bootstrap replicate's least squares start there)."""
     points, diag, drops = _observe(j, design, table, groups, stats)
     if drops is None:
         if len(points.groups) >= 2:  # perturbations on one side of the base only
@@ -866,7 +885,9 @@ def _fit_domain(
         if len(solutions) > 1:
             reason += f"; {len(solutions)} exact Eq. 2 curves fit, the {_ROOT_WORDS[root]} kept"
     else:
-        params, method = _marginal_nls(points, chosen, unit, loss, f_scale, y), "nls"
+        start = warm.params if warm is not None and warm.form == chosen and warm.params else None
+        params = _marginal_nls(points, chosen, unit, loss, f_scale, y, start)
+        method = "nls"
     return DomainFit(name, OK, reason, form=chosen, method=method, params=params, diagnostics=diag)
 
 
