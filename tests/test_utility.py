@@ -124,3 +124,39 @@ def test_anneal_table_errors(tmp_path):
     write_tsv(path, ["source", "budget", "metric"], [["control", 1e6, 2.0]])
     with pytest.raises(InputError, match="budget_tokens"):
         load_anneal_table(str(path))
+
+
+def _true_crossing(a: Curve, b: Curve) -> float:
+    from scipy.optimize import brentq
+
+    return math.exp(brentq(lambda x: a.gain(math.exp(x)) - b.gain(math.exp(x)), 13.0, 20.0))
+
+
+def test_crossing_of_two_fitted_curves_is_found_with_an_interval():
+    """fast leads at small budgets, slow overtakes it: the crossing is placed near the true
+    one, and the bootstrap refits cross there too, with an interval around it."""
+    out = analyse(synthetic_table(), costs(), budget=None, n_boot=60, plan_budget=3e8)
+    truth = _true_crossing(TRUE["fast"], TRUE["slow"])
+    pair = next(c for c in out["crossings"] if sorted(c["pair"]) == ["fast", "slow"])
+    assert pair["leads_first"] == "fast" and pair["leads_after"] == "slow"
+    assert pair["budget_tokens"] == pytest.approx(truth, rel=0.25)
+    assert pair["bootstrap_share_crossing"] > 0.9
+    low, high = pair["interval_90"]
+    assert low <= pair["budget_tokens"] <= high
+    flat = next(c for c in out["crossings"] if sorted(c["pair"]) == ["fast", "flat"])
+    assert flat["budget_tokens"] is None and flat["leads_first"] == "fast"
+
+
+def test_micro_annealing_recommendation_is_set_against_the_fitted_one():
+    """At the smallest budget fast looks best; at the planned budget the curves pick slow, and
+    spending the money on the micro pick buys less fitted gain than the fitted allocation."""
+    out = analyse(synthetic_table(), costs(), budget=1e8, n_boot=20, plan_budget=3e8)
+    rec = out["recommendations"]
+    assert rec["micro"]["best_by_gain"] == "fast"
+    assert rec["fitted_at_plan"]["rank_by_gain"][0] == "slow"
+    assert rec["agree_by_gain"] is False
+    assert set(rec["micro_allocation"]["tokens"]) == {rec["micro"]["best_by_gain_per_cost"]}
+    assert rec["fitted_allocation"]["gain"] >= rec["micro_allocation"]["gain"] - 1e-12
+    per_budget = out["sources"]["slow"]["observed"]
+    low, high = per_budget["3e+08"]["gain_interval_90"]
+    assert low < per_budget["3e+08"]["gain_mean"] < high

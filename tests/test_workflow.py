@@ -365,12 +365,17 @@ def test_tiny_anneal_runs_through_snakemake(tmp_path):
     """A stage-1 base, controls and source runs that start from it, then utility and report."""
     config = yaml.safe_load((ROOT / "tests/configs/anneal-tiny.yaml").read_text())
     config["data"]["downloads"] = str(ROOT / "resources" / "downloads")
+    # a derived source: a small curated set of books' training text, repeated at large budgets
+    config["data"]["sources"]["curated"] = {"derive": "books", "kind": "curated", "bytes": 3000}
+    config["anneal"]["sources"]["curated"] = {"acquisition_cost": 2.0e-6}
+    config["anneal"]["plan_budget"] = 20480
     path = tmp_path / "anneal.yaml"
     path.write_text(yaml.safe_dump(config))
     dry = snakemake(tmp_path, "-n", "--configfile", str(path))
     counts = job_counts(dry.stdout)
-    assert counts["train"] == 1 + 3 * (1 + 3)  # base + per budget: control + 3 sources
+    assert counts["train"] == 1 + 3 * (1 + 4)  # base + per budget: control + 4 sources
     assert counts["utility"] == 1 and "ddo" not in counts
+    assert counts["derived_corpus"] == 1 and counts["tokens"] == 4
     res = snakemake(tmp_path, "--configfile", str(path), "-c2")
     assert res.returncode == 0, res.stderr[-3000:]
     out = tmp_path / "results/anneal-tiny"
@@ -384,11 +389,18 @@ def test_tiny_anneal_runs_through_snakemake(tmp_path):
     assert run["curve"][0]["step"] == 5
     assert run["curve"][0]["objective"] < base["objective"] + 0.3 < 6.0
     rows = (out / "anneal/runs.tsv").read_text().splitlines()
-    assert len(rows) == 1 + 12
+    assert len(rows) == 1 + 15
+    curated = json.loads((out / "runs/anneal-10240-curated-s0/metrics.json").read_text())
+    assert curated["epochs"]["curated"] > 1  # the small set is repeated at the largest budget
+    assert set(curated["final_losses"]) == {"books", "code", "legal"}  # derived: not evaluated
+    store = json.loads((out / "data/stores/curated/meta.json").read_text())
+    assert store["val_tokens"] == 0 and store["train_documents"] >= 1
     utility = json.loads((out / "anneal/utility.json").read_text())
-    assert set(utility["sources"]) == {"books", "code", "legal"}
-    assert "allocation" in utility
-    assert "## Rankings per budget" in (out / "report/anneal.md").read_text()
+    assert set(utility["sources"]) == {"books", "code", "legal", "curated"}
+    assert "allocation" in utility and utility["plan_budget"] == 20480
+    report = (out / "report/anneal.md").read_text()
+    assert "## Rankings per budget" in report and "## Where the fitted curves cross" in report
+    assert "micro-annealing run against the fitted curves at 2.048e+04" in report
     html = tmp_path / "report.html"
     made = snakemake(tmp_path, "--configfile", str(path), "--report", str(html))
     assert made.returncode == 0, made.stderr[-2000:]

@@ -3,7 +3,7 @@
 import json
 import os
 
-from mixscale.config.domains import config_domains, data_dir
+from mixscale.config.domains import config_domains, data_dir, derived_sources
 from mixscale.config.tasks import needs_generated_tasks, task_entries
 from mixscale.core.rounds import converged
 from mixscale.fileio import read_json
@@ -30,6 +30,8 @@ ROUNDS = CONFIG.ddo.rounds if MIXTURE else 1
 LAYOUT = Layout(out=OUT, scales=tuple(SCALES))
 TORCH = CONFIG.backend == "torch"
 DOMAINS = config_domains(CONFIG)
+# candidate sources of the annealing experiment made from the corpus (not training domains)
+DERIVED = derived_sources(CONFIG)
 DATA = data_dir(CONFIG)
 SETTINGS = json.dumps(torch_settings(CONFIG), separators=(",", ":")) if TORCH else ""
 # Downstream tasks need saved models: real training only (simulated runs have none)
@@ -52,6 +54,7 @@ wildcard_constraints:
     domain="[A-Za-z0-9_][A-Za-z0-9_.-]*",
     method="regmix|dml",
     round="[0-9]+",
+    source="[A-Za-z0-9_][A-Za-z0-9_.-]*",
 
 
 def runs_of(stage, scale, round=1):
@@ -152,10 +155,27 @@ def run_spec(wildcards):
 
 
 def train_data(wildcards):
-    """Token stores and tokenizer a torch run reads (nothing for simulated runs)."""
+    """Token stores and tokenizer a torch run reads (nothing for simulated runs): the training
+    domains', and a derived source's when the run's mixture names it (an annealing run)."""
     if not TORCH:
         return []
-    return [f"{DATA}/tokenizer"] + expand(f"{DATA}/stores/{{domain}}", domain=DOMAINS)
+    extra = [d for d in spec_of(wildcards.run).get("tokens", {}) if d in DERIVED]
+    return [f"{DATA}/tokenizer"] + expand(
+        f"{DATA}/stores/{{domain}}", domain=[*DOMAINS, *extra]
+    )
+
+
+def corpus_file(wildcards):
+    """A domain's documents: its corpus file, or a derived source's built file."""
+    if wildcards.domain in DERIVED:
+        return f"{DATA}/derived/{wildcards.domain}.jsonl"
+    return f"{DATA}/corpus/{wildcards.domain}.jsonl"
+
+
+def derived_parents(wildcards):
+    """The corpus files a derived source is made from: its parent's and its noise domains'."""
+    derivation = DERIVED[wildcards.source]
+    return [f"{DATA}/corpus/{d}.jsonl" for d in (derivation.parent, *derivation.noise)]
 
 
 def train_runtime(wildcards, attempt):

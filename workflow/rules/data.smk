@@ -38,7 +38,7 @@ rule tokenizer:
 rule tokens:
     """One domain's token store: shuffled training order plus a held-out validation block."""
     input:
-        corpus=f"{DATA}/corpus/{{domain}}.jsonl",
+        corpus=corpus_file,
         tokenizer=f"{DATA}/tokenizer",
     output:
         directory(f"{DATA}/stores/{{domain}}"),
@@ -53,3 +53,24 @@ rule tokens:
     shell:
         "python -m mixscale tokens {params.args} --corpus {input.corpus:q} "
         "--tokenizer {input.tokenizer:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule derived_corpus:
+    """A candidate source of the annealing experiment made from a domain's training text."""
+    input:
+        derived_parents,
+    output:
+        f"{DATA}/derived/{{source}}.jsonl",
+    log:
+        f"{OUT}/logs/derived/{{source}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/derived/{{source}}.tsv"
+    conda:
+        "../../envs/mixscale.yaml"
+    params:
+        args=lambda w, output: commands.derive(
+            CONFIG, w.source, os.path.dirname(output[0])
+        ),
+        corpus=f"{DATA}/corpus",
+    shell:
+        "python -m mixscale derive {params.args} --corpus-dir {params.corpus:q} > {log:q} 2>&1"

@@ -44,6 +44,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="store folder")
     p.set_defaults(handler=cmd_tokens)
 
+    p = sub.add_parser(
+        "derive",
+        help="a candidate source made from a domain's training text (curated, pool, rephrased)",
+    )
+    p.add_argument("--source", required=True, help='NAME=JSON, e.g. cur={"derive":"science",...}')
+    p.add_argument("--corpus-dir", required=True, help="folder of the domains' <domain>.jsonl")
+    p.add_argument("--seed", type=int, default=schema_default("data.seed"))
+    p.add_argument("--validation-bytes", type=count, default=VALIDATION_BYTES)
+    p.add_argument("--out", required=True, help="folder for <NAME>.jsonl")
+    p.set_defaults(handler=cmd_derive)
+
     p = sub.add_parser("tasks", help="embedded lm-eval tasks from each domain's held-out text")
     p.add_argument("--corpus", nargs="+", required=True, help="<domain>.jsonl files")
     p.add_argument(
@@ -77,6 +88,20 @@ def cmd_corpus(args: argparse.Namespace) -> None:
             f"{rows[-1][3]:6.1f} s",
             file=sys.stderr,
         )
+
+
+def cmd_derive(args: argparse.Namespace) -> None:
+    """Held-out blocks split off exactly as the stores split them, then the derived source."""
+    from pathlib import Path
+
+    from mixscale.data.derived import write_derived
+
+    name, _, text = args.source.partition("=")
+    built = write_derived(
+        name, json_or_file(text), Path(args.corpus_dir), Path(args.out), args.seed,
+        args.validation_bytes,
+    )  # fmt: skip
+    print(f"{name}: {built['documents']} docs, {built['bytes'] / 1e6:.2f} MB", file=sys.stderr)
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> None:

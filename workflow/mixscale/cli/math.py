@@ -96,6 +96,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--budget", type=number, help="total cost budget to allocate across sources")
     p.add_argument(
+        "--plan-budget",
+        type=number,
+        help="annealing tokens you plan: the fitted recommendation there against the "
+        "micro-annealing one (default: the largest budget run)",
+    )
+    p.add_argument(
         "--extrapolate",
         default=",".join(f"{x:g}" for x in schema_default("anneal.extrapolate")),
         help="multiples of the largest budget",
@@ -442,7 +448,14 @@ def cmd_utility(args: argparse.Namespace) -> dict[str, Any]:
     costs = load_costs(args.costs, args.train_cost_per_token)
     extrapolate = _multiples(args.extrapolate)
     return analyse(
-        table, costs, args.budget, args.direction, extrapolate, args.bootstrap, args.seed
+        table,
+        costs,
+        args.budget,
+        args.direction,
+        extrapolate,
+        args.bootstrap,
+        args.seed,
+        args.plan_budget,
     )
 
 

@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+from mixscale.config.sources import Derivation, is_derived
 from mixscale.config.typed import Config
 from mixscale.core.world import load_world
 
 
 def config_domains(config: Config) -> list[str]:
-    """The training domains: the world's (simulate), the config's list, or the data sources."""
+    """The training domains: the world's (simulate), the config's list, or the data sources
+    (derived sources, the annealing experiment's candidates, left out)."""
     if config.backend == "simulate":
         return list(load_world(config.world).domains)
     if config.domains:
         return list(config.domains)
-    return list(config.data.sources)
+    return [d for d, spec in config.data.sources.items() if not is_derived(spec)]
+
+
+def derived_sources(config: Config) -> dict[str, Derivation]:
+    """The derived sources of ``data.sources``, checked (their parents are corpus domains)."""
+    if config.backend != "torch":
+        return {}
+    corpus = [d for d, spec in config.data.sources.items() if not is_derived(spec)]
+    return {
+        name: Derivation.from_spec(name, spec, corpus)
+        for name, spec in config.data.sources.items()
+        if is_derived(spec)
+    }
+
+
+def store_domains(config: Config) -> list[str]:
+    """Every domain with a token store: the training domains and the derived sources."""
+    domains = config_domains(config)
+    return domains + [d for d in derived_sources(config) if d not in domains]
 
 
 def data_dir(config: Config) -> str:

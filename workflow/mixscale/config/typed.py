@@ -193,6 +193,7 @@ class Anneal:
     replay: str | dict[str, float] | None = None
     training_cost_per_token: float | None = None
     allocate: float | None = None
+    plan_budget: float | None = None
 
 
 @dataclass(frozen=True)

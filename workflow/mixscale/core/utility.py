@@ -26,6 +26,7 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.stats import kendalltau
 
+from mixscale.core.intervals import mean_interval
 from mixscale.core.solve import Problem, solve
 from mixscale.errors import InputError
 from mixscale.fileio import parse_number, read_tsv_rows
@@ -345,7 +346,11 @@ def analyse(
     extrapolate: tuple[float, ...] = (10.0, 100.0),
     n_boot: int = 200,
     seed: int = 0,
+    plan_budget: float | None = None,
 ) -> dict[str, Any]:
+    """Curves, rankings, rank flips, crossings, the micro-annealing recommendation against the
+    fitted one at ``plan_budget`` (tokens; default the largest observed budget) and, with
+    ``budget`` (money), the allocation."""
     if direction not in ("lower", "higher"):
         raise InputError("--direction", direction, "unknown", "lower (losses) or higher (scores)")
     missing = [s for s in table.sources if s not in costs]
@@ -356,6 +361,7 @@ def analyse(
     gains = gains_by_budget(table, direction)
     rng = np.random.default_rng(seed)
     curves: dict[str, Curve] = {}
+    boot_curves: dict[str, list[Curve]] = {}
     observed: dict[str, dict[str, Any]] = {}
     for s in table.sources:
         per_budget = gains[s]
@@ -371,10 +377,12 @@ def analyse(
                     float(np.quantile(vals, 0.95)),
                 ]
         curves[s] = curve
+        boot_curves[s] = boots
         observed[s] = {
             f"{k:g}": {
                 "gain_mean": float(np.mean(v)),
                 "gain_sd": float(np.std(v, ddof=1)) if len(v) > 1 else None,
+                "gain_interval_90": mean_interval(v)["interval"],
                 "seeds": len(v),
                 "cost": costs[s].total(k),
                 "gain_per_cost": float(np.mean(v)) / costs[s].total(k),
@@ -452,8 +460,113 @@ def analyse(
             or r["flips_vs_smallest_gain_per_cost"]["flipped_pairs"]
         ],
     }
+    plan = float(plan_budget) if plan_budget else float(largest)
+    if plan <= 0:
+        raise InputError("--plan-budget", f"{plan:g}", "must be > 0", "annealing tokens")
+    out["plan_budget"] = plan
+    out["crossings"] = crossings(curves, boot_curves, budgets[0], max(plan, largest))
     if budget is not None:
         if budget <= 0:
             raise InputError("--budget", f"{budget:g}", "must be > 0", "correct the value")
         out["allocation"] = {"budget": budget, **allocate(curves, costs, budget)}
+    out["recommendations"] = recommendations(rankings[0], curves, costs, plan, budget)
+    return out
+
+
+def _crossing(a: Curve, b: Curve, low: float, high: float) -> float | None:
+    """The smallest budget in [low, high] where the two fitted curves' gains meet (None: they
+    do not cross there). Found on a log grid, then refined by bisection."""
+    grid = np.geomspace(low, high, 200)
+    diff = a.gain(grid) - b.gain(grid)
+    change = np.nonzero(np.sign(diff[:-1]) * np.sign(diff[1:]) < 0)[0]
+    if not len(change):
+        return None
+    lo, hi = float(grid[change[0]]), float(grid[change[0] + 1])
+    for _ in range(60):
+        mid = math.sqrt(lo * hi)
+        if (a.gain(mid) - b.gain(mid)) * (a.gain(lo) - b.gain(lo)) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return math.sqrt(lo * hi)
+
+
+def crossings(
+    curves: dict[str, Curve], boots: dict[str, list[Curve]], low: float, high: float
+) -> list[dict[str, Any]]:
+    """Per pair of sources with fitted curves: the budget where the curves cross within
+    [low, high], which source leads before and after, and over the bootstrap refits (paired by
+    index) the share that cross there and the 90% interval of where."""
+    out = []
+    usable = [s for s, c in curves.items() if c.usable]
+    for a, b in itertools.combinations(usable, 2):
+        at = _crossing(curves[a], curves[b], low, high)
+        first = a if curves[a].gain(low) > curves[b].gain(low) else b
+        entry: dict[str, Any] = {
+            "pair": [a, b],
+            "budget_tokens": at,
+            "leads_first": first,
+            "leads_after": (b if first == a else a) if at is not None else first,
+        }
+        pairs = list(zip(boots.get(a, []), boots.get(b, []), strict=False))
+        if pairs:
+            found = [x for x in (_crossing(p, q, low, high) for p, q in pairs) if x is not None]
+            entry["bootstrap_share_crossing"] = len(found) / len(pairs)
+            entry["interval_90"] = (
+                [float(np.quantile(found, 0.05)), float(np.quantile(found, 0.95))]
+                if len(found) >= 2
+                else None
+            )
+        out.append(entry)
+    return out
+
+
+def recommendations(
+    micro: dict[str, Any],
+    curves: dict[str, Curve],
+    costs: dict[str, SourceCost],
+    plan: float,
+    money: float | None,
+) -> dict[str, Any]:
+    """What one micro-annealing run per source would recommend (the source with the best gain,
+    and per cost, at the smallest budget) against what the fitted curves recommend at the
+    planned budget; with a money budget, what each would buy: the micro pick spends it all on
+    its best source per cost, the fitted allocation spreads it; both valued on the curves."""
+    usable = {s: c for s, c in curves.items() if c.usable}
+    at_plan = {s: float(c.gain(plan)) for s, c in usable.items()}
+    per_cost = {s: g / costs[s].total(plan) for s, g in at_plan.items()}
+    out: dict[str, Any] = {
+        "micro_budget_tokens": micro["budget_tokens"],
+        "plan_budget_tokens": plan,
+        "micro": {
+            "best_by_gain": micro["rank_by_gain"][0] if micro["rank_by_gain"] else None,
+            "best_by_gain_per_cost": (
+                micro["rank_by_gain_per_cost"][0] if micro["rank_by_gain_per_cost"] else None
+            ),
+            "rank_by_gain": micro["rank_by_gain"],
+            "rank_by_gain_per_cost": micro["rank_by_gain_per_cost"],
+        },
+        "fitted_at_plan": {
+            "gain": at_plan,
+            "gain_per_cost": per_cost,
+            "rank_by_gain": _ranking(at_plan),
+            "rank_by_gain_per_cost": _ranking(per_cost),
+        },
+    }
+    out["agree_by_gain"] = out["micro"]["best_by_gain"] == (_ranking(at_plan) or [None])[0]
+    out["agree_by_gain_per_cost"] = (
+        out["micro"]["best_by_gain_per_cost"] == (_ranking(per_cost) or [None])[0]
+    )
+    if money is not None and usable:
+        pick = out["micro"]["best_by_gain_per_cost"]
+        if pick in usable:
+            tokens = min(
+                (money - costs[pick].fixed) / costs[pick].per_token(), costs[pick].max_tokens
+            )
+            tokens = max(tokens, 0.0)
+            out["micro_allocation"] = {
+                "tokens": {pick: tokens},
+                "gain": float(usable[pick].gain(tokens)),
+            }
+        out["fitted_allocation"] = allocate(usable, costs, money)
     return out

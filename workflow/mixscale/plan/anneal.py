@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mixscale.config.domains import derived_sources
 from mixscale.config.tasks import entry_from
 from mixscale.config.typed import Config
 from mixscale.errors import InputError
@@ -102,7 +103,7 @@ def check_anneal(config: Config, domains: list[str]) -> None:
     for name in sources:
         if name == CONTROL:
             raise InputError("config", "anneal.sources.control", "reserved name", "rename it")
-        if name not in domains:
+        if name not in domains and name not in derived_sources(config):
             raise InputError(
                 "config", f"anneal.sources.{name}", "not a domain", "add it to data.sources"
             )
@@ -168,15 +169,21 @@ def _anneal_tokens(
     return mix
 
 
-def anneal_overrides(config: Config, base_model_dir: str | None) -> dict[str, Any]:
-    """Per-run overrides of an annealing run: start from the base model, linear decay to zero."""
+def anneal_overrides(
+    config: Config, base_model_dir: str | None, source: str | None = None
+) -> dict[str, Any]:
+    """Per-run overrides of an annealing run: start from the base model, linear decay to zero.
+    A derived source may hold fewer tokens than a large budget asks of it (a small curated
+    set): its runs repeat it, and metrics.json reports the epochs."""
     anneal = config.anneal
     schedule = anneal.schedule
-    train = {
+    train: dict[str, Any] = {
         "schedule": "linear",
         "min_lr_ratio": 0.0,
         "warmup": float(schedule.warmup),
     }
+    if source in derived_sources(config):
+        train["allow_repeat"] = True
     if schedule.lr is not None:
         train["lr"] = float(schedule.lr)
     checkpoint = anneal.base.checkpoint or base_model_dir

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mixscale.config.check import validate_schema
-from mixscale.config.domains import config_domains
+from mixscale.config.domains import config_domains, derived_sources
 from mixscale.config.load import load_yaml_config
 from mixscale.config.tasks import task_entries
 from mixscale.config.typed import Config
@@ -63,6 +63,7 @@ def _semantic_checks(config: Config) -> None:
     if config.autoscale:
         [target_label(t) for t in config.autoscale.targets]
     if config.backend == "torch":
+        derived_sources(config)  # derived annealing sources name real parent domains
         torch_settings(config)
         if config.model.get("type"):  # the architecture builds (on the meta device)
             model_params(config, "proxy_params")

@@ -11,7 +11,7 @@ import os
 import shlex
 from typing import Any
 
-from mixscale.config.domains import config_domains
+from mixscale.config.domains import config_domains, derived_sources
 from mixscale.config.tasks import TaskEntry
 
 # Every builder reads a config checked by mixscale.plan.check (the Snakefile checks it before any
@@ -77,7 +77,17 @@ def tokenizer(config: Config) -> str:
 
 
 def tokens(config: Config, domain: str) -> str:
+    """A derived source is purchasable data, never evaluated: no held-out block of its own."""
+    if domain in derived_sources(config):
+        return shell_args(
+            ("--domain", domain), ("--seed", config.data.seed), ("--validation-bytes", 0)
+        )
     return shell_args(("--domain", domain), *split_flags(config))
+
+
+def derive(config: Config, name: str, folder: str) -> str:
+    spec = json.dumps(config.data.sources[name], separators=(",", ":"))
+    return shell_args(("--source", f"{name}={spec}"), ("--out", folder), *split_flags(config))
 
 
 def tasks(config: Config) -> str:
@@ -265,6 +275,7 @@ def utility(config: Config, task: TaskEntry | None) -> str:
         ("--extrapolate", ",".join(f"{x:g}" for x in anneal.extrapolate)),
         ("--bootstrap", anneal.bootstrap),
         ("--budget", anneal.allocate),
+        ("--plan-budget", anneal.plan_budget),
         ("--direction", "higher" if task else None),  # a task score: higher is better
     )
 

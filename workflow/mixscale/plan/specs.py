@@ -56,7 +56,7 @@ def _plan_specs(config: Config) -> dict[str, dict[str, Any]]:
             if weights is not None:
                 spec["tokens"] = {d: w * run.total_tokens for d, w in weights.items()}
         if run.stage == "anneal":
-            spec.update(anneal_overrides(config, base_model_dir(config)))
+            spec.update(anneal_overrides(config, base_model_dir(config), run.source))
         specs[run.id] = spec
     return specs
 

@@ -49,6 +49,8 @@ def write_anneal_report(utility_path: str, runs_path: str, out: str, unit: str =
     lines += markdown_table(
         ["source", "status", "G", "G 90%", "D0", "alpha", f"cost/token ({unit})", "note"], rows
     )
+    lines += ["", "## Observed gains (mean over seeds, 90% interval)", ""]
+    lines += _observed_table(result)
     lines += ["", "## Rankings per budget (flips against the micro-annealing budget in bold)", ""]
     rows = []
     for r in result["rankings"]:
@@ -64,6 +66,8 @@ def write_anneal_report(utility_path: str, runs_path: str, out: str, unit: str =
         )
     lines += markdown_table(["budget (tokens)", "kind", "by gain", "by gain per cost"], rows)
     lines += ["", _flip_summary(result), ""]
+    lines += _crossing_section(result)
+    lines += _recommendation_section(result, unit)
     if "allocation" in result:
         a = result["allocation"]
         lines += [f"## Allocation of a budget of {a['budget']:.4g} {unit}", ""]
@@ -79,6 +83,103 @@ def write_anneal_report(utility_path: str, runs_path: str, out: str, unit: str =
             )
             lines += ["", f"Total fitted gain {a['gain']:.4g}; {result['assumption']}.", ""]
     atomic_write_text(out, "\n".join(lines) + "\n")
+
+
+def _observed_table(result: dict[str, Any]) -> list[str]:
+    sources = list(result["sources"])
+    budgets = sorted(
+        {float(b) for s in result["sources"].values() for b in s["observed"]}, key=float
+    )
+    rows = []
+    for budget in budgets:
+        row: list[Any] = [f"{budget:.4g}"]
+        for name in sources:
+            cell = result["sources"][name]["observed"].get(f"{budget:g}")
+            if cell is None:
+                row.append("-")
+                continue
+            interval = cell.get("gain_interval_90")
+            row.append(
+                f"{cell['gain_mean']:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]"
+                if interval
+                else f"{cell['gain_mean']:.4f}"
+            )
+        rows.append(row)
+    return markdown_table(["budget (tokens)", *sources], rows)
+
+
+def _crossing_section(result: dict[str, Any]) -> list[str]:
+    found = result.get("crossings")
+    if found is None:
+        return []
+    lines = [
+        "## Where the fitted curves cross",
+        "",
+        "Per pair of sources: the annealing budget where one source's fitted gain overtakes the "
+        "other's, between the micro-annealing budget and the planned budget, with the share of "
+        "bootstrap refits that cross there and the 90% interval of where they cross.",
+        "",
+    ]
+    rows = []
+    for c in found:
+        a, b = c["pair"]
+        share = c.get("bootstrap_share_crossing")
+        interval = c.get("interval_90")
+        if c["budget_tokens"] is None:
+            what = f"no crossing: {c['leads_first']} leads throughout"
+        else:
+            what = f"{c['leads_after']} overtakes {c['leads_first']} at {c['budget_tokens']:.4g}"
+        rows.append(
+            [
+                f"{a} / {b}",
+                what,
+                f"{100 * share:.0f}%" if share is not None else "-",
+                f"[{interval[0]:.4g}, {interval[1]:.4g}]" if interval else "-",
+            ]
+        )
+    lines += markdown_table(["pair", "fitted curves", "refits crossing", "crossing 90%"], rows)
+    return [*lines, ""]
+
+
+def _recommendation_section(result: dict[str, Any], unit: str) -> list[str]:
+    rec = result.get("recommendations")
+    if not rec:
+        return []
+    micro, fitted = rec["micro"], rec["fitted_at_plan"]
+    best_gain = (fitted["rank_by_gain"] or ["-"])[0]
+    best_cost = (fitted["rank_by_gain_per_cost"] or ["-"])[0]
+    lines = [
+        f"## A micro-annealing run against the fitted curves at {rec['plan_budget_tokens']:.4g} "
+        "tokens",
+        "",
+        f"- One micro-annealing run per source ({rec['micro_budget_tokens']:.4g} tokens) ranks "
+        f"by gain: {' > '.join(micro['rank_by_gain'])}; by gain per cost: "
+        f"{' > '.join(micro['rank_by_gain_per_cost'])}.",
+        f"- The fitted curves at the planned {rec['plan_budget_tokens']:.4g} tokens rank by gain: "
+        f"{' > '.join(fitted['rank_by_gain'])}; by gain per cost: "
+        f"{' > '.join(fitted['rank_by_gain_per_cost'])}.",
+        f"- Best source: micro-annealing says {micro['best_by_gain']} (gain) and "
+        f"{micro['best_by_gain_per_cost']} (gain per cost); the fitted curves say "
+        f"{best_gain} and {best_cost}"
+        + (
+            ": the same."
+            if rec["agree_by_gain"] and rec["agree_by_gain_per_cost"]
+            else ": **the micro-annealing run would have recommended the wrong source**."
+        ),
+    ]
+    if "fitted_allocation" in rec and "micro_allocation" in rec:
+        m, f = rec["micro_allocation"], rec["fitted_allocation"]
+        bought = ", ".join(f"{t:.4g} tokens of {s}" for s, t in m["tokens"].items())
+        spread = ", ".join(
+            f"{t:.4g} of {s}" for s, t in sorted(f.get("tokens", {}).items(), key=lambda x: -x[1])
+        )
+        lines += [
+            f"- With the allocation budget, the micro pick buys {bought} (fitted gain "
+            f"{m['gain']:.4g}); the fitted allocation buys {spread or 'nothing'} (fitted gain "
+            f"{f.get('gain', 0.0):.4g}), both valued on the fitted curves ({unit} budget as in "
+            "the allocation below).",
+        ]
+    return [*lines, ""]
 
 
 def _flipped(flips: dict[str, Any] | None) -> set[str]:

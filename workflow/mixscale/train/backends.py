@@ -88,6 +88,10 @@ def _train_torch(
             "eval_points": eval_points,
         }
     )
+    # the experiment's training domains, and any store the run's mixture names beyond them (a
+    # derived annealing source); evaluated on the training domains only
+    domains = settings.get("domains")
+    extra = [d for d in tokens if domains and d not in domains]
     train_run(
         settings["stores"],
         settings["tokenizer"],
@@ -95,8 +99,8 @@ def _train_torch(
         tokens,
         train,
         str(Path(out).parent),
-        eval_domains=settings.get("eval_domains"),
-        domains=settings.get("domains"),
+        eval_domains=settings.get("eval_domains") or (domains if extra else None),
+        domains=[*domains, *extra] if domains else None,
         labels=labels,
         metrics_name=Path(out).name,
         skip=spec.get("skip"),
