@@ -69,6 +69,45 @@ def test_a_cached_file_with_the_wrong_hash_is_refused(tmp_path):
         corpus_mod.fetch(pkg, tmp_path)
 
 
+def _fetch_in_child(pkg, cache, out):
+    out.put(str(corpus_mod.fetch(pkg, cache)))
+
+
+def test_concurrent_builds_download_each_file_once(corpus_dir, tmp_path, monkeypatch):
+    """Test workers and Snakemake jobs share one download cache: they must not race on it."""
+    import multiprocessing
+    import shutil
+    import subprocess
+    import time
+
+    pkg = BUILTINS["books"].packages[0]
+    calls = tmp_path / "calls"
+
+    def slow_pip(cmd, **kwargs):  # pip stand-in: the network is the boundary replaced here
+        with calls.open("a") as fh:
+            fh.write("download\n")
+        time.sleep(0.5)  # long enough for every other process to reach the cache
+        target = Path(cmd[cmd.index("-d") + 1])
+        shutil.copy(DOWNLOADS / pkg.filename, target / pkg.filename)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(corpus_mod.subprocess, "run", slow_pip)
+    cache = tmp_path / "cache"
+    ctx = multiprocessing.get_context("fork")  # the children inherit the stand-in
+    out = ctx.Queue()
+    children = [ctx.Process(target=_fetch_in_child, args=(pkg, cache, out)) for _ in range(3)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(30)
+        assert child.exitcode == 0
+    paths = {out.get(timeout=5) for _ in children}
+    assert paths == {str(cache / pkg.filename)}
+    assert calls.read_text().count("download") == 1
+    assert corpus_mod.sha256_of(cache / pkg.filename) == pkg.sha256
+    assert not list(cache.glob(".download-*"))  # no half-downloaded leftovers
+
+
 def test_split_document_cuts_at_paragraphs_and_keeps_all_text():
     paragraphs = [f"paragraph {i} " + "word " * 300 for i in range(30)]
     text = "\n\n".join(paragraphs)

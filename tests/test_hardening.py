@@ -171,7 +171,7 @@ def test_hostile_values_never_run_and_arrive_intact(tmp_path):
         work.mkdir()
         (work / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
         res = snakemake(work, "-n", "-p", "-F", "--configfile", str(work / "config.yaml"))
-        assert res.returncode == 0, (list(values), res.stderr[-1500:])
+        assert res.returncode == 0, (list(values), res.stderr[-1500:], res.stdout[-3000:])
         shells = [
             line.removeprefix("Shell command: ")
             for line in res.stdout.splitlines()

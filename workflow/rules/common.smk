@@ -156,10 +156,13 @@ def run_spec(wildcards):
 
 def train_data(wildcards):
     """Token stores and tokenizer a torch run reads (nothing for simulated runs): the training
-    domains', and a derived source's when the run's mixture names it (an annealing run)."""
+    domains', and a derived source's when the run's mixture names it (an annealing run).
+    Rules without a run (the untrained model) read the training domains'."""
     if not TORCH:
         return []
-    extra = [d for d in spec_of(wildcards.run).get("tokens", {}) if d in DERIVED]
+    run = getattr(wildcards, "run", None)
+    mixture = spec_of(run).get("tokens", {}) if run else {}
+    extra = [d for d in mixture if d in DERIVED]
     return [f"{DATA}/tokenizer"] + expand(
         f"{DATA}/stores/{{domain}}", domain=[*DOMAINS, *extra]
     )

