@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -rs -n 3 --dist loadfile --durations=12  # SLURM tests mostly wait
+	$(PY) -m pytest -q -rs -n 3 --dist loadgroup --durations=12  # SLURM tests mostly wait
 
 # Math, config, CLI, bad inputs and shell quoting: no training, no SLURM (about a minute).
 FAST := tests/test_architecture.py tests/test_fit.py tests/test_solve.py tests/test_predict.py \

@@ -104,14 +104,33 @@ def run_snakemake(
 ) -> subprocess.CompletedProcess[str]:
     """The workflow as users run it, in workdir, with this venv's tools on PATH."""
     bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    if not any(arg == "slurm" or "profiles/slurm" in arg for arg in args):
+        # Runs without the SLURM profile never need the SLURM plugin's start-up query, which
+        # waits 9 s where a SLURM client is installed and no controller answers (docs/slurm.md).
+        env["SLURM_CONF"] = "/dev/null"
     return subprocess.run(
         [f"{bin_dir}/snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        env=env,
         check=False,
         timeout=timeout,
     )
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """Snakemake's "Job stats" table of a (dry) run as {rule: jobs}, without the total."""
+    counts, started = {}, False
+    for line in stdout.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            started = True
+        elif started and len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+        elif started and parts[:1] == ["total"]:
+            break
+    return counts
 
 
 @pytest.fixture
@@ -168,8 +187,19 @@ def tiny_settings(data_dir: Path, **train: object) -> dict[str, object]:
     }
 
 
-# The longest files first: with pytest-xdist (`make test`: -n 3 --dist loadfile) the SLURM
-# tests, which mostly wait on the scheduler, overlap the CPU-bound ones instead of trailing.
+# `make test` runs pytest-xdist with --dist loadgroup: every test is scheduled on its own,
+# except the files below, whose module-scoped fixtures (a local cluster, trained models) are
+# built once and so keep all their tests on one worker. The longest go first: the SLURM tests,
+# which mostly wait on the scheduler, overlap the CPU-bound ones instead of trailing.
+KEEP_TOGETHER = (
+    "test_slurm.py",
+    "test_trainer.py",
+    "test_doremi.py",
+    "test_downstream.py",
+    "test_tracking.py",
+    "test_properties.py",
+    "test_bad_inputs.py",
+)
 FIRST = ("test_slurm.py", "test_workflow.py", "test_trainer.py")
 
 
@@ -179,3 +209,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return FIRST.index(name) if name in FIRST else len(FIRST)
 
     items.sort(key=rank)  # stable: the order inside a file is kept
+    for item in items:
+        if item.path.name in KEEP_TOGETHER:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))

@@ -3,16 +3,14 @@ same scale, through a Snakemake checkpoint; it stops early when a round moves no
 
 import copy
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, job_counts, run_snakemake
 from mixscale.config.typed import Config
 from mixscale.core.rounds import combine_rounds, converged, next_centre, round_move
 from mixscale.core.runtable import load_run_table
@@ -23,7 +21,6 @@ from mixscale.plan.check import check_config
 from mixscale.plan.mixture import later_rounds_note, round_spec
 from mixscale.plan.specs import run_specs
 
-BIN = str(Path(sys.executable).parent)
 SCALES = {"30M": 3.0e7, "300M": 3.0e8}
 
 
@@ -129,22 +126,7 @@ def test_rounds_refuse_a_scale_given_as_a_run_table():
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    command = [f"{BIN}/snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "-c2"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, env=env, check=False)
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    counts, started = {}, False
-    for line in stdout.splitlines():
-        parts = line.split()
-        if parts[:2] == ["job", "count"]:
-            started = True
-        elif started and len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
-        elif started and parts[:1] == ["total"]:
-            break
-    return counts
+    return run_snakemake(workdir, "-c2", *args)
 
 
 def l1_to_truth(weights: dict[str, float], total: float) -> float:

@@ -10,32 +10,13 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, job_counts, run_cli, run_snakemake
 
 BIN = str(Path(sys.executable).parent)
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    if not any("profiles/slurm" in arg for arg in args):
-        # Local runs never need the SLURM plugin's start-up query, which waits 9 s where a
-        # SLURM client is installed and no controller answers (docs/slurm.md).
-        env["SLURM_CONF"] = "/dev/null"
-    return subprocess.run(
-        [
-            f"{BIN}/snakemake",
-            "-s",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "-c1",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    return run_snakemake(workdir, "-c1", *args)
 
 
 def write_config(workdir: Path, scales: int = 2, targets=(1.0e9,), **extra) -> Path:
@@ -149,19 +130,6 @@ def simulated_config(workdir: Path, world="separable", seeds=2, design="algorith
     return path
 
 
-def job_counts(stdout: str) -> dict[str, int]:
-    counts = {}
-    started = False
-    for line in stdout.splitlines():
-        parts = line.split()
-        if parts[:2] == ["job", "count"]:
-            started = True
-            continue
-        if started and len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
-    return counts
-
-
 @pytest.mark.parametrize(("seeds", "design"), [(1, "algorithm1"), (3, "fixed_total")])
 def test_dry_run_has_s_times_1_plus_2m_times_seeds_ddo_runs(tmp_path, seeds, design):
     res = snakemake(
@@ -179,6 +147,7 @@ def test_simulated_dag_end_to_end_recovers_the_true_optimum(tmp_path):
     config = simulated_config(tmp_path)
     res = snakemake(tmp_path, "--configfile", str(config), "-c2")
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "mixscale budget" not in res.stdout + res.stderr  # a real run prints no plan
     out = tmp_path / "results/sim"
     summary = (out / "report/summary.md").read_text()
     assert "## Verification at 1e+10 tokens" in summary
@@ -458,8 +427,10 @@ def test_dry_run_ends_with_the_budget_and_a_real_run_does_not(tmp_path):
     assert "GPU-hours" in dry.stdout[budget:] and "\nddo " in dry.stdout[budget:]
     config = str(write_config(tmp_path))  # run tables: nothing trains, no budget to print
     assert "mixscale budget" not in snakemake(tmp_path, "-n", "--configfile", config).stdout
-    real = snakemake(tmp_path, "--configfile", str(simulated))
+    one_run = "results/simulated-demo/runs/ddo-30M-base-s0/metrics.json"
+    real = snakemake(tmp_path, one_run, "--configfile", str(simulated))  # targets first
     assert real.returncode == 0, real.stderr
+    assert (tmp_path / one_run).is_file()
     assert "mixscale budget" not in real.stdout + real.stderr
     broken = write_config(tmp_path, scales=1)  # one scale: refused before any job
     failed = snakemake(tmp_path, "-n", "--configfile", str(broken))
