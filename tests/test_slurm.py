@@ -250,11 +250,14 @@ def start_sweep(workdir: Path, config: Path, *extra: str) -> subprocess.Popen:
 
 
 def mid_run(workdir: Path, sweep: subprocess.Popen) -> int:
-    """Wait until LONG has written two checkpoints; return its SLURM job id. LONG must still
-    be training."""
+    """Wait until LONG has written two checkpoints, then freeze it (SIGSTOP) so the fault the
+    test injects lands mid-run however loaded the machine is (unfrozen, LONG trains ~150 steps a
+    second and once finished before a delayed scancel reached it); return its SLURM job id.
+    Killing a job, SLURM sends SIGCONT before SIGTERM, so a frozen job dies as a running one."""
     log = workdir / "snakemake.log"
     checkpoints = workdir / "results/slurm-torch/runs" / LONG / "checkpoints"
     wait_for(lambda: len(list(checkpoints.glob("step-*.pt"))) >= 2, 300, "2 checkpoints", sweep)
+    subprocess.run(["pkill", "-STOP", "-f", f"mixscale train .*{LONG}"], check=True)
     newest = max(int(p.stem.split("-")[1]) for p in checkpoints.glob("step-*.pt"))
     assert newest < 2000, f"LONG is at step {newest} of ~2340: too late for a fault mid-run"
     job = re.search(rf"SLURM jobid (\d+) \(log: [^)]*{LONG}", log.read_text())
