@@ -316,10 +316,12 @@ def test_node_down_mid_job_then_back(prepared, tmp_path):
     finally:
         subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"], check=False)
     # SLURM requeued the job (same id) and holds it ~2 minutes (BeginTime) before it is
-    # eligible again. The "dead" node's processes are still alive here: once the node is
-    # back, slurmd reports them and they are killed. Then release the job, as an admin would,
-    # to keep the suite short (released earlier, it would clash with its own stale copy).
+    # eligible again. A failed node's processes die with it; this node is only marked DOWN, so
+    # its (frozen) copy of the job is killed as the failure would have (left alone, slurmd kills
+    # it some time after the node is back). Then release the job, as an admin would, to keep
+    # the suite short (released earlier, it would clash with its own stale copy).
     wait_for(lambda: job_field(job, "JobState") == "PENDING", 60, "the requeue", sweep)
+    subprocess.run(["pkill", "-KILL", "-f", f"mixscale train .*{LONG}"], check=False)
     wait_for(lambda: not training_processes(LONG), 120, "the stale copy to be killed", sweep)
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
     # under load the stale copy can still clash: the node drains and the job is held; the
