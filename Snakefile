@@ -30,6 +30,7 @@ include: "workflow/rules/methods.smk"
 include: "workflow/rules/autoscale.smk"
 include: "workflow/rules/verify.smk"
 include: "workflow/rules/downstream.smk"
+include: "workflow/rules/finetune.smk"
 include: "workflow/rules/anneal.smk"
 
 
@@ -55,6 +56,7 @@ localrules:
     compare,
     report,
     downstream_tasks,
+    embedded_finetune_tasks,
     anneal_table,
     anneal_costs,
     utility,

@@ -199,6 +199,8 @@ KEEP_TOGETHER = (
     "test_tracking.py",
     "test_properties.py",
     "test_bad_inputs.py",
+    "test_encoder.py",
+    "test_finetune.py",
 )
 FIRST = ("test_slurm.py", "test_workflow.py", "test_trainer.py")
 

@@ -3,14 +3,24 @@
 import json
 import os
 
-from mixscale.config.domains import config_domains, data_dir, derived_sources
+from mixscale.config.domains import (
+    config_domains,
+    data_dir,
+    derived_sources,
+    eval_only_domains,
+)
+from mixscale.config.finetune import finetune_tasks
 from mixscale.config.tasks import needs_generated_tasks, task_entries
 from mixscale.core.rounds import converged
 from mixscale.fileio import read_json
 from mixscale.methods import Layout, method
 from mixscale.plan import commands
 from mixscale.plan.anneal import target_task
-from mixscale.plan.budget import downstream_resources, train_resources
+from mixscale.plan.budget import (
+    downstream_resources,
+    finetune_resources,
+    train_resources,
+)
 from mixscale.plan.mixture import round_spec
 from mixscale.plan.run import target_label
 from mixscale.plan.specs import run_specs, torch_settings
@@ -30,6 +40,8 @@ ROUNDS = CONFIG.ddo.rounds if MIXTURE else 1
 LAYOUT = Layout(out=OUT, scales=tuple(SCALES))
 TORCH = CONFIG.backend == "torch"
 DOMAINS = config_domains(CONFIG)
+# corpus domains the objective evaluates and no run trains on (the paper's held-out domains)
+EVAL_ONLY = eval_only_domains(CONFIG)
 # candidate sources of the annealing experiment made from the corpus (not training domains)
 DERIVED = derived_sources(CONFIG)
 DATA = data_dir(CONFIG)
@@ -43,6 +55,8 @@ ENTRIES = {e.id: e for e in task_entries(CONFIG)} if TORCH else {}
 JOB_THREADS = CONFIG.train.get("threads") or 1
 if ANNEAL_TASK:
     ENTRIES[ANNEAL_TASK.id] = ANNEAL_TASK
+# fine-tuning tasks by file name (glue/sst2 -> glue-sst2): encoders' downstream reading
+FINETUNE = {t.id: t for t in finetune_tasks(CONFIG)} if TORCH else {}
 
 
 wildcard_constraints:
@@ -55,6 +69,7 @@ wildcard_constraints:
     method="regmix|dml",
     round="[0-9]+",
     source="[A-Za-z0-9_][A-Za-z0-9_.-]*",
+    task="[A-Za-z0-9_.-]+",
 
 
 def runs_of(stage, scale, round=1):
@@ -157,14 +172,15 @@ def run_spec(wildcards):
 def train_data(wildcards):
     """Token stores and tokenizer a torch run reads (nothing for simulated runs): the training
     domains', and a derived source's when the run's mixture names it (an annealing run).
-    Rules without a run (the untrained model) read the training domains'."""
+    Rules without a run (the untrained model) read the training domains'. Evaluation-only
+    domains are read by every run."""
     if not TORCH:
         return []
     run = getattr(wildcards, "run", None)
     mixture = spec_of(run).get("tokens", {}) if run else {}
     extra = [d for d in mixture if d in DERIVED]
     return [f"{DATA}/tokenizer"] + expand(
-        f"{DATA}/stores/{{domain}}", domain=[*DOMAINS, *extra]
+        f"{DATA}/stores/{{domain}}", domain=[*DOMAINS, *EVAL_ONLY, *extra]
     )
 
 
@@ -260,6 +276,37 @@ def downstream_runtime(wildcards, attempt):
 
 def downstream_gpus(wildcards):
     return downstream_resources(CONFIG, ENTRIES[wildcards.entry], 1)["gpu"]
+
+
+def finetune_models():
+    """Models fine-tuned: every verification run, and the untrained floor."""
+    models = [i for i, s in SPECS.items() if s["stage"] == "verify"]
+    if models and CONFIG.finetune.untrained:
+        models.append("untrained")
+    return models
+
+
+def finetune_outputs():
+    if not FINETUNE:
+        return []
+    return expand(
+        f"{OUT}/finetune/scores/{{model}}/{{task}}.json",
+        model=finetune_models(),
+        task=FINETUNE,
+    )
+
+
+def finetune_tasks_input(wildcards):
+    """The embedded tasks' folder; hub and own tasks are read from where they are."""
+    return f"{OUT}/finetune/tasks" if FINETUNE[wildcards.task].embedded else []
+
+
+def finetune_runtime(wildcards, attempt):
+    return finetune_resources(CONFIG, FINETUNE[wildcards.task], attempt)["runtime"]
+
+
+def finetune_gpus(wildcards):
+    return finetune_resources(CONFIG, FINETUNE[wildcards.task], 1)["gpu"]
 
 
 def downstream_report_outputs():

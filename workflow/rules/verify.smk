@@ -24,6 +24,7 @@ rule report:
         autoscale=expand(f"{OUT}/autoscale/{{target}}.json", target=TARGETS),
         compare=compare_outputs(),
         downstream=downstream_outputs(),
+        finetune=finetune_outputs(),
     output:
         **downstream_report_outputs(),
         summary=report(
@@ -54,7 +55,12 @@ rule report:
         "../../envs/mixscale.yaml"
     params:
         args=lambda w, input: commands.report(
-            CONFIG, input.ddo, input.autoscale, input.compare, input.downstream
+            CONFIG,
+            input.ddo,
+            input.autoscale,
+            input.compare,
+            input.downstream,
+            input.finetune,
         ),
     shell:
         "python -m mixscale report {params.args} --out {output.summary:q} > {log:q} 2>&1"

@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", nargs="*", default=[], help="<domain>.jsonl files to train on")
     p.add_argument("--vocab-size", type=int, default=schema_default("data.tokenizer.vocab_size"))
     p.add_argument("--pretrained", help="a named tokenizer instead (cluster)")
+    p.add_argument("--mask-token", action="store_true", help="add <mask> (masked-LM encoders)")
     p.add_argument("--seed", type=int, default=schema_default("data.seed"), help="document shuffle")
     p.add_argument("--validation-bytes", type=count, default=VALIDATION_BYTES)
     p.add_argument("--out", required=True, help="tokenizer folder")
@@ -110,14 +111,16 @@ def cmd_tokenizer(args: argparse.Namespace) -> None:
     from mixscale.data.tokens import pretrained_tokenizer, train_tokenizer
 
     if args.pretrained:
-        info = pretrained_tokenizer(args.pretrained, args.out)
+        info = pretrained_tokenizer(args.pretrained, args.out, args.mask_token)
     elif not args.corpus:
         raise InputError(
             "tokenizer", "--corpus", "no files", "give <domain>.jsonl files or --pretrained"
         )
     else:
         files = {Path(f).name.removesuffix(".jsonl"): f for f in args.corpus}
-        info = train_tokenizer(files, args.out, args.vocab_size, args.seed, args.validation_bytes)
+        info = train_tokenizer(
+            files, args.out, args.vocab_size, args.seed, args.validation_bytes, args.mask_token
+        )
     print(f"tokenizer: {info['kind']}, vocabulary {info['vocab_size']}", file=sys.stderr)
 
 

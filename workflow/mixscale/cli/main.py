@@ -12,11 +12,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from mixscale.cli import data, evaluate, experiment, math, mixtures, report, train
+from mixscale.cli import data, evaluate, experiment, finetune, math, mixtures, report, train
 from mixscale.errors import InputError, environment_error
 from mixscale.fileio import write_json
 
-GROUPS = (math, mixtures, train, data, evaluate, experiment, report)
+GROUPS = (math, mixtures, train, data, evaluate, finetune, experiment, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

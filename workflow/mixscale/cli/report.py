@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", nargs="*", default=[], help="compare JSON per target")
     p.add_argument("--world", help="draw this world's true optimum (backend simulate)")
     p.add_argument("--downstream", nargs="*", default=[], help="downstream results JSONs")
+    p.add_argument("--finetune", nargs="*", default=[], help="fine-tuning results JSONs")
     p.add_argument(
         "--proxy-tokens",
         default="{}",
@@ -59,6 +60,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         args.world,
         args.downstream,
         _proxy_tokens(args.proxy_tokens),
+        args.finetune,
     )
 
 

@@ -29,9 +29,24 @@ def derived_sources(config: Config) -> dict[str, Derivation]:
     }
 
 
+def eval_only_domains(config: Config) -> list[str]:
+    """Corpus domains the objective evaluates but no run trains on (the AutoScale paper's
+    held-out non-training domains): named in objective.eval_domains, not in domains."""
+    if config.backend != "torch":
+        return []
+    training = config_domains(config)
+    return [d for d in config.objective.eval_domains or [] if d not in training]
+
+
+def corpus_domains(config: Config) -> list[str]:
+    """The data sources that are corpus domains (not derived from one)."""
+    return [d for d, spec in config.data.sources.items() if not is_derived(spec)]
+
+
 def store_domains(config: Config) -> list[str]:
-    """Every domain with a token store: the training domains and the derived sources."""
-    domains = config_domains(config)
+    """Every domain with a token store: the training domains, the evaluation-only domains and
+    the derived sources."""
+    domains = config_domains(config) + eval_only_domains(config)
     return domains + [d for d in derived_sources(config) if d not in domains]
 
 

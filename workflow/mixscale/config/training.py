@@ -41,6 +41,8 @@ class TrainSettings:
     # several processes: ddp (a full model copy per GPU) or fsdp (parameters, gradients and
     # optimizer state sharded across GPUs: what a 7B model needs on 80 GB GPUs)
     parallel: str = "ddp"
+    # masked LM (encoders): the share of tokens hidden and predicted (BERT's 15%, the paper's)
+    mask_rate: float = 0.15
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
@@ -82,6 +84,13 @@ class TrainSettings:
             )
         if self.parallel not in ("ddp", "fsdp"):
             raise InputError("config", "train.parallel", f"unknown '{self.parallel}'", "ddp|fsdp")
+        if not 0 < self.mask_rate < 1:
+            raise InputError(
+                "config",
+                "train.mask_rate",
+                f"{self.mask_rate} is not a share of the tokens",
+                "use 0 < mask_rate < 1, e.g. 0.15 (BERT's)",
+            )
         if not 0 <= self.warmup < 1:
             raise InputError(
                 "config", "train.warmup", "is a fraction of the run", "use 0 <= warmup < 1"

@@ -158,6 +158,15 @@ class Downstream:
 
 
 @dataclass(frozen=True)
+class Finetune:
+    tasks: list[str | dict[str, Any]]
+    untrained: bool
+    prepared: str
+    embedded: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class AnnealBase:
     seed: int
     checkpoint: str | None = None
@@ -216,6 +225,7 @@ class Config:
     ddo: DDO | None = None
     autoscale: AutoScale | None = None
     anneal: Anneal | None = None
+    finetune: Finetune | None = None
     tracking: list[str] = field(default_factory=lambda: ["tensorboard"])
     # the validated mapping it was built from: what Snakemake params and fingerprints serialise
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)

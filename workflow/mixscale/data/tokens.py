@@ -28,6 +28,7 @@ from mixscale.errors import InputError
 from mixscale.fileio import atomic_folder, atomic_write_text, write_json
 
 EOS = "<|endoftext|>"
+MASK = "<mask>"  # masked-LM encoders only: a causal experiment's vocabulary stays as it was
 ENCODE_CHUNK_DOCS = 2000
 
 
@@ -58,9 +59,15 @@ def split_corpus(
 
 
 def train_tokenizer(
-    corpus_files: dict[str, str], out_dir: str, vocab_size: int, seed: int, validation_bytes: int
+    corpus_files: dict[str, str],
+    out_dir: str,
+    vocab_size: int,
+    seed: int,
+    validation_bytes: int,
+    mask_token: bool = False,
 ) -> dict[str, Any]:
-    """A byte-level BPE trained on the training documents of the given domains."""
+    """A byte-level BPE trained on the training documents of the given domains (with a mask
+    token for masked-LM encoders)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -81,13 +88,17 @@ def train_tokenizer(
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[EOS],
+        special_tokens=[EOS, MASK] if mask_token else [EOS],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(training_text(), trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=EOS
+        tokenizer_object=tok,
+        bos_token=EOS,
+        eos_token=EOS,
+        unk_token=EOS,
+        **({"mask_token": MASK} if mask_token else {}),
     )
     fast.model_max_length = 1 << 30
     info = {"vocab_size": len(fast), "domains": list(corpus_files), "kind": "byte-level BPE"}
@@ -97,11 +108,21 @@ def train_tokenizer(
     return info
 
 
-def pretrained_tokenizer(name: str, out_dir: str) -> dict[str, Any]:
-    """A named tokenizer (hub or local folder; on a cluster), saved as the experiment's own."""
+def pretrained_tokenizer(name: str, out_dir: str, mask_token: bool = False) -> dict[str, Any]:
+    """A named tokenizer (hub or local folder; on a cluster), saved as the experiment's own.
+    Encoders' tokenizers (BERT's) separate documents with [SEP] where decoders' use EOS."""
     tokenizer = load_tokenizer(name, field="data.tokenizer.pretrained")
-    if tokenizer.eos_token_id is None:
-        raise InputError(name, "eos_token", "the tokenizer has no EOS token", "pick another one")
+    if tokenizer.eos_token_id is None and tokenizer.sep_token_id is None:
+        raise InputError(
+            name, "eos_token", "the tokenizer has no EOS or SEP token", "pick another one"
+        )
+    if mask_token and tokenizer.mask_token_id is None:
+        raise InputError(
+            "config",
+            "data.tokenizer.pretrained",
+            f"{name} has no mask token, which masked LM needs",
+            "pick an encoder's tokenizer (e.g. bert-base-uncased)",
+        )
     info = {"vocab_size": len(tokenizer), "pretrained": name, "kind": "pretrained"}
     with atomic_folder(out_dir) as tmp:
         tokenizer.save_pretrained(str(tmp))
@@ -148,9 +169,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def _encode_to_file(tokenizer, docs: list[str], path: Path, dtype: np.dtype) -> int:
     """Encode documents (Rust batch encoder, all cores), each followed by EOS; append to path."""
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise InputError("tokenizer", "eos_token", "missing", "use a tokenizer with an EOS token")
+    eos = document_separator(tokenizer)
     backend = tokenizer.backend_tokenizer
     count = 0
     with path.open("wb") as fh:
@@ -163,6 +182,15 @@ def _encode_to_file(tokenizer, docs: list[str], path: Path, dtype: np.dtype) -> 
             block.tofile(fh)
             count += block.size
     return count
+
+
+def document_separator(tokenizer) -> int:
+    """The token between documents: EOS (decoders' tokenizers), or SEP (BERT's, which has no
+    EOS)."""
+    for token_id in (tokenizer.eos_token_id, tokenizer.sep_token_id):
+        if token_id is not None:
+            return int(token_id)
+    raise InputError("tokenizer", "eos_token", "missing", "use a tokenizer with an EOS token")
 
 
 def build_store(
@@ -191,7 +219,7 @@ def build_store(
             "domain": domain,
             "dtype": dtype.name,
             "vocab_size": len(tokenizer),
-            "eos_id": tokenizer.eos_token_id,
+            "eos_id": document_separator(tokenizer),
             "seed": seed,
             "validation_bytes": validation_bytes,
             "train_documents": len(training),

@@ -103,6 +103,8 @@ def compare(
                 if r.get("hardware", {}).get("precision")
             }
         ),
+        # what exp(loss) is: perplexity (causal LM) or exp(MLM loss) (encoders)
+        "metric": next((str(r["metric"]) for r in runs if r.get("metric")), "perplexity"),
         "methods": methods,
     }
     for method, items in by_method.items():

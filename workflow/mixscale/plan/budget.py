@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mixscale.config.domains import config_domains
+from mixscale.config.finetune import FinetuneTask, finetune_tasks
+from mixscale.config.model import MASKED, architecture, objective_of
 from mixscale.config.tasks import EMBEDDED, KINDS, TaskBuild, entry_from, task_entries
 from mixscale.config.training import TrainSettings
 from mixscale.config.typed import Config
@@ -102,10 +104,11 @@ def _write_params_cache(key: str, params: int) -> None:
 
 def _count_params(what_json: str) -> int:
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 
     what = json.loads(what_json)
-    spec = {k: v for k, v in what["model"].items() if k not in ("name", "params", "proxy_params")}
+    masked = objective_of(what["model"]) == MASKED
+    spec = architecture(what["model"])
     model_type = spec.pop("type")
     vocab = spec.pop("vocab_size", what["vocab"])
     seq_len = TrainSettings.from_dict({**what["train"], "seed": 0}).seq_len
@@ -117,14 +120,14 @@ def _count_params(what_json: str) -> int:
     try:
         arch = AutoConfig.for_model(model_type, vocab_size=vocab, **spec)
         with torch.device("meta"):
-            net = AutoModelForCausalLM.from_config(arch)
+            net = (AutoModelForMaskedLM if masked else AutoModelForCausalLM).from_config(arch)
     except Exception as exc:  # transformers raises many kinds for a bad config, all input errors
         field = "model.type" if "Unrecognized model" in str(exc) else "model"
         raise InputError(
             "config",
             field,
             " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])[:200],
-            "a transformers causal-LM type (gpt2, llama, ...) and fields of its config",
+            "a transformers model type (gpt2, llama, bert, ...) and fields of its config",
         ) from exc
     return sum(p.numel() for p in net.parameters())
 
@@ -223,6 +226,47 @@ def downstream_resources(config: Config, entry, attempt: int) -> dict[str, Any]:
     return {"runtime": round(minutes), "gpu": 1 if acc.gpus_per_run else 0}
 
 
+# the paper's Table 6 defaults, where finetune.settings does not say
+FINETUNE_DEFAULTS = {"epochs": 3, "max_length": 128}
+
+
+def finetune_flops(config: Config, task: FinetuneTask) -> tuple[float, float]:
+    """(tokens, FLOPs) of fine-tuning one model on one task: every example at max_length
+    tokens (an upper bound), forward + backward for each epoch, then one forward pass over
+    the validation split."""
+    settings = {**FINETUNE_DEFAULTS, **config.finetune.settings}
+    train, validation = task.sizes(config)
+    train = min(train, settings.get("max_train_items", train))
+    validation = min(validation, settings.get("max_eval_items", validation))
+    length = settings["max_length"]
+    train_tokens = train * length * settings["epochs"]
+    eval_tokens = validation * length
+    params = model_params(config, "params")
+    return train_tokens + eval_tokens, 6 * params * train_tokens + 2 * params * eval_tokens
+
+
+def finetune_resources(config: Config, task: FinetuneTask, attempt: int) -> dict[str, Any]:
+    """As a downstream job: one GPU (if training uses GPUs), the estimate plus 10 minutes."""
+    acc = config.accelerator
+    hours = finetune_flops(config, task)[1] / flops_per_gpu_hour(config)
+    minutes = hours * 60 * acc.runtime_safety * attempt + 10
+    return {"runtime": round(minutes), "gpu": 1 if acc.gpus_per_run else 0}
+
+
+def _finetune_stage(config: Config) -> dict[str, float] | None:
+    tasks = finetune_tasks(config) if config.backend == "torch" else []
+    models = sum(1 for s in run_specs(config).values() if s["stage"] == "verify")
+    if not tasks or not models:
+        return None
+    models += 1 if config.finetune.untrained else 0
+    costs = [finetune_flops(config, t) for t in tasks]
+    return {
+        "runs": models * len(tasks),
+        "tokens": models * sum(c[0] for c in costs),
+        "flops": models * sum(c[1] for c in costs),
+    }
+
+
 def _downstream_stage(config: Config) -> dict[str, float] | None:
 
     entries = task_entries(config)
@@ -255,6 +299,9 @@ def budget_table(config: Config) -> dict[str, Any]:
     downstream = _downstream_stage(config)
     if downstream:
         stages["downstream (lm-eval)"] = downstream
+    finetuning = _finetune_stage(config)
+    if finetuning:
+        stages["finetune"] = finetuning
     for row in stages.values():
         row["gpu_hours"] = row["flops"] / per_gpu_hour
     ddo = sum(r["gpu_hours"] for s, r in stages.items() if s.startswith("ddo"))

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from mixscale.config.check import validate_schema
-from mixscale.config.domains import config_domains, derived_sources
+from mixscale.config.domains import config_domains, corpus_domains, derived_sources
+from mixscale.config.finetune import finetune_tasks
 from mixscale.config.load import load_yaml_config
+from mixscale.config.model import MASKED, objective_of
 from mixscale.config.tasks import task_entries
 from mixscale.config.typed import Config
 from mixscale.core.world import load_world
@@ -64,12 +66,29 @@ def _semantic_checks(config: Config) -> None:
         [target_label(t) for t in config.autoscale.targets]
     if config.backend == "torch":
         derived_sources(config)  # derived annealing sources name real parent domains
+        objective_of(config.model)  # an encoder learns masked LM, a decoder causal LM
         torch_settings(config)
         if config.model.get("type"):  # the architecture builds (on the meta device)
             model_params(config, "proxy_params")
-        task_entries(config)
+        _check_downstream_fits_the_objective(config)
+        finetune_tasks(config)
         if config.anneal:
             target_task(config)
+
+
+def _check_downstream_fits_the_objective(config: Config) -> None:
+    """lm-eval scores a causal LM's likelihoods of continuations; an encoder's masked LM has
+    none. Encoders are read by fine-tuning, as the AutoScale paper reads BERT."""
+    entries = task_entries(config)
+    if entries and objective_of(config.model) == MASKED:
+        raise InputError(
+            "config",
+            "downstream.tasks",
+            f"lm-eval scores causal LMs, and {config.model.get('type') or 'this model'} "
+            "learns masked LM",
+            "score encoders by fine-tuning (finetune.tasks: [embedded] or glue, squad) and "
+            "leave downstream.tasks empty",
+        )
 
 
 def _check_run_tables(config: Config) -> None:
@@ -103,12 +122,15 @@ def _check_run_tables(config: Config) -> None:
 
 
 def _check_eval_domains(config: Config, domains: list[str]) -> None:
-    """The objective's domains exist: the training domains (torch) or the world's evaluation
-    domains (simulate). Run tables name theirs, so backend tables is checked by the fit."""
+    """The objective's domains exist: the training domains or other corpus domains of
+    data.sources (torch: evaluation-only domains) or the world's evaluation domains
+    (simulate). Run tables name theirs, so backend tables is checked by the fit."""
     wanted = config.objective.eval_domains or []
     if config.backend == "simulate":
         domains = load_world(config.world).eval_domains
-    elif config.backend != "torch":
+    elif config.backend == "torch":
+        domains = [*domains, *(d for d in corpus_domains(config) if d not in domains)]
+    else:
         return
     unknown = [d for d in wanted if d not in domains]
     if unknown:

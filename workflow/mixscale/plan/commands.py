@@ -12,6 +12,8 @@ import shlex
 from typing import Any
 
 from mixscale.config.domains import config_domains, derived_sources
+from mixscale.config.finetune import FinetuneTask
+from mixscale.config.model import MASKED, objective_of
 from mixscale.config.tasks import TaskEntry
 
 # Every builder reads a config checked by mixscale.plan.check (the Snakefile checks it before any
@@ -73,7 +75,8 @@ def corpus(config: Config, domain: str, folder: str) -> str:
 def tokenizer(config: Config) -> str:
     tok = config.data.tokenizer
     how = ("--pretrained", tok.pretrained) if tok.pretrained else ("--vocab-size", tok.vocab_size)
-    return shell_args(how, *split_flags(config))
+    masked = objective_of(config.model) == MASKED
+    return shell_args(how, ("--mask-token", masked), *split_flags(config))
 
 
 def tokens(config: Config, domain: str) -> str:
@@ -204,6 +207,7 @@ def report(
     predictions: list[str],
     compares: list[str],
     downstream: list[str],
+    finetuned: list[str] = (),
 ) -> str:
     return shell_args(
         ("--experiment", config.experiment),
@@ -216,6 +220,7 @@ def report(
         ("--world", world(config)),
         ("--proxy-tokens", json.dumps(proxy_tokens_by_method(config), separators=(",", ":"))),
         *(["--downstream", *downstream] if downstream else []),
+        *(["--finetune", *finetuned] if finetuned else []),
     )
 
 
@@ -244,6 +249,39 @@ def downstream(
         ("--online", not down.offline),
         # HF caches inside the run folder, one per task entry: parallel jobs share no lock
         ("--cache-dir", os.path.join(run_folder, "hf-cache", entry.id)),
+        ("--label", (spec.get("method") or spec.get("source")) if spec else "untrained"),
+        ("--target", spec["scale"] if spec else None),
+        ("--run-seed", spec["seed"] if spec else None),
+    )
+
+
+def finetune_tasks(config: Config) -> str:
+    """The embedded fine-tuning tasks: built from the held-out documents (the data split)."""
+    build = config.finetune.embedded
+    return shell_args(
+        *split_flags(config),
+        ("--task-seed", build["seed"]),
+        ("--train-items", build["train_items"]),
+        ("--eval-items", build["eval_items"]),
+        ("--passage-words", build["passage_words"]),
+    )
+
+
+def finetune(
+    config: Config,
+    task: FinetuneTask,
+    spec: dict[str, Any] | None,
+    run_folder: str,
+    tasks_folder: str,
+) -> str:
+    """One (model, task) fine-tuning job: everything but the output."""
+    ft = config.finetune
+    settings = {"threads": config.train.get("threads") or 0, **ft.settings}
+    return shell_args(
+        ("--model", os.path.join(run_folder, "model")),
+        ("--task", task.path(tasks_folder, ft.prepared)),
+        ("--name", task.name),
+        ("--settings", json.dumps(settings, separators=(",", ":"))),
         ("--label", (spec.get("method") or spec.get("source")) if spec else "untrained"),
         ("--target", spec["scale"] if spec else None),
         ("--run-seed", spec["seed"] if spec else None),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from mixscale.config.check import schema_default
-from mixscale.config.domains import config_domains, data_dir
+from mixscale.config.domains import config_domains, data_dir, eval_only_domains
 from mixscale.config.training import TrainSettings, check_trackers
 from mixscale.config.typed import Config
 from mixscale.errors import InputError
@@ -84,6 +84,9 @@ def torch_settings(config: Config) -> dict[str, Any]:
         "train": train,
         "domains": config_domains(config),
     }
+    extra = eval_only_domains(config)
+    if extra:  # evaluated beside the training domains, never trained on
+        settings["eval_domains"] = [*settings["domains"], *extra]
     # only when not the default: a new key would change every finished run's params (a rerun)
     if config.tracking != schema_default("tracking"):
         settings["tracking"] = config.tracking

@@ -12,6 +12,7 @@ from mixscale.core.world import load_world
 from mixscale.evaluate.downstream import downstream_tables
 from mixscale.fileio import atomic_write_text, read_json
 from mixscale.report.common import markdown_table, save_figure
+from mixscale.report.finetune import finetune_lines
 
 
 def plot_weights_vs_scale(
@@ -338,6 +339,7 @@ def write_summary(
     world: str | None = None,
     downstream: list[str] | None = None,
     proxy_tokens: dict[str, float] | None = None,
+    finetuned: list[str] | None = None,
 ) -> None:
     proxy_tokens = proxy_tokens or {}
     lines = [f"# mixscale report: {experiment}", ""]
@@ -425,6 +427,9 @@ def write_summary(
         lines += [f"## Verification at {c['target_tokens']:.4g} tokens", ""]
         what = c.get("objective", "mean loss over all evaluation domains")
         lines += [f"Objective: {what} (what DDO optimised; steps saved are read on it).", ""]
+        metric = c.get("metric", "perplexity")
+        if metric != "perplexity":  # the same columns, another name: exp of the MLM loss
+            lines += [f"Here 'ppl' and 'perplexity' are {metric}, the paper's MLM metric.", ""]
         lines += _precision_lines(c.get("precision") or [])
         rows = []
         for method, m in c["methods"].items():
@@ -462,7 +467,7 @@ def write_summary(
         lines.append("")
         lines += _paired_lines(c)
         evals = list(next(iter(c["methods"].values()))["perplexity"])
-        lines += [f"Per-domain perplexity at {c['target_tokens']:.4g} tokens:", ""]
+        lines += [f"Per-domain {metric} at {c['target_tokens']:.4g} tokens:", ""]
         lines += markdown_table(
             ["method", *evals],
             [[method, *(m["perplexity"][e] for e in evals)] for method, m in c["methods"].items()],
@@ -470,6 +475,8 @@ def write_summary(
         lines.append("")
     if downstream:
         lines += downstream_lines(downstream, out)
+    if finetuned:
+        lines += finetune_lines(finetuned)
     atomic_write_text(out, "\n".join(lines) + "\n")
 
 

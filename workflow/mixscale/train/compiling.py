@@ -26,8 +26,6 @@ from typing import Any
 
 import torch
 
-from mixscale.train.model import next_token_loss
-
 # training FLOPs (6 x parameters x tokens) from which `auto` compiles, per device type
 BREAK_EVEN_FLOPS = {"cpu": 1.5e13, "cuda": 1.0e16}
 
@@ -60,11 +58,11 @@ def choose(setting: Any, device: torch.device, train_flops: float, doremi: bool)
     )
 
 
-def loss_function(model: torch.nn.Module, choice: CompileChoice, probe, log):
-    """The step's loss: compiled when chosen and the probe succeeds, the plain function
-    otherwise. ``probe(fn)`` runs forward + backward of the first batch with ``fn`` and
-    discards the gradients."""
-    eager = partial(next_token_loss, model)
+def loss_function(model: torch.nn.Module, loss, choice: CompileChoice, probe, log):
+    """The step's ``loss(model, *batch)``: compiled when chosen and the probe succeeds, the
+    plain function otherwise. ``probe(fn)`` runs forward + backward of the first batch with
+    ``fn`` and discards the gradients."""
+    eager = partial(loss, model)
     if not choice.compiled:
         return eager
     compiled = torch.compile(eager)

@@ -20,6 +20,7 @@ are all-reduced, so every rank holds the same weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,20 +43,13 @@ def update_weights(
     return (1.0 - smoothing) * w + smoothing / len(w)
 
 
-def token_losses(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of every predicted token (sequences x positions), fp32."""
-    logits = model(input_ids=batch[:, :-1], use_cache=False).logits
-    flat = torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), reduction="none"
-    )
-    return flat.reshape(batch.size(0), -1)
-
-
 @dataclass
 class DoReMi:
     domains: list[str]  # the proxy run's domains, in the sampler's order
     shares: np.ndarray  # p_d: each domain's share of the sampled mixture
     reference: torch.nn.Module  # frozen
+    # (model, *batch) -> (per-position losses, which positions count): the run's objective's
+    token_losses: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     eta: float = ETA
     smoothing: float = SMOOTHING
     weights: np.ndarray = field(init=False)
@@ -75,20 +69,23 @@ class DoReMi:
         for p in self.reference.parameters():
             p.requires_grad_(False)
 
-    def loss(self, model: torch.nn.Module, micro: torch.Tensor, domain_ids: np.ndarray):
+    def loss(self, model: torch.nn.Module, micro, domain_ids: np.ndarray):
         """The micro-batch's Group DRO loss (mean over its sequences of alpha_d / p_d x the
-        sequence's loss); records its per-domain excess losses for the step's update."""
-        losses = token_losses(model, micro)
+        sequence's loss); records its per-domain excess losses for the step's update.
+        ``micro``: the objective's batch tensors (windows, or masked inputs and labels)."""
+        losses, counted = self.token_losses(model, *micro)
         with torch.no_grad():
-            reference = token_losses(self.reference, micro)
-            excess = torch.clamp(losses.detach() - reference, min=0).sum(dim=1)
+            reference, _ = self.token_losses(self.reference, *micro)
+            excess = (torch.clamp(losses.detach() - reference, min=0) * counted).sum(dim=1)
+        tokens = counted.sum(dim=1)
         ids = np.asarray(domain_ids)
         np.add.at(self._excess, ids, excess.double().cpu().numpy())
-        np.add.at(self._tokens, ids, losses.size(1))
+        np.add.at(self._tokens, ids, tokens.double().cpu().numpy())
         scale = torch.as_tensor(
             (self.weights / self.shares)[ids], dtype=losses.dtype, device=losses.device
         )
-        return (losses.mean(dim=1) * scale).mean()
+        per_sequence = (losses * counted).sum(dim=1) / tokens.clamp(min=1)
+        return (per_sequence * scale).mean()
 
     def end_step(self, reduce=None) -> None:
         """Update the weights from the step's excess losses (``reduce`` all-reduces the sums

@@ -1,4 +1,4 @@
-"""One training run: a causal LM on a mixture of token stores, evaluated per domain.
+"""One training run: a causal or masked LM on a mixture of token stores, evaluated per domain.
 
 ``train_run`` reads top to bottom as the steps of a run: ``prepare`` (stores, sampler, model,
 optimizer), ``resume`` (the newest checkpoint of this exact run), then per step ``train_step``,
@@ -52,8 +52,9 @@ from mixscale.train.model import (
     save_model,
     store_names,
 )
+from mixscale.train.objectives import Objective, make_objective
 from mixscale.train.tracking import Trackers, open_trackers
-from mixscale.train.validation import eval_steps, evaluate, known_domain
+from mixscale.train.validation import eval_steps, eval_store, evaluate
 
 WARMUP_STEPS = 3  # excluded from the steady-state tokens/s
 
@@ -82,6 +83,7 @@ class Prepared:
     optimizer: torch.optim.Optimizer
     fingerprint: str
     compile: CompileChoice
+    objective: Objective  # what the model learns to predict: next or masked tokens
     doremi: DoReMi | None = None  # a DoReMi proxy run: online domain weights
 
     @property
@@ -152,7 +154,9 @@ def train_run(
     state = resume(run, log)
     trackers = _open_trackers(run, state, tracking, labels)
     wrapped = distributed_model(run)
-    loss_of = loss_function(wrapped, run.compile, partial(_probe, run, state), log)
+    loss_of = loss_function(
+        wrapped, run.objective.loss, run.compile, partial(_probe, run, state), log
+    )
     evals = set(eval_steps(run.total_steps, settings.eval_points))
     every = settings.checkpoint_every or run.total_steps
     bar = _progress(run.total_steps, state.step, progress and run.dist.main)
@@ -181,6 +185,7 @@ def _open_trackers(
         "train": asdict(run.settings),
         "tokens": dict(run.sampler.tokens),
         "precision": run.precision,
+        "objective": run.objective.kind,
     }
     return open_trackers(
         tracking or [],
@@ -235,7 +240,7 @@ def prepare(
     sampler = MixtureSampler(
         stores, tokens, settings.seq_len, settings.seed, settings.allow_repeat, skip
     )
-    eval_stores = {d: stores[d] for d in (eval_domains or list(stores)) if known_domain(d, stores)}
+    eval_stores = {d: stores.get(d) or eval_store(stores_dir, d) for d in eval_domains or stores}
     if settings.batch_sequences % (dist.world * settings.micro_batch):
         raise InputError(
             "config",
@@ -258,6 +263,7 @@ def prepare(
     first = next(iter(stores.values())).meta
     vocab, eos_id = int(first["vocab_size"]), first.get("eos_id")
     model = build_model(model_spec, vocab, settings.seq_len, settings.seed, eos_id).to(dist.device)
+    objective = make_objective(model_spec, tokenizer_dir, vocab, eos_id, settings.mask_rate)
     params = sum(p.numel() for p in model.parameters())
     train_flops = 6.0 * params * total_steps * settings.batch_sequences * settings.seq_len
     compiling = choose(settings.compile, dist.device, train_flops, bool(doremi))
@@ -298,11 +304,14 @@ def prepare(
         optimizer=make_optimizer(model, settings),
         fingerprint=fingerprint,
         compile=compiling,
-        doremi=_doremi(doremi, sampler, vocab, settings, eos_id, dist.device),
+        objective=objective,
+        doremi=_doremi(doremi, sampler, vocab, settings, eos_id, dist.device, objective),
     )
 
 
-def _doremi(spec, sampler: MixtureSampler, vocab, settings, eos_id, device) -> DoReMi | None:
+def _doremi(
+    spec, sampler: MixtureSampler, vocab, settings, eos_id, device, objective: Objective
+) -> DoReMi | None:
     """The DoReMi state of a proxy run: its frozen reference model and domain shares."""
     if not spec:
         return None
@@ -316,6 +325,7 @@ def _doremi(spec, sampler: MixtureSampler, vocab, settings, eos_id, device) -> D
         reference=reference,
         eta=float(spec.get("eta", ETA)),
         smoothing=float(spec.get("smoothing", SMOOTHING)),
+        token_losses=objective.token_losses,
     )
 
 
@@ -349,10 +359,10 @@ def _probe(run: Prepared, state: Progress, loss_of) -> None:
     gradients and RNG state then restored: what a compile must survive before the first step."""
     s = run.settings
     mine = slice(run.dist.rank * run.per_rank, run.dist.rank * run.per_rank + s.micro_batch)
-    batch = torch.from_numpy(run.sampler.batch(state.step, s.batch_sequences, mine))
+    batch = run.objective.batch(run.sampler, state.step, s.batch_sequences, mine, s.seed)
     rng = torch.get_rng_state()
     with run.autocast():
-        loss = loss_of(batch.to(run.dist.device))
+        loss = loss_of(*(t.to(run.dist.device) for t in batch))
     loss.backward()
     run.optimizer.zero_grad(set_to_none=True)
     torch.set_rng_state(rng)
@@ -380,14 +390,14 @@ def train_step(
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     mine = slice(dist.rank * run.per_rank, (dist.rank + 1) * run.per_rank)
-    batch = torch.from_numpy(run.sampler.batch(state.step, s.batch_sequences, mine))
-    batch = batch.to(dist.device, non_blocking=True)
+    batch = run.objective.batch(run.sampler, state.step, s.batch_sequences, mine, s.seed)
+    batch = [t.to(dist.device, non_blocking=True) for t in batch]
     if run.doremi is not None:
         ids = run.sampler.batch_domains(state.step, s.batch_sequences, mine)
     loss_sum = 0.0
     for k in range(run.accum):
         part = slice(k * s.micro_batch, (k + 1) * s.micro_batch)
-        micro = batch[part]
+        micro = [t[part] for t in batch]
         # DDP / FSDP reduce gradients only on the last micro-batch of the step
         last = k == run.accum - 1
         if run.fsdp:
@@ -398,7 +408,7 @@ def train_step(
                 if run.doremi is not None:
                     loss = run.doremi.loss(wrapped, micro, ids[part]) / run.accum
                 else:
-                    loss = loss_of(micro) / run.accum
+                    loss = loss_of(*micro) / run.accum
             loss.backward()
         loss_sum += loss.item()
     if not math.isfinite(loss_sum):
@@ -426,7 +436,9 @@ def train_step(
 
 def record_evaluation(run: Prepared, state: Progress, train_loss: float) -> None:
     """Held-out loss per domain at this step, appended to the loss curve."""
-    losses = evaluate(run.model, run.eval_stores, run.settings, run.dist, run.autocast)
+    losses = evaluate(
+        run.model, run.objective, run.eval_stores, run.settings, run.dist, run.autocast
+    )
     state.curve.append(
         {
             "step": state.step,
@@ -502,6 +514,8 @@ def finish(
         "resumed_at_step": state.resumed_at,
         "hardware": hardware(dist, run.precision, s.parallel),
         "compile": run.compile.to_json(),
+        "training_objective": run.objective.kind,
+        "metric": run.objective.metric,
         "settings": asdict(s),
         "model": run.model_spec,
         **({"doremi": run.doremi.metrics()} if run.doremi is not None else {}),

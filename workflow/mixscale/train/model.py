@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F  # noqa: N812 - the usual name
 
+from mixscale.config.model import MASKED, architecture, objective_of
 from mixscale.config.training import TrainSettings
 from mixscale.data.tokens import load_tokenizer, open_store
 from mixscale.errors import InputError
@@ -19,10 +20,13 @@ from mixscale.fileio import atomic_folder
 def build_model(
     model_spec: dict[str, Any], vocab_size: int, seq_len: int, seed: int, eos_id: int | None = None
 ):
-    """A transformers causal LM from a config dict (``type`` + its fields) or a checkpoint."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """A transformers causal LM (decoders) or masked LM (encoders) from a config dict (``type``
+    + its fields) or a checkpoint."""
+    from transformers import AutoConfig
 
-    spec = dict(model_spec)
+    masked = objective_of(model_spec) == MASKED
+    auto = _auto_class(masked)
+    spec = architecture(model_spec)
     if spec.get("checkpoint"):
         path = spec["checkpoint"]
         if not Path(path).is_dir():
@@ -32,15 +36,17 @@ def build_model(
                 f"{path} is not a folder",
                 "train the base model first",
             )
-        return AutoModelForCausalLM.from_pretrained(
-            path, attn_implementation="sdpa", dtype=torch.float32
-        )
+        return auto.from_pretrained(path, attn_implementation="sdpa", dtype=torch.float32)
     model_type = spec.pop("type", None)
     if not model_type:
         raise InputError("config", "model.type", "missing", "e.g. gpt2 or llama")
-    for key in ("params", "proxy_params"):  # cost-model fields, not architecture
-        spec.pop(key, None)
-    if model_type == "gpt2":
+    if masked:
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            spec.setdefault(key, 0.0)  # as for GPT-2 below
+        spec.setdefault("max_position_embeddings", seq_len)  # L tokens, not the L + 1 window
+        # BERT's default pad id 0 is this tokenizer's EOS: its embedding would never train
+        spec.setdefault("pad_token_id", None)
+    elif model_type == "gpt2":
         for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
             spec.setdefault(key, 0.0)  # no dropout: one-epoch pretraining, and exact resumes
         spec.setdefault("n_positions", seq_len)
@@ -56,7 +62,13 @@ def build_model(
             "config", "model", str(exc).splitlines()[0], "see transformers' config docs"
         ) from exc
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.float32)
+    return auto.from_config(config, attn_implementation="sdpa", dtype=torch.float32)
+
+
+def _auto_class(masked: bool):
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    return AutoModelForMaskedLM if masked else AutoModelForCausalLM
 
 
 def make_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -111,7 +123,8 @@ def save_initial_model(
 
 
 def save_model(model: torch.nn.Module, tokenizer_dir: str, target: Path) -> None:
-    """safetensors + config + tokenizer, loadable by AutoModelForCausalLM and lm-eval's hf model."""
+    """safetensors + config + tokenizer, loadable by AutoModelForCausalLM (or MaskedLM) and
+    lm-eval's hf model."""
     with atomic_folder(target) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         load_tokenizer(tokenizer_dir).save_pretrained(str(tmp))

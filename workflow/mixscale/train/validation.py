@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F  # noqa: N812 - the usual name
 
 from mixscale.config.training import TrainSettings
-from mixscale.data.tokens import TokenStore
+from mixscale.data.tokens import TokenStore, open_store
 from mixscale.errors import InputError
 from mixscale.train.distributed import Dist
+from mixscale.train.objectives import Objective
 
 
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
+    objective: Objective,
     stores: dict[str, TokenStore],
     settings: TrainSettings,
     dist: Dist,
     autocast: Any,
 ) -> dict[str, float]:
-    """Token-weighted mean loss per domain on the first ``eval_tokens`` of its held-out block."""
+    """Token-weighted mean loss per domain on the first ``eval_tokens`` of its held-out block
+    (causal LM: every next token; masked LM: the masked tokens, the same masks for every run)."""
     model.eval()
     losses = {}
     for domain, store in stores.items():
@@ -35,17 +38,14 @@ def evaluate(
         per_rank = math.ceil(len(windows) / dist.world)
         for start in range(0, per_rank, settings.eval_batch):
             part = mine[start : start + settings.eval_batch]
-            batch = torch.from_numpy(np.stack(part or windows[:1])).to(dist.device)
+            # the window's index in the domain's held-out block: its evaluation mask
+            first = dist.rank + start * dist.world
+            rows = objective.eval_batch(np.stack(part or windows[:1]), first, dist.world)
             with autocast():
-                logits = model(input_ids=batch[:, :-1], use_cache=False).logits
+                nll, count = objective.summed_loss(model, *(t.to(dist.device) for t in rows))
             if not part:
                 continue
-            nll = F.cross_entropy(
-                logits.float().reshape(-1, logits.size(-1)),
-                batch[:, 1:].reshape(-1),
-                reduction="sum",
-            )
-            total += torch.tensor([nll.item(), batch[:, 1:].numel()], dtype=torch.float64)
+            total += torch.tensor([nll, count], dtype=torch.float64)
         if dist.world > 1:
             torch.distributed.all_reduce(total)
         losses[domain] = float(total[0] / total[1])
@@ -73,7 +73,11 @@ def eval_steps(total_steps: int, points: int) -> list[int]:
     return sorted({max(1, round(k * total_steps / points)) for k in range(1, points + 1)})
 
 
-def known_domain(domain: str, stores: dict[str, TokenStore]) -> bool:
-    if domain not in stores:
-        raise InputError("evaluation", domain, "no token store", f"use one of {', '.join(stores)}")
-    return True
+def eval_store(stores_dir: str, domain: str) -> TokenStore:
+    """An evaluation-only domain's store (not part of the run's mixture)."""
+    path = Path(stores_dir) / domain
+    if not (path / "meta.json").is_file():
+        raise InputError(
+            "evaluation", domain, "no token store", "build it (name it in data.sources)"
+        )
+    return open_store(path, domain)

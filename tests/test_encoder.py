@@ -1,0 +1,232 @@
+"""Encoders (BERT, masked LM) on real text: deterministic masking, exact resume after kill -9,
+the MLM loss by hand, saved models, evaluation-only domains, and bad settings."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TEST_DOMAINS, tiny_settings
+from mixscale.data.tokens import MASK, open_store
+from mixscale.train.objectives import EVAL_MASK_SEED, IGNORE, MaskDraws, MaskedLM, Masking
+from mixscale.train.validation import held_out_windows
+
+TINY_BERT = {
+    "type": "bert",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+}
+MIX = {"books": 24_000, "code": 16_000}  # legal: evaluated only
+
+
+@pytest.fixture(scope="module")
+def mlm_data(corpus_dir, tmp_path_factory) -> Path:
+    """A tokenizer with <mask> (vocab 512) and token stores of the test domains."""
+    from mixscale.data.tokens import build_store, train_tokenizer
+
+    out = tmp_path_factory.mktemp("mlm-data")
+    files = {d: str(corpus_dir / f"{d}.jsonl") for d in TEST_DOMAINS}
+    train_tokenizer(
+        {d: files[d] for d in MIX}, str(out / "tokenizer"), 512, 0, 30_000, mask_token=True
+    )
+    for d in TEST_DOMAINS:
+        build_store(d, files[d], str(out / "tokenizer"), str(out / "stores" / d), 0, 30_000)
+    return out
+
+
+def settings_for(mlm_data: Path, **train) -> dict:
+    settings = tiny_settings(mlm_data, **train)
+    settings["model"] = TINY_BERT
+    settings["domains"] = list(MIX)
+    settings["eval_domains"] = [*MIX, "legal"]
+    return settings
+
+
+def train_cmd(out: Path, settings: dict) -> list[str]:
+    spec = {"id": "r", "stage": "ddo", "seed": 3, "total_tokens": 40_000, "tokens": MIX}
+    return [
+        sys.executable,
+        *("-m", "mixscale", "train", "--backend", "torch", "--eval-points", "4"),
+        *("--spec", json.dumps(spec), "--settings", json.dumps(settings)),
+        *("--out", str(out / "metrics.json")),
+    ]
+
+
+def run_train(out: Path, settings: dict) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(train_cmd(out, settings), capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def reference(mlm_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("mlm-reference")
+    result = run_train(out, settings_for(mlm_data))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def masked_objective(mlm_data: Path, rate: float = 0.15) -> MaskedLM:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(mlm_data / "tokenizer")
+    return MaskedLM(Masking(tok.mask_token_id, len(tok), rate, (tok.eos_token_id,)))
+
+
+def test_masks_are_a_function_of_seed_and_step_alone(mlm_data):
+    """The same (seed, step) masks the same positions whichever rows a process or micro-batch
+    takes; another step or seed masks others; the shares are BERT's 15% and 80/10/10."""
+    from mixscale.data.tokens import MixtureSampler
+
+    stores = {d: open_store(mlm_data / "stores" / d, d) for d in MIX}
+    sampler = MixtureSampler(stores, MIX, 32, 3)
+    objective = masked_objective(mlm_data)
+    whole = objective.batch(sampler, 5, 8, slice(None), 3)
+    halves = [objective.batch(sampler, 5, 8, part, 3) for part in (slice(0, 4), slice(4, 8))]
+    for k in range(2):
+        assert torch.equal(torch.cat([h[k] for h in halves]), whole[k])
+    again = objective.batch(sampler, 5, 8, slice(None), 3)
+    assert all(torch.equal(a, b) for a, b in zip(again, whole, strict=True))
+    assert not torch.equal(objective.batch(sampler, 6, 8, slice(None), 3)[1], whole[1])
+    assert not torch.equal(objective.batch(sampler, 5, 8, slice(None), 4)[1], whole[1])
+
+    tokens = np.random.default_rng(0).integers(2, 500, (400, 128))
+    tokens[:, ::16] = objective.masking.keep_ids[0]  # document separators
+    draws = MaskDraws.draw((1, 2, 3), tokens.shape, 512)
+    inputs, labels = objective.masking.apply(tokens, draws)
+    chosen = labels != IGNORE
+    eligible = tokens != objective.masking.keep_ids[0]
+    assert not chosen[~eligible].any()  # a separator is never predicted
+    assert chosen[eligible].mean() == pytest.approx(0.15, abs=0.005)
+    assert (labels[chosen] == tokens[chosen]).all()
+    masked = inputs[chosen] == objective.masking.mask_id
+    kept = inputs[chosen] == tokens[chosen]
+    assert masked.mean() == pytest.approx(0.8, abs=0.01)
+    assert kept.mean() == pytest.approx(0.1 + 0.1 / 512, abs=0.01)  # 10% kept (+ random hits)
+    assert (inputs[~chosen] == tokens[~chosen]).all()
+
+
+def test_mlm_loss_per_domain_matches_a_hand_computation(mlm_data):
+    """evaluate() of a masked model = the mean over masked held-out positions of
+    -log softmax(logits)[true token], computed here position by position."""
+    from mixscale.config.training import TrainSettings
+    from mixscale.train.distributed import Dist
+    from mixscale.train.model import build_model
+    from mixscale.train.validation import evaluate
+
+    objective = masked_objective(mlm_data)
+    model = build_model(TINY_BERT, objective.masking.vocab, 32, 0).eval()
+    store = open_store(mlm_data / "stores" / "legal", "legal")
+    settings = TrainSettings(seq_len=32, eval_tokens=96, eval_batch=2)
+    got = evaluate(
+        model, objective, {"legal": store}, settings, Dist(0, 1, 0, torch.device("cpu")), _no
+    )
+    total, count = 0.0, 0
+    for index, window in enumerate(held_out_windows(store, 96, 32)):
+        tokens = window[None, :-1]
+        draws = MaskDraws.draw((EVAL_MASK_SEED, index), tokens.shape, objective.masking.vocab)
+        inputs, labels = objective.masking.apply(tokens, draws)
+        with torch.no_grad():
+            logits = model(input_ids=torch.from_numpy(inputs)).logits[0].double()
+        for position in np.flatnonzero(labels[0] != IGNORE):
+            log_probs = torch.log_softmax(logits[position], dim=-1)
+            total -= float(log_probs[labels[0, position]])
+            count += 1
+    assert count > 5
+    assert got["legal"] == pytest.approx(total / count, rel=1e-5)
+    assert 5.0 < got["legal"] < 7.5  # about ln(513) for a model that has learnt nothing
+
+
+def _no():
+    return torch.autocast("cpu", enabled=False)
+
+
+def test_run_trains_an_encoder_and_evaluates_a_non_training_domain(reference):
+    m = json.loads((reference / "metrics.json").read_text())
+    assert m["training_objective"] == "masked" and m["metric"] == "exp(MLM loss)"
+    assert set(m["final_losses"]) == {"books", "code", "legal"}  # legal: evaluation only
+    assert set(m["tokens"]) == set(MIX)
+    first, last = m["curve"][0]["losses"], m["final_losses"]
+    assert all(last[d] < first[d] for d in last)  # it learns, the held-out domain included
+    assert m["objective"] == pytest.approx(np.mean(list(last.values())))
+
+
+def test_kill_9_then_resume_is_bit_identical(reference, mlm_data, tmp_path):
+    """SIGKILL at two points (one fresh run each); the rerun resumes from its checkpoint and
+    ends with the uninterrupted run's losses and weights, byte for byte."""
+    settings = settings_for(mlm_data)
+    want = json.loads((reference / "metrics.json").read_text())
+    weights = (reference / "model" / "model.safetensors").read_bytes()
+    for k, kill_after in enumerate((6, want["steps"] // 2 + 3)):
+        out = tmp_path / f"k{k}"
+        proc = subprocess.Popen(
+            train_cmd(out, settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        while proc.poll() is None and not _checkpoint_at_least(out, kill_after):
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not (out / "metrics.json").exists(), "killed too late: the run had finished"
+        result = run_train(out, settings)
+        assert result.returncode == 0, result.stderr
+        got = json.loads((out / "metrics.json").read_text())
+        assert got["resumed_at_step"] >= kill_after
+        assert got["curve"] == want["curve"] and got["final_losses"] == want["final_losses"]
+        assert (out / "model" / "model.safetensors").read_bytes() == weights
+
+
+def _checkpoint_at_least(out: Path, step: int) -> bool:
+    return any(int(p.stem.split("-")[1]) >= step for p in (out / "checkpoints").glob("step-*.pt"))
+
+
+def test_saved_encoder_loads_as_a_masked_lm_and_reproduces_its_loss(reference, mlm_data):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from mixscale.config.training import TrainSettings
+    from mixscale.train.distributed import Dist
+    from mixscale.train.validation import evaluate
+
+    model = AutoModelForMaskedLM.from_pretrained(reference / "model").eval()
+    tok = AutoTokenizer.from_pretrained(reference / "model")
+    assert tok.mask_token == MASK and len(tok) == model.config.vocab_size
+    m = json.loads((reference / "metrics.json").read_text())
+    store = open_store(mlm_data / "stores" / "legal", "legal")
+    settings = TrainSettings(seq_len=32, eval_tokens=1024)
+    got = evaluate(
+        model,
+        masked_objective(mlm_data),
+        {"legal": store},
+        settings,
+        Dist(0, 1, 0, torch.device("cpu")),
+        _no,
+    )
+    assert got["legal"] == pytest.approx(m["final_losses"]["legal"], abs=1e-5)
+
+
+def test_doremi_proxy_runs_on_masked_lm(reference, mlm_data, tmp_path):
+    """DoReMi's Group DRO loss counts only the masked positions of an encoder's batch."""
+    settings = settings_for(mlm_data)
+    spec = {
+        "id": "p",
+        "stage": "proxy",
+        "seed": 3,
+        "total_tokens": 40_000,
+        "tokens": MIX,
+        "doremi": {"reference_model": str(reference / "model")},
+    }
+    cmd = train_cmd(tmp_path, settings)
+    cmd[cmd.index("--spec") + 1] = json.dumps(spec)
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    weights = m["doremi"]["weights"]
+    assert set(weights) == set(MIX) and sum(weights.values()) == pytest.approx(1.0)
+    assert all(0 < w < 1 for w in weights.values())

@@ -1,0 +1,104 @@
+"""Encoder fine-tuning: task folders (embedded, or GLUE/SQuAD from the hub) and fine-tuning runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from mixscale.cli.args import count, json_or_file
+from mixscale.config.check import schema_default
+
+VALIDATION_BYTES = schema_default("data.validation_bytes")
+EMBEDDED = {
+    key: schema_default(f"finetune.embedded.{key}")
+    for key in ("train_items", "eval_items", "passage_words")
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "finetune-tasks",
+        help="embedded fine-tuning tasks (domain, same_document) from held-out text",
+    )
+    p.add_argument("--corpus", nargs="+", required=True, help="<domain>.jsonl files")
+    p.add_argument("--seed", type=int, default=schema_default("data.seed"), help="document shuffle")
+    p.add_argument("--validation-bytes", type=count, default=VALIDATION_BYTES)
+    p.add_argument("--task-seed", type=int, help="item draws (default: --seed)")
+    p.add_argument("--train-items", type=int, default=EMBEDDED["train_items"])
+    p.add_argument("--eval-items", type=int, default=EMBEDDED["eval_items"])
+    p.add_argument("--passage-words", type=int, default=EMBEDDED["passage_words"])
+    p.add_argument("--out", required=True, help="folder: one sub-folder per task + tasks.json")
+    p.set_defaults(handler=cmd_finetune_tasks)
+
+    p = sub.add_parser("finetune", help="fine-tune a saved encoder on one task, score validation")
+    p.add_argument("--model", required=True, help="saved model folder (transformers)")
+    p.add_argument("--task", required=True, help="task folder (task.json, train/validation.jsonl)")
+    p.add_argument(
+        "--settings",
+        default="{}",
+        help="JSON text or a JSON/YAML file: epochs, batch_size, lr, warmup, max_length, ...",
+    )
+    p.add_argument(
+        "--no-train", action="store_true", help="score the fresh head only (the floor to beat)"
+    )
+    p.add_argument("--name", help="task name in the report (default: task.json's name)")
+    p.add_argument("--label", help="row label in the report (the method)")
+    p.add_argument("--target", help="target scale label the model was trained for")
+    p.add_argument("--run-seed", type=int, help="training seed of the pretraining run")
+    p.add_argument("--out", required=True, help="results JSON")
+    p.set_defaults(handler=cmd_finetune)
+
+    p = sub.add_parser("prepare-finetune", help="GLUE/SQuAD task folders from the hub (login node)")
+    p.add_argument("--tasks", nargs="+", required=True, help="glue/cola ... glue/rte, squad")
+    p.add_argument("--cache-dir", help="datasets cache folder")
+    p.add_argument("--out", required=True, help="folder: one sub-folder per task")
+    p.set_defaults(handler=cmd_prepare_finetune)
+
+
+def cmd_finetune_tasks(args: argparse.Namespace) -> None:
+
+    from mixscale.data.finetune_tasks import build_embedded_tasks
+
+    files = {Path(path).name.removesuffix(".jsonl"): path for path in args.corpus}
+    summary = build_embedded_tasks(
+        files,
+        args.out,
+        args.seed,
+        args.validation_bytes,
+        args.train_items,
+        args.eval_items,
+        args.passage_words,
+        args.task_seed,
+    )
+    for name, task in summary["tasks"].items():
+        print(f"{name:16s} {task['train_items']} train, {task['eval_items']} eval", file=sys.stderr)
+
+
+def cmd_finetune(args: argparse.Namespace) -> dict[str, Any]:
+
+    from mixscale.evaluate.finetune import evaluate_without_finetuning, finetune
+
+    settings = json_or_file(args.settings)
+    run = evaluate_without_finetuning if args.no_train else finetune
+    result = run(args.model, args.task, settings)
+    result.update(
+        {
+            "name": args.name or result["task"],
+            "label": args.label,
+            "target": args.target,
+            "run_seed": args.run_seed,
+        }
+    )
+    print(f"{result['task']:16s} {result['metric']} {result['value']}", file=sys.stderr)
+    return result
+
+
+def cmd_prepare_finetune(args: argparse.Namespace) -> None:
+
+    from mixscale.data.finetune_tasks import prepare_hub_tasks
+
+    summary = prepare_hub_tasks(args.tasks, args.out, args.cache_dir)
+    for name, task in summary["tasks"].items():
+        print(f"{name:16s} {task['train_items']} train, {task['eval_items']} eval", file=sys.stderr)
