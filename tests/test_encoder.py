@@ -230,3 +230,76 @@ def test_doremi_proxy_runs_on_masked_lm(reference, mlm_data, tmp_path):
     weights = m["doremi"]["weights"]
     assert set(weights) == set(MIX) and sum(weights.values()) == pytest.approx(1.0)
     assert all(0 < w < 1 for w in weights.values())
+
+
+def encoder_config(tmp_path: Path, **changes) -> Path:
+    """tests/configs/bert-tiny.yaml with changes (dotted keys)."""
+    import yaml
+
+    from conftest import ROOT
+
+    config = yaml.safe_load((ROOT / "tests/configs/bert-tiny.yaml").read_text())
+    for dotted, value in changes.items():
+        *parents, key = dotted.split(".")
+        node = config
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[key] = value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def unlabelled_task(tmp_path: Path) -> str:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "task.json").write_text(json.dumps({"name": "mine", "kind": "single", "label": "y"}))
+    (folder / "train.jsonl").write_text('{"text": "a", "y": 0}\n{"text": "b"}\n')
+    (folder / "validation.jsonl").write_text('{"text": "c", "y": 1}\n')
+    return str(folder)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        (
+            {
+                "model": {
+                    "type": "gpt2",
+                    "n_layer": 1,
+                    "n_embd": 32,
+                    "n_head": 2,
+                    "objective": "masked",
+                }
+            },
+            "model.objective",
+            "gpt2 is a decoder",
+        ),
+        ({"model.objective": "causal"}, "model.objective", "bert is an encoder"),
+        ({"train.mask_rate": 1.0}, "train.mask_rate", "0 < mask_rate < 1"),
+        ({"train.mask_rate": 0}, "train.mask_rate", "0 < mask_rate < 1"),
+        ({"downstream.tasks": ["embedded"]}, "downstream.tasks", "lm-eval scores causal LMs"),
+        ({"finetune.tasks": ["glue/nope"]}, "finetune.tasks[0]", "unknown task 'glue/nope'"),
+        ({"finetune.tasks": "UNLABELLED"}, "finetune.tasks[0].path", "line 2 has no label 'y'"),
+    ],
+)
+def test_bad_encoder_settings_stop_before_any_job(tmp_path, cli, changes, field, words):
+    if changes.get("finetune.tasks") == "UNLABELLED":
+        changes = {"finetune.tasks": [{"name": "mine", "path": unlabelled_task(tmp_path)}]}
+    path = encoder_config(tmp_path, **changes)
+    result = cli("check", "--configfile", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f": {field}: " in lines[0] and words in lines[0]
+    assert "(fix: " in lines[0]
+
+
+def test_snakemake_stops_on_an_unlabelled_task_before_any_job(tmp_path):
+    from conftest import run_snakemake
+
+    tasks = [{"name": "mine", "path": unlabelled_task(tmp_path)}]
+    path = encoder_config(tmp_path, **{"finetune.tasks": tasks})
+    result = run_snakemake(tmp_path, "-c1", "--configfile", str(path))
+    assert result.returncode == 2
+    assert "finetune.tasks[0].path" in result.stderr and "give every row a label" in result.stderr
+    assert not (tmp_path / "results").exists()  # nothing ran

@@ -85,12 +85,13 @@ def test_metrics_describe_the_run(reference):
 
 
 def test_kill_9_at_random_steps_then_resume_is_bit_identical(reference, data_dir, tmp_path):
-    """SIGKILL at 10 random steps (one fresh run each, two at a time); every rerun resumes from
-    its checkpoint and ends bit-identical to the uninterrupted run: 10/10."""
+    """SIGKILL at 6 random steps (one fresh run each, two at a time); every rerun resumes from
+    its checkpoint and ends bit-identical to the uninterrupted run: 6/6 (the encoder's masked
+    LM is killed at two more points in test_encoder.py)."""
     settings = tiny_settings(data_dir)
     want = json.loads((reference / "metrics.json").read_text())
     rng = np.random.default_rng(7)
-    kill_points = sorted(rng.choice(np.arange(6, want["steps"] - 5), 10, replace=False))
+    kill_points = sorted(rng.choice(np.arange(6, want["steps"] - 5), 6, replace=False))
     with ThreadPoolExecutor(max_workers=2) as pool:
         trials = [
             pool.submit(_kill_then_resume, tmp_path / f"k{k}", settings, int(kill_after))
@@ -104,7 +105,7 @@ def test_kill_9_at_random_steps_then_resume_is_bit_identical(reference, data_dir
         assert got["curve"] == want["curve"] and got["final_losses"] == want["final_losses"]
         assert (out / "model" / "model.safetensors").read_bytes() == weights
     resumed = [got["resumed_at_step"] for got, _, _ in results]
-    assert len(resumed) == 10 and len(set(resumed)) >= 8  # really different kill points
+    assert len(resumed) == 6 and len(set(resumed)) >= 5  # really different kill points
 
 
 def _kill_then_resume(out: Path, settings: dict, kill_after: int) -> tuple[dict, str, Path]:

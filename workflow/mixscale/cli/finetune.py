@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_finetune)
 
     p = sub.add_parser("prepare-finetune", help="GLUE/SQuAD task folders from the hub (login node)")
-    p.add_argument("--tasks", nargs="+", required=True, help="glue/cola ... glue/rte, squad")
+    p.add_argument("--tasks", nargs="+", required=True, help="glue (8 tasks), glue/cola..., squad")
     p.add_argument("--cache-dir", help="datasets cache folder")
     p.add_argument("--out", required=True, help="folder: one sub-folder per task")
     p.set_defaults(handler=cmd_prepare_finetune)
@@ -97,8 +97,11 @@ def cmd_finetune(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_prepare_finetune(args: argparse.Namespace) -> None:
 
+    from mixscale.config.finetune import GROUPS
     from mixscale.data.finetune_tasks import prepare_hub_tasks
 
-    summary = prepare_hub_tasks(args.tasks, args.out, args.cache_dir)
+    # `glue` stands for its eight tasks, as in finetune.tasks
+    names = [n for name in args.tasks for n in (GROUPS.get(name) if name == "glue" else [name])]
+    summary = prepare_hub_tasks(names, args.out, args.cache_dir)
     for name, task in summary["tasks"].items():
         print(f"{name:16s} {task['train_items']} train, {task['eval_items']} eval", file=sys.stderr)
