@@ -168,6 +168,35 @@ def data_dir(corpus_dir, tmp_path_factory) -> Path:
     return out
 
 
+def suite_config(name: str, workdir: Path) -> Path:
+    """tests/configs/<name>.yaml with its download cache shared with the rest of the suite."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "tests" / "configs" / f"{name}.yaml").read_text())
+    config["data"]["downloads"] = str(DOWNLOADS)
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def kill_once_checkpointed(cmd: list[str], out: Path, kill_after: int) -> None:
+    """Start a training command, SIGKILL it once a checkpoint at or after ``kill_after``
+    exists in ``out``; the run must not have finished."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None and not _checkpoint_at_least(out, kill_after):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists(), "killed too late: the run had finished"
+
+
+def _checkpoint_at_least(out: Path, step: int) -> bool:
+    return any(int(p.stem.split("-")[1]) >= step for p in (out / "checkpoints").glob("step-*.pt"))
+
+
 def tiny_settings(data_dir: Path, **train: object) -> dict[str, object]:
     """Training settings for a model that trains at ~25k tokens/s on one CPU thread."""
     base = {

@@ -4,17 +4,15 @@ the MLM loss by hand, saved models, evaluation-only domains, and bad settings.""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TEST_DOMAINS, tiny_settings
+from conftest import TEST_DOMAINS, kill_once_checkpointed, tiny_settings
 from mixscale.data.tokens import MASK, open_store
 from mixscale.train.objectives import EVAL_MASK_SEED, IGNORE, MaskDraws, MaskedLM, Masking
 from mixscale.train.validation import held_out_windows
@@ -167,24 +165,13 @@ def test_kill_9_then_resume_is_bit_identical(reference, mlm_data, tmp_path):
     weights = (reference / "model" / "model.safetensors").read_bytes()
     for k, kill_after in enumerate((6, want["steps"] // 2 + 3)):
         out = tmp_path / f"k{k}"
-        proc = subprocess.Popen(
-            train_cmd(out, settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        while proc.poll() is None and not _checkpoint_at_least(out, kill_after):
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert not (out / "metrics.json").exists(), "killed too late: the run had finished"
+        kill_once_checkpointed(train_cmd(out, settings), out, kill_after)
         result = run_train(out, settings)
         assert result.returncode == 0, result.stderr
         got = json.loads((out / "metrics.json").read_text())
         assert got["resumed_at_step"] >= kill_after
         assert got["curve"] == want["curve"] and got["final_losses"] == want["final_losses"]
         assert (out / "model" / "model.safetensors").read_bytes() == weights
-
-
-def _checkpoint_at_least(out: Path, step: int) -> bool:
-    return any(int(p.stem.split("-")[1]) >= step for p in (out / "checkpoints").glob("step-*.pt"))
 
 
 def test_saved_encoder_loads_as_a_masked_lm_and_reproduces_its_loss(reference, mlm_data):

@@ -5,24 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
-import yaml
-
-from conftest import ROOT, job_counts, run_snakemake
-
-
-def bert_config(workdir: Path) -> Path:
-    """tests/configs/bert-tiny.yaml with its download cache shared with the rest of the suite."""
-    config = yaml.safe_load((ROOT / "tests/configs/bert-tiny.yaml").read_text())
-    config["data"]["downloads"] = str(ROOT / "resources" / "downloads")
-    path = workdir / "bert.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+from conftest import job_counts, run_snakemake, suite_config
 
 
 def test_encoder_dag_pretrains_verifies_and_fine_tunes(tmp_path):
-    config = bert_config(tmp_path)
+    config = suite_config("bert-tiny", tmp_path)
     dry = run_snakemake(tmp_path, "-n", "-c1", "--configfile", str(config))
     counts = job_counts(dry.stdout)
     assert counts["train"] == 2 * (1 + 2 * 2) + 2  # two scales of DDO, two verified methods

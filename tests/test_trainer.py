@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
@@ -16,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_settings
+from conftest import kill_once_checkpointed, tiny_settings
 from mixscale.config.training import TrainSettings
 from mixscale.data.tokens import open_store
 from mixscale.train.model import learning_rate
@@ -110,21 +108,10 @@ def test_kill_9_at_random_steps_then_resume_is_bit_identical(reference, data_dir
 
 def _kill_then_resume(out: Path, settings: dict, kill_after: int) -> tuple[dict, str, Path]:
     """Train, SIGKILL once a checkpoint at or after kill_after exists, train again."""
-    proc = subprocess.Popen(
-        train_cmd(out, settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    while proc.poll() is None and not _checkpoint_at_least(out, kill_after):
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / "metrics.json").exists(), "killed too late: the run had finished"
+    kill_once_checkpointed(train_cmd(out, settings), out, kill_after)
     result = run_train(out, settings)
     assert result.returncode == 0, result.stderr
     return json.loads((out / "metrics.json").read_text()), result.stdout, out
-
-
-def _checkpoint_at_least(out: Path, step: int) -> bool:
-    return any(int(p.stem.split("-")[1]) >= step for p in (out / "checkpoints").glob("step-*.pt"))
 
 
 def test_retraining_from_scratch_is_bit_identical(reference, data_dir, tmp_path):

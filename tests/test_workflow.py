@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, job_counts, run_cli, run_snakemake
+from conftest import ROOT, job_counts, run_cli, run_snakemake, suite_config
 
 BIN = str(Path(sys.executable).parent)
 
@@ -254,12 +254,7 @@ def test_cluster_config_dry_runs_through_the_slurm_profile(tmp_path):
 
 
 def torch_config(workdir: Path) -> Path:
-    """tests/configs/torch-tiny.yaml with its download cache shared with the rest of the suite."""
-    config = yaml.safe_load((ROOT / "tests/configs/torch-tiny.yaml").read_text())
-    config["data"]["downloads"] = str(ROOT / "resources" / "downloads")
-    path = workdir / "torch.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return suite_config("torch-tiny", workdir)
 
 
 def test_torch_dag_trains_real_models_end_to_end(tmp_path):

@@ -132,21 +132,12 @@ class MaskedLM:
         self, model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
         """Mean cross-entropy over the masked positions (fp32 reduction)."""
-        logits = model(input_ids=inputs).logits
-        return F.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE
-        )
+        return _masked_cross_entropy(model, inputs, labels, "mean")
 
     def token_losses(
         self, model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(input_ids=inputs).logits
-        flat = F.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)),
-            labels.reshape(-1),
-            ignore_index=IGNORE,
-            reduction="none",
-        )
+        flat = _masked_cross_entropy(model, inputs, labels, "none")
         return flat.reshape(labels.shape), labels != IGNORE
 
     def eval_batch(
@@ -169,14 +160,21 @@ class MaskedLM:
     def summed_loss(
         self, model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor
     ) -> tuple[float, int]:
-        logits = model(input_ids=inputs).logits
-        nll = F.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)),
-            labels.reshape(-1),
-            ignore_index=IGNORE,
-            reduction="sum",
-        )
+        nll = _masked_cross_entropy(model, inputs, labels, "sum")
         return nll.item(), int((labels != IGNORE).sum())
+
+
+def _masked_cross_entropy(
+    model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor, reduction: str
+) -> torch.Tensor:
+    """Cross-entropy at the labelled (masked) positions, fp32, reduced as asked."""
+    logits = model(input_ids=inputs).logits
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)),
+        labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction=reduction,
+    )
 
 
 Objective = CausalLM | MaskedLM
