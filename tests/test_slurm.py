@@ -4,6 +4,7 @@ controller answers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -88,6 +89,7 @@ def cluster(tmp_path_factory):
 
 
 SWEEPS: list[subprocess.Popen] = []
+STOPPED: list[int] = []  # processes a test SIGSTOPped; killed if they outlive it
 
 
 @pytest.fixture(autouse=True)
@@ -99,6 +101,10 @@ def leave_the_cluster_clean():
             sweep.kill()
             sweep.wait()
     SWEEPS.clear()
+    for pid in STOPPED:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    STOPPED.clear()
     if controller_problem() is None:
         subprocess.run(["scancel", "--user", str(os.getuid())], check=False)
         node = subprocess.run(["hostname", "-s"], capture_output=True, text=True).stdout.strip()
@@ -293,8 +299,13 @@ def test_scancelled_training_job_is_retried_and_resumes_from_its_checkpoint(prep
     finished = short_mtime(tmp_path)
     sweep = start_sweep(tmp_path, config)
     job = mid_run(tmp_path, sweep)
+    # Stop the training process first: on a loaded machine the cancel can land after LONG has
+    # finished (seen in CI: the job completed, nothing to retry). Stopped, it cannot outrun the
+    # cancel; SLURM's SIGKILL ends a stopped process like a running one.
+    stopped = stop_training(LONG)
     subprocess.run(["scancel", str(job)], check=True)
     finished_and_resumed(tmp_path, sweep, finished)
+    assert not any(alive(pid) for pid in stopped), "SLURM's cancel left the training process"
 
 
 def test_node_down_mid_job_then_back(prepared, tmp_path):
@@ -331,6 +342,27 @@ def test_node_down_mid_job_then_back(prepared, tmp_path):
             subprocess.run(["scontrol", "release", str(job)], check=False)
         time.sleep(1)
     finished_and_resumed(tmp_path, sweep, finished)
+
+
+def stop_training(run: str) -> list[int]:
+    """SIGSTOP the processes training run (there is one per local GPU); their PIDs."""
+    found = subprocess.run(
+        ["pgrep", "-f", f"mixscale train .*{run}"], capture_output=True, text=True
+    ).stdout.split()
+    assert found, f"no process trains {run}"
+    pids = [int(pid) for pid in found]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    STOPPED.extend(pids)
+    return pids
+
+
+def alive(pid: int) -> bool:
+    """pid still runs (a zombie, reaped by nobody yet, counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
 
 
 def training_processes(run: str) -> bool:
