@@ -218,8 +218,11 @@ def tiny_settings(data_dir: Path, **train: object) -> dict[str, object]:
 
 # `make test` runs pytest-xdist with --dist loadgroup: every test is scheduled on its own,
 # except the files below, whose module-scoped fixtures (a local cluster, trained models) are
-# built once and so keep all their tests on one worker. The longest go first: the SLURM tests,
-# which mostly wait on the scheduler, overlap the CPU-bound ones instead of trailing.
+# built once and so keep all their tests on one worker. Those fixtures are session-scoped:
+# a worker interleaves other files' tests, and pytest rebuilds a module-scoped fixture at each
+# switch (seen: the SLURM, trainer and tracking fixtures built twice, ~110 s in all). The
+# longest go first: the SLURM tests, which mostly wait on the scheduler, overlap the CPU-bound
+# ones instead of trailing.
 KEEP_TOGETHER = (
     "test_slurm.py",
     "test_trainer.py",

@@ -387,7 +387,7 @@ def test_bad_data_file_fails_its_domain_only(tmp_path, content, expected):
     assert not (tmp_path / f"{corpus}/mine.jsonl").exists()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def finished_sweep(tmp_path_factory) -> Path:
     """BASE run to the end with the local executor."""
     folder = tmp_path_factory.mktemp("sweep")

@@ -34,7 +34,7 @@ def test_update_against_a_hand_computed_step():
     assert strong.argmax() == 1 and strong.sum() == pytest.approx(1.0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference_model(data_dir, tmp_path_factory):
     """DoReMi's reference: a tiny model trained on the uniform proxy mixture."""
     out = tmp_path_factory.mktemp("doremi-reference")

@@ -48,7 +48,7 @@ def hf_env(monkeypatch):
         monkeypatch.setattr(datasets.config, attr, getattr(datasets.config, attr))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tasks_dir(corpus_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tasks") / "tasks"
     files = [str(corpus_dir / f"{d}.jsonl") for d in TEST_DOMAINS]
@@ -56,7 +56,7 @@ def tasks_dir(corpus_dir, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model_dir(data_dir, tmp_path_factory) -> Path:
     """The tiny GPT-2 as initialised, with a context long enough for the items."""
     from mixscale.train.model import save_initial_model

@@ -27,7 +27,7 @@ TINY_BERT = {
 MIX = {"books": 24_000, "code": 16_000}  # legal: evaluated only
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mlm_data(corpus_dir, tmp_path_factory) -> Path:
     """A tokenizer with <mask> (vocab 512) and token stores of the test domains."""
     from mixscale.data.tokens import build_store, train_tokenizer
@@ -64,7 +64,7 @@ def run_train(out: Path, settings: dict) -> subprocess.CompletedProcess[str]:
     return subprocess.run(train_cmd(out, settings), capture_output=True, text=True, check=False)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(mlm_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mlm-reference")
     result = run_train(out, settings_for(mlm_data))

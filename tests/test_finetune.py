@@ -30,14 +30,14 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tasks_dir(corpus_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ft") / "tasks"
     build_embedded_tasks(corpus_files(corpus_dir), str(out), SEED, VALIDATION_BYTES, **ITEMS)
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_bert(data_dir, tmp_path_factory) -> Path:
     """A randomly initialised 2-layer BERT (masked LM) saved with the test tokenizer + <mask>."""
     import torch

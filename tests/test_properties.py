@@ -398,7 +398,7 @@ def mutated_configs(draw, starts: tuple[str, ...] = tuple(STARTS)):
     return start, tuple(changes)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def checked_starts() -> None:
     """The starting points are valid; the first torch check imports transformers (~5 s), which
     would otherwise count against the first example's time limit."""

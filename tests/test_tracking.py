@@ -46,7 +46,7 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tracked(data_dir, tmp_path_factory) -> Path:
     """One run logged to all three trackers."""
     out = tmp_path_factory.mktemp("tracked")

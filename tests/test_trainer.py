@@ -59,7 +59,7 @@ def run_train(out: Path, settings: dict, run_spec: dict | None = None, launcher=
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(data_dir, tmp_path_factory) -> Path:
     """One uninterrupted run that the other tests compare against."""
     out = tmp_path_factory.mktemp("reference")
