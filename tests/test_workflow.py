@@ -263,7 +263,7 @@ def test_torch_dag_trains_real_models_end_to_end(tmp_path):
     dry = snakemake(tmp_path, "-n", "--configfile", str(config))
     counts = job_counts(dry.stdout)
     assert counts["corpus"] == 3 and counts["tokens"] == 3 and counts["tokenizer"] == 1
-    assert counts["train"] == 2 * (1 + 2 * 3) + 4
+    assert counts["train"] == 2 * (1 + 2 * 3) + 3
     res = snakemake(tmp_path, "--configfile", str(config), "-c2")
     assert res.returncode == 0, res.stderr[-3000:]
     out = tmp_path / "results/torch-tiny"
