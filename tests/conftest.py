@@ -217,12 +217,10 @@ def tiny_settings(data_dir: Path, **train: object) -> dict[str, object]:
 
 
 # `make test` runs pytest-xdist with --dist loadgroup: every test is scheduled on its own,
-# except the files below, whose module-scoped fixtures (a local cluster, trained models) are
-# built once and so keep all their tests on one worker. Those fixtures are session-scoped:
-# a worker interleaves other files' tests, and pytest rebuilds a module-scoped fixture at each
-# switch (seen: the SLURM, trainer and tracking fixtures built twice, ~110 s in all). The
-# longest go first: the SLURM tests, which mostly wait on the scheduler, overlap the CPU-bound
-# ones instead of trailing.
+# except the files below, whose fixtures (a local cluster, trained models) are built once and
+# so keep all their tests on one worker (the SLURM tests also share one node: run side by side,
+# one's node-down test failed the other's jobs). The longest go first: the SLURM tests, which
+# mostly wait on the scheduler, overlap the CPU-bound ones instead of trailing.
 KEEP_TOGETHER = (
     "test_slurm.py",
     "test_trainer.py",
@@ -243,6 +241,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return FIRST.index(name) if name in FIRST else len(FIRST)
 
     items.sort(key=rank)  # stable: the order inside a file is kept
-    for item in items:
-        if item.path.name in KEEP_TOGETHER:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """--dist loadgroup with KEEP_TOGETHER's files as the groups. xdist's own grouping reads
+    xdist_group marks into the test ids, which pytest 9 no longer lets it change (xdist 3.8
+    writes an attribute pytest 9 ignores), so the marks grouped nothing."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class KeepTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if Path(path).name in KEEP_TOGETHER else nodeid
+
+    return KeepTogether(config, log)
