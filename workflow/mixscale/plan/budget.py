@@ -117,6 +117,9 @@ def _count_params(what_json: str) -> int:
     spec.setdefault("eos_token_id", 0)  # the architecture's default may lie outside the vocabulary
     spec.setdefault("bos_token_id", 0)
     check_architecture_sizes({**spec, "vocab_size": vocab})
+    native = _native_gpt2_params({**spec, "vocab_size": vocab}) if model_type == "gpt2" else None
+    if native is not None and not masked:
+        return native
     try:
         arch = AutoConfig.for_model(model_type, vocab_size=vocab, **spec)
         with torch.device("meta"):
@@ -130,6 +133,22 @@ def _count_params(what_json: str) -> int:
             "a transformers model type (gpt2, llama, bert, ...) and fields of its config",
         ) from exc
     return sum(p.numel() for p in net.parameters())
+
+
+def _native_gpt2_params(fields: dict[str, Any]) -> int | None:
+    """Parameters of a GPT-2 that mixscale builds itself (no transformers import), or None."""
+    import torch
+
+    from mixscale.train.gpt2 import GPT2LMHeadModel, native_config
+
+    try:
+        config = native_config({"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, **fields})
+    except ValueError:
+        return None  # transformers words the error
+    if config is None:
+        return None
+    with torch.device("meta"):
+        return sum(p.numel() for p in GPT2LMHeadModel(config).parameters())
 
 
 def run_flops(config: Config, spec: dict[str, Any]) -> float:

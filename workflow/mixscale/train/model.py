@@ -4,6 +4,8 @@ loss, saved for transformers and lm-eval."""
 from __future__ import annotations
 
 import math
+import shutil
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +18,20 @@ from mixscale.data.tokens import load_tokenizer, open_store
 from mixscale.errors import InputError
 from mixscale.fileio import atomic_folder
 
+# written by transformers' tokenizer save_pretrained; mixscale's own metadata stays behind
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
 
 def build_model(
     model_spec: dict[str, Any], vocab_size: int, seq_len: int, seed: int, eos_id: int | None = None
 ):
-    """A transformers causal LM (decoders) or masked LM (encoders) from a config dict (``type``
-    + its fields) or a checkpoint."""
-    from transformers import AutoConfig
-
+    """A causal LM (decoders) or masked LM (encoders) from a config dict (``type`` + its
+    fields) or a checkpoint: mixscale's own GPT-2 where it implements the config (the same
+    numbers as transformers', without importing its modelling stack), transformers otherwise."""
     masked = objective_of(model_spec) == MASKED
-    auto = _auto_class(masked)
     spec = architecture(model_spec)
     if spec.get("checkpoint"):
-        path = spec["checkpoint"]
-        if not Path(path).is_dir():
-            raise InputError(
-                "config",
-                "model.checkpoint",
-                f"{path} is not a folder",
-                "train the base model first",
-            )
-        return auto.from_pretrained(path, attn_implementation="sdpa", dtype=torch.float32)
+        return _load_checkpoint(spec["checkpoint"], masked)
     model_type = spec.pop("type", None)
     if not model_type:
         raise InputError("config", "model.type", "missing", "e.g. gpt2 or llama")
@@ -55,6 +50,12 @@ def build_model(
     if eos_id is not None:  # the tokenizer's, not the architecture's default (GPT-2: 50256)
         spec.setdefault("eos_token_id", eos_id)
         spec.setdefault("bos_token_id", eos_id)
+    if model_type == "gpt2" and not masked:
+        native = _native_gpt2({**spec, "vocab_size": vocab_size}, seed)
+        if native is not None:
+            return native
+    from transformers import AutoConfig
+
     try:
         config = AutoConfig.for_model(model_type, vocab_size=vocab_size, **spec)
     except (ValueError, TypeError) as exc:
@@ -62,7 +63,40 @@ def build_model(
             "config", "model", str(exc).splitlines()[0], "see transformers' config docs"
         ) from exc
     torch.manual_seed(seed)
-    return auto.from_config(config, attn_implementation="sdpa", dtype=torch.float32)
+    return _auto_class(masked).from_config(config, attn_implementation="sdpa", dtype=torch.float32)
+
+
+def _native_gpt2(fields: dict[str, Any], seed: int):
+    from mixscale.train.gpt2 import build_gpt2, native_config
+
+    try:
+        config = native_config(fields)
+    except ValueError as exc:
+        raise InputError(
+            "config", "model", str(exc).splitlines()[0], "make n_embd a multiple of n_head"
+        ) from exc
+    return None if config is None else build_gpt2(config, seed)
+
+
+def _load_checkpoint(path: str, masked: bool):
+    """A saved model folder: mixscale's GPT-2 when it implements the saved config, else
+    transformers' class for it (safetensors either way: loading runs no code)."""
+    if not Path(path).is_dir():
+        raise InputError(
+            "config",
+            "model.checkpoint",
+            f"{path} is not a folder",
+            "train the base model first",
+        )
+    if not masked:
+        from mixscale.train.gpt2 import load_gpt2
+
+        native = load_gpt2(Path(path))
+        if native is not None:
+            return native
+    return _auto_class(masked).from_pretrained(
+        path, attn_implementation="sdpa", dtype=torch.float32
+    )
 
 
 def _auto_class(masked: bool):
@@ -125,9 +159,26 @@ def save_initial_model(
 def save_model(model: torch.nn.Module, tokenizer_dir: str, target: Path) -> None:
     """safetensors + config + tokenizer, loadable by AutoModelForCausalLM (or MaskedLM) and
     lm-eval's hf model."""
+    from mixscale.train.gpt2 import GPT2LMHeadModel, save_gpt2
+
     with atomic_folder(target) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        load_tokenizer(tokenizer_dir).save_pretrained(str(tmp))
+        if isinstance(model, GPT2LMHeadModel):
+            save_gpt2(model, tmp, version("transformers"))
+            copy_tokenizer(tokenizer_dir, tmp)
+        else:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            load_tokenizer(tokenizer_dir).save_pretrained(str(tmp))
+
+
+def copy_tokenizer(tokenizer_dir: str, target: Path) -> None:
+    """The tokenizer's transformers files (what loading and saving it again would write)."""
+    if not (Path(tokenizer_dir) / "tokenizer.json").is_file():  # a name, not a folder
+        load_tokenizer(tokenizer_dir).save_pretrained(str(target))
+        return
+    for name in TOKENIZER_FILES:
+        source = Path(tokenizer_dir) / name
+        if source.is_file():
+            shutil.copyfile(source, target / name)
 
 
 def store_names(stores_dir: str) -> list[str]:
