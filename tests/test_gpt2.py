@@ -14,6 +14,7 @@ import torch
 from torch.nn import functional as F  # noqa: N812 - the usual name
 
 from conftest import tiny_settings
+from mixscale.config.gpt2 import gpt2_params
 from mixscale.errors import InputError
 from mixscale.plan.budget import _count_params
 from mixscale.train import gpt2
@@ -55,6 +56,8 @@ def test_same_seed_same_weights_and_the_same_training_bit_for_bit(fields):
     theirs = transformers_gpt2(fields, seed=7)
     ours = gpt2.build_gpt2(gpt2.native_config(fields), seed=7)
     assert ours.lm_head.weight is ours.transformer.wte.weight  # tied, as theirs
+    counted = sum(p.numel() for p in theirs.parameters())
+    assert gpt2_params(gpt2.native_config(fields)) == counted  # what the budget counts
     before = theirs.state_dict()
     assert set(ours.state_dict()) == set(before)
     assert all(torch.equal(ours.state_dict()[k], v) for k, v in before.items())

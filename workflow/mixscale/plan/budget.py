@@ -16,6 +16,7 @@ from typing import Any
 
 from mixscale.config.domains import config_domains
 from mixscale.config.finetune import FinetuneTask, finetune_tasks
+from mixscale.config.gpt2 import gpt2_params, native_config
 from mixscale.config.model import MASKED, architecture, objective_of
 from mixscale.config.tasks import EMBEDDED, KINDS, TaskBuild, entry_from, task_entries
 from mixscale.config.training import TrainSettings
@@ -137,18 +138,11 @@ def _count_params(what_json: str) -> int:
 
 def _native_gpt2_params(fields: dict[str, Any]) -> int | None:
     """Parameters of a GPT-2 that mixscale builds itself (no transformers import), or None."""
-    import torch
-
-    from mixscale.train.gpt2 import GPT2LMHeadModel, native_config
-
     try:
         config = native_config({"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, **fields})
     except ValueError:
         return None  # transformers words the error
-    if config is None:
-        return None
-    with torch.device("meta"):
-        return sum(p.numel() for p in GPT2LMHeadModel(config).parameters())
+    return None if config is None else gpt2_params(config)
 
 
 def run_flops(config: Config, spec: dict[str, Any]) -> float:

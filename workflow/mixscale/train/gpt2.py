@@ -21,77 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the usual name
 
-# GPT2Config's defaults (transformers 5), as written to config.json
-DEFAULTS: dict[str, Any] = {
-    "activation_function": "gelu_new",
-    "add_cross_attention": False,
-    "attn_pdrop": 0.1,
-    "bos_token_id": 50256,
-    "embd_pdrop": 0.1,
-    "eos_token_id": 50256,
-    "initializer_range": 0.02,
-    "layer_norm_epsilon": 1e-05,
-    "n_embd": 768,
-    "n_head": 12,
-    "n_inner": None,
-    "n_layer": 12,
-    "n_positions": 1024,
-    "pad_token_id": None,
-    "reorder_and_upcast_attn": False,
-    "resid_pdrop": 0.1,
-    "scale_attn_by_inverse_layer_idx": False,
-    "scale_attn_weights": True,
-    "summary_activation": None,
-    "summary_first_dropout": 0.1,
-    "summary_proj_to_labels": True,
-    "summary_type": "cls_index",
-    "summary_use_proj": True,
-    "tie_word_embeddings": True,
-    "use_cache": True,
-    "vocab_size": 50257,
-}
-# fields whose value changes nothing here (the sequence-summary head is not part of the LM)
-INERT = {"use_cache", "pad_token_id", "bos_token_id", "eos_token_id"} | {
-    k for k in DEFAULTS if k.startswith("summary_")
-}
-# the values this implementation computes; any other value goes to transformers
-NATIVE_ONLY = {
-    "activation_function": "gelu_new",
-    "add_cross_attention": False,
-    "attn_pdrop": 0.0,
-    "embd_pdrop": 0.0,
-    "resid_pdrop": 0.0,
-    "reorder_and_upcast_attn": False,
-    "scale_attn_by_inverse_layer_idx": False,
-    "scale_attn_weights": True,
-    "tie_word_embeddings": True,
-}
-SIZES = ("n_embd", "n_head", "n_layer", "n_positions", "vocab_size")
-
-
-def native_config(fields: dict[str, Any]) -> dict[str, Any] | None:
-    """The full GPT-2 config for ``fields`` if this module implements it, else None (build it
-    with transformers). Values are checked as transformers would, with the same messages."""
-    known = set(DEFAULTS) | {"model_type", "architectures", "dtype", "transformers_version"}
-    if any(key not in known for key in fields):
-        return None
-    config = {**DEFAULTS, **{k: v for k, v in fields.items() if k in DEFAULTS}}
-    if any(config[k] != v for k, v in NATIVE_ONLY.items()):
-        return None
-    for key in (*SIZES, "n_inner"):
-        value = config[key]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            return None  # let transformers word the error
-    if not isinstance(config["layer_norm_epsilon"], float | int) or not isinstance(
-        config["initializer_range"], float | int
-    ):
-        return None
-    if config["n_embd"] % config["n_head"]:
-        raise ValueError(
-            f"`embed_dim` must be divisible by num_heads (got `embed_dim`: {config['n_embd']} "
-            f"and `num_heads`: {config['n_head']})."
-        )
-    return config
+from mixscale.config.gpt2 import native_config
 
 
 @dataclass
