@@ -295,3 +295,51 @@ def test_warm_bootstrap_of_algorithm1_fits_gives_the_same_intervals():
     for domain, interval in cold.items():
         assert warm[domain]["low"] == pytest.approx(interval["low"], abs=1e-3), domain
         assert warm[domain]["high"] == pytest.approx(interval["high"], abs=1e-3), domain
+
+
+def test_vectorised_eq2_grid_agrees_with_the_scalar_root_search():
+    """The grid that locates Eq. 2's exact curves, computed for all exponents at once, has the
+    scalar search's values (NaN where it finds no N0), so it finds the same sign changes."""
+    from mixscale.core import fit
+
+    rng = np.random.default_rng(1)
+    grid = np.linspace(math.log(fit.B_BOUNDS[0]), math.log(fit.B_BOUNDS[1]), 400)
+    for _ in range(40):
+        t, n0, b = 10 ** rng.uniform(-3, 2), 10 ** rng.uniform(-4, 2), 10 ** rng.uniform(-2, 0.6)
+        r, d2 = fit._paper_ratio(n0, b, t, 1 / 3, 3.0)
+        r, d2 = r * math.exp(rng.normal(0, 0.3)), d2 * math.exp(rng.normal(0, 0.3))
+
+        def scalar(log_b, r=r, d2=d2, t=t):
+            root = fit._paper_n0_for_ratio(r, math.exp(log_b), t, 1 / 3, 3.0)
+            if root is None:
+                return math.nan
+            drop = fit._paper_ratio(root, math.exp(log_b), t, 1 / 3, 3.0)[1]
+            return math.log(drop) - math.log(d2)
+
+        expected = np.array([scalar(x) for x in grid])
+        got = fit._paper_mismatch_grid(np.exp(grid), r, d2, t, 1 / 3, 3.0)
+        assert np.array_equal(np.isfinite(got), np.isfinite(expected))
+        finite = np.isfinite(expected)
+        assert np.allclose(got[finite], expected[finite], rtol=0, atol=1e-5)
+        assert np.array_equal(np.sign(got[finite]), np.sign(expected[finite]))
+
+
+def test_multi_start_stops_when_three_starts_agree_and_keeps_the_lower_minimum(monkeypatch):
+    """Two basins: two starts in the worse one do not stop the search; once three starts reach
+    the least cost, the rest are not run. (Three in a row in a worse basin would stop it: the
+    cold starts are ordered so that neighbours differ in the exponent.)"""
+    from mixscale.core import fit
+
+    runs = []
+    solve = fit.least_squares
+    monkeypatch.setattr(
+        fit, "least_squares", lambda f, x0, **kw: runs.append(x0) or solve(f, x0, **kw)
+    )
+
+    def residuals(x):  # minima at x = -1 (cost 0.5) and x = 2 (cost 0)
+        return np.array([(x[0] + 1) * (x[0] - 2), 1.0 if x[0] < 0.5 else 0.0])
+
+    starts = [np.array([v]) for v in (-1.5, -0.8, 2.5, -1.2, 1.8, 2.2, 3.0, 1.9)]
+    best = fit._nls(residuals, starts, [-5.0], [5.0], "linear", 1.0)
+    assert best[0] == pytest.approx(2.0, abs=1e-6)
+    assert len(runs) == 6  # three in the worse basin, three that agree on the better one
