@@ -232,7 +232,13 @@ KEEP_TOGETHER = (
     "test_encoder.py",
     "test_finetune.py",
 )
-FIRST = ("test_slurm.py", "test_workflow.py", "test_trainer.py")
+FIRST = (
+    "test_slurm.py",
+    "test_workflow.py",
+    "test_encoder_workflow.py",
+    "test_trainer.py",
+    "test_compile.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
