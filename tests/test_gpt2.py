@@ -121,12 +121,15 @@ def test_parameter_counts_match_transformers():
         assert _count_params(what) == sum(p.numel() for p in theirs.parameters())
 
 
-def test_a_gpt2_training_job_never_imports_transformers_models(data_dir, tmp_path):
+def test_a_gpt2_training_job_never_imports_transformers_models_or_dynamo(data_dir, tmp_path):
+    """Neither transformers' modelling stack nor torch's compiler (mixscale.train.eager) is
+    imported by an uncompiled GPT-2 job (3.3 s and 1.1 s of CPU; the job takes 2.8 s)."""
     settings = tiny_settings(data_dir)
     spec = {"id": "r", "stage": "ddo", "seed": 0, "total_tokens": 2000, "tokens": {"books": 2000}}
     probe = (
         "import atexit, runpy, sys\n"
-        "atexit.register(lambda: print('LOADED', 'transformers.modeling_utils' in sys.modules))\n"
+        "atexit.register(lambda: print('LOADED', sorted(m for m in sys.modules if m in\n"
+        "    ('transformers.modeling_utils', 'torch._dynamo'))))\n"
         "sys.argv = ['mixscale', *sys.argv[1:]]\n"
         "runpy.run_module('mixscale', run_name='__main__')\n"
     )
@@ -139,6 +142,6 @@ def test_a_gpt2_training_job_never_imports_transformers_models(data_dir, tmp_pat
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "LOADED False" in result.stdout
+    assert "LOADED []" in result.stdout
     assert json.loads(out.read_text())["steps"] > 0
     assert Path(out.parent / "model" / "model.safetensors").is_file()

@@ -16,6 +16,7 @@ from mixscale.config.model import MASKED, architecture, objective_of
 from mixscale.config.training import TrainSettings
 from mixscale.data.tokens import load_tokenizer, open_store
 from mixscale.errors import InputError
+from mixscale.train.eager import EagerAdamW
 from mixscale.fileio import atomic_folder
 
 # written by transformers' tokenizer save_pretrained; mixscale's own metadata stays behind
@@ -106,7 +107,9 @@ def _auto_class(masked: bool):
 
 
 def make_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    """AdamW, weight decay on matrices only; fused kernels where this torch has them."""
+    """AdamW, weight decay on matrices only; fused kernels where this torch has them
+    (without torch's compiler wrappers when the run compiles nothing: mixscale.train.eager)."""
+    adamw = torch.optim.AdamW if settings.compile else EagerAdamW
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [
@@ -114,9 +117,9 @@ def make_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.opt
         {"params": no_decay, "weight_decay": 0.0},
     ]
     try:
-        return torch.optim.AdamW(groups, lr=settings.lr, betas=settings.betas, fused=True)
+        return adamw(groups, lr=settings.lr, betas=settings.betas, fused=True)
     except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=settings.lr, betas=settings.betas, foreach=True)
+        return adamw(groups, lr=settings.lr, betas=settings.betas, foreach=True)
 
 
 def learning_rate(step: int, total: int, s: TrainSettings) -> float:
