@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -131,6 +132,28 @@ def job_counts(stdout: str) -> dict[str, int]:
         elif started and parts[:1] == ["total"]:
             break
     return counts
+
+
+HEAVY_MODULES = ("transformers.modeling_utils", "torch._dynamo")
+
+
+def run_cli_watching_imports(
+    *args: str, watch: Sequence[str] = HEAVY_MODULES
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """``python -m mixscale ARGS``, and which of ``watch`` it had imported when it exited."""
+    probe = (
+        "import atexit, json, runpy, sys\n"
+        f"watch = {list(watch)!r}\n"
+        "loaded = lambda: json.dumps([m for m in watch if m in sys.modules])\n"
+        "atexit.register(lambda: print('LOADED', loaded()))\n"
+        "sys.argv = ['mixscale', *sys.argv[1:]]\n"
+        "runpy.run_module('mixscale', run_name='__main__')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *args], capture_output=True, text=True, check=False
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("LOADED ")]
+    return result, (json.loads(lines[-1][len("LOADED ") :]) if lines else list(watch))
 
 
 @pytest.fixture

@@ -315,3 +315,38 @@ def test_a_named_pretrained_tokenizer_is_saved_as_the_experiments_own(data_dir, 
     info = pretrained_tokenizer(str(data_dir / "tokenizer"), str(tmp_path / "tok"))
     assert info["vocab_size"] == 512 and info["kind"] == "pretrained"
     assert len(load_tokenizer(str(tmp_path / "tok"))) == 512
+
+
+@pytest.mark.parametrize("mask_token", [False, True])
+def test_own_tokenizer_stores_equal_transformers_stores_byte_for_byte(
+    corpus_dir, tmp_path, mask_token
+):
+    """Stores of mixscale's own tokenizer are encoded by the tokenizers library alone; the
+    same tokenizer loaded as a pretrained one goes through transformers: the same bytes."""
+    from mixscale.data.tokens import (
+        _own_tokenizer,
+        mask_token_id,
+        pretrained_tokenizer,
+        train_tokenizer,
+    )
+
+    files = {d: str(corpus_dir / f"{d}.jsonl") for d in ("books", "code")}
+    own = str(tmp_path / "own")
+    train_tokenizer(files, own, 400, 0, 30_000, mask_token=mask_token)
+    pretrained_tokenizer(own, str(tmp_path / "via-transformers"), mask_token=mask_token)
+    # the two paths under test: the tokenizers library alone, then transformers' wrapper
+    assert _own_tokenizer(own) is not None
+    assert _own_tokenizer(str(tmp_path / "via-transformers")) is None
+    metas = {}
+    for name in ("own", "via-transformers"):
+        out = tmp_path / "stores" / name
+        metas[name] = build_store("code", files["code"], str(tmp_path / name), str(out), 0, 30_000)
+    first, second = tmp_path / "stores" / "own", tmp_path / "stores" / "via-transformers"
+    for part in ("train.bin", "val.bin"):
+        assert (first / part).read_bytes() == (second / part).read_bytes()
+    for key in ("vocab_size", "eos_id", "train_tokens", "val_tokens", "dtype"):
+        assert metas["own"][key] == metas["via-transformers"][key]
+    assert metas["own"]["vocab_size"] == len(load_tokenizer(own))
+    if mask_token:  # what a masked-LM run masks with, read either way
+        assert mask_token_id(own) == load_tokenizer(own).mask_token_id is not None
+        assert mask_token_id(str(tmp_path / "via-transformers")) == mask_token_id(own)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TEST_DOMAINS, kill_once_checkpointed, tiny_settings
+from conftest import TEST_DOMAINS, kill_once_checkpointed, run_cli_watching_imports, tiny_settings
 from mixscale.data.tokens import MASK, open_store
 from mixscale.train.objectives import EVAL_MASK_SEED, IGNORE, MaskDraws, MaskedLM, Masking
 from mixscale.train.validation import held_out_windows
@@ -155,6 +155,17 @@ def test_run_trains_an_encoder_and_evaluates_a_non_training_domain(reference):
     first, last = m["curve"][0]["losses"], m["final_losses"]
     assert all(last[d] < first[d] for d in last)  # it learns, the held-out domain included
     assert m["objective"] == pytest.approx(np.mean(list(last.values())))
+
+
+def test_a_masked_lm_job_never_imports_transformers_models_or_dynamo(mlm_data, tmp_path):
+    """mixscale's own BERT (mixscale.train.bert) and AdamW (mixscale.train.eager), and the
+    mask token read without transformers: 2.6 s per test-sized job instead of 6.3 s."""
+    settings = settings_for(mlm_data)
+    result, loaded = run_cli_watching_imports(*train_cmd(tmp_path, settings)[3:])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert loaded == []
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["training_objective"] == "masked" and metrics["steps"] > 0
 
 
 def test_kill_9_then_resume_is_bit_identical(reference, mlm_data, tmp_path):

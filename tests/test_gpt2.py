@@ -5,15 +5,13 @@ transformers' modelling stack (the reason the module exists: ~3.5 s per process)
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch.nn import functional as F  # noqa: N812 - the usual name
 
-from conftest import tiny_settings
+from conftest import run_cli_watching_imports, tiny_settings
 from mixscale.config.gpt2 import gpt2_params
 from mixscale.errors import InputError
 from mixscale.plan.budget import _count_params
@@ -126,22 +124,10 @@ def test_a_gpt2_training_job_never_imports_transformers_models_or_dynamo(data_di
     imported by an uncompiled GPT-2 job (3.3 s and 1.1 s of CPU; the job takes 2.8 s)."""
     settings = tiny_settings(data_dir)
     spec = {"id": "r", "stage": "ddo", "seed": 0, "total_tokens": 2000, "tokens": {"books": 2000}}
-    probe = (
-        "import atexit, runpy, sys\n"
-        "atexit.register(lambda: print('LOADED', sorted(m for m in sys.modules if m in\n"
-        "    ('transformers.modeling_utils', 'torch._dynamo'))))\n"
-        "sys.argv = ['mixscale', *sys.argv[1:]]\n"
-        "runpy.run_module('mixscale', run_name='__main__')\n"
-    )
     out = tmp_path / "run" / "metrics.json"
     args = ["train", "--backend", "torch", "--spec", json.dumps(spec), "--out", str(out)]
-    result = subprocess.run(
-        [sys.executable, "-c", probe, *args, "--settings", json.dumps(settings)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result, loaded = run_cli_watching_imports(*args, "--settings", json.dumps(settings))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "LOADED []" in result.stdout
+    assert loaded == []
     assert json.loads(out.read_text())["steps"] > 0
     assert Path(out.parent / "model" / "model.safetensors").is_file()

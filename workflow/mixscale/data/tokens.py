@@ -30,6 +30,7 @@ from mixscale.fileio import atomic_folder, atomic_write_text, write_json
 EOS = "<|endoftext|>"
 MASK = "<mask>"  # masked-LM encoders only: a causal experiment's vocabulary stays as it was
 ENCODE_CHUNK_DOCS = 2000
+OWN_KIND = "byte-level BPE"  # mixscale_tokenizer.json's kind for a tokenizer trained here
 
 
 def split_documents(
@@ -101,7 +102,7 @@ def train_tokenizer(
         **({"mask_token": MASK} if mask_token else {}),
     )
     fast.model_max_length = 1 << 30
-    info = {"vocab_size": len(fast), "domains": list(corpus_files), "kind": "byte-level BPE"}
+    info = {"vocab_size": len(fast), "domains": list(corpus_files), "kind": OWN_KIND}
     with atomic_folder(out_dir) as tmp:
         fast.save_pretrained(str(tmp))
         write_json(tmp / "mixscale_tokenizer.json", info)
@@ -167,14 +168,45 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
 
 
-def _encode_to_file(tokenizer, docs: list[str], path: Path, dtype: np.dtype) -> int:
+def store_encoder(tokenizer_dir: str):
+    """(Rust tokenizer, vocabulary size, document separator id) of a tokenizer folder."""
+    own = _own_tokenizer(tokenizer_dir)
+    if own is not None:
+        return own, own.get_vocab_size(with_added_tokens=True), own.token_to_id(EOS)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    return tokenizer.backend_tokenizer, len(tokenizer), document_separator(tokenizer)
+
+
+def mask_token_id(tokenizer_dir: str) -> int | None:
+    """The mask token's id (masked LM)."""
+    own = _own_tokenizer(tokenizer_dir)
+    return own.token_to_id(MASK) if own is not None else load_tokenizer(tokenizer_dir).mask_token_id
+
+
+def _own_tokenizer(tokenizer_dir: str):
+    """mixscale's own byte-level BPE, read with the ``tokenizers`` library alone, or None.
+
+    Loading it through transformers costs 1.2 s of imports per job and gives the same ids (its
+    fast tokenizer wraps this very object; tests/test_data.py compares the stores byte for
+    byte). A pretrained tokenizer goes through transformers, which may adjust it on load."""
+    own = Path(tokenizer_dir) / "mixscale_tokenizer.json"
+    try:
+        kind = json.loads(own.read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if kind != OWN_KIND or not (Path(tokenizer_dir) / "tokenizer.json").is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
+
+
+def _encode_to_file(encoder, eos: int, docs: list[str], path: Path, dtype: np.dtype) -> int:
     """Encode documents (Rust batch encoder, all cores), each followed by EOS; append to path."""
-    eos = document_separator(tokenizer)
-    backend = tokenizer.backend_tokenizer
     count = 0
     with path.open("wb") as fh:
         for start in range(0, len(docs), ENCODE_CHUNK_DOCS):
-            encodings = backend.encode_batch(
+            encodings = encoder.encode_batch(
                 docs[start : start + ENCODE_CHUNK_DOCS], add_special_tokens=False
             )
             ids = [np.asarray([*e.ids, eos], dtype=dtype) for e in encodings]
@@ -212,20 +244,20 @@ def build_store(
             f"all {len(docs)} documents are held out for validation",
             "lower data.validation_bytes or add text to the domain",
         )
-    tokenizer = load_tokenizer(tokenizer_dir)
-    dtype = token_dtype(len(tokenizer))
+    encoder, vocab_size, separator = store_encoder(tokenizer_dir)
+    dtype = token_dtype(vocab_size)
     with atomic_folder(out_dir) as tmp:
         meta = {
             "domain": domain,
             "dtype": dtype.name,
-            "vocab_size": len(tokenizer),
-            "eos_id": document_separator(tokenizer),
+            "vocab_size": vocab_size,
+            "eos_id": separator,
             "seed": seed,
             "validation_bytes": validation_bytes,
             "train_documents": len(training),
             "val_documents": len(validation),
-            "train_tokens": _encode_to_file(tokenizer, training, tmp / "train.bin", dtype),
-            "val_tokens": _encode_to_file(tokenizer, validation, tmp / "val.bin", dtype),
+            "train_tokens": _encode_to_file(encoder, separator, training, tmp / "train.bin", dtype),
+            "val_tokens": _encode_to_file(encoder, separator, validation, tmp / "val.bin", dtype),
             "train_bytes": sum(len(d.encode("utf-8")) for d in training),
             "tokenizer": str(tokenizer_dir),
             "corpus": str(corpus_file),

@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from mixscale.config.bert import bert_params, native_bert_config
 from mixscale.config.domains import config_domains
 from mixscale.config.finetune import FinetuneTask, finetune_tasks
 from mixscale.config.gpt2 import gpt2_params, native_config
@@ -104,9 +105,6 @@ def _write_params_cache(key: str, params: int) -> None:
 
 
 def _count_params(what_json: str) -> int:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
-
     what = json.loads(what_json)
     masked = objective_of(what["model"]) == MASKED
     spec = architecture(what["model"])
@@ -118,9 +116,12 @@ def _count_params(what_json: str) -> int:
     spec.setdefault("eos_token_id", 0)  # the architecture's default may lie outside the vocabulary
     spec.setdefault("bos_token_id", 0)
     check_architecture_sizes({**spec, "vocab_size": vocab})
-    native = _native_gpt2_params({**spec, "vocab_size": vocab}) if model_type == "gpt2" else None
-    if native is not None and not masked:
+    native = _native_params(model_type, masked, {**spec, "vocab_size": vocab})
+    if native is not None:
         return native
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+
     try:
         arch = AutoConfig.for_model(model_type, vocab_size=vocab, **spec)
         with torch.device("meta"):
@@ -136,13 +137,27 @@ def _count_params(what_json: str) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def _native_gpt2_params(fields: dict[str, Any]) -> int | None:
-    """Parameters of a GPT-2 that mixscale builds itself (no transformers import), or None."""
+def _native_params(model_type: str, masked: bool, fields: dict[str, Any]) -> int | None:
+    """Parameters of a GPT-2 or BERT that mixscale builds itself (no transformers import), or
+    None. Dropout and padding change no count: set as training sets them."""
     try:
-        config = native_config({"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, **fields})
+        if model_type == "gpt2" and not masked:
+            config = native_config({**dict.fromkeys(GPT2_DROPOUT, 0.0), **fields})
+            return None if config is None else gpt2_params(config)
+        if model_type == "bert" and masked:
+            config = native_bert_config({**BERT_TRAINING, **fields})
+            return None if config is None else bert_params(config)
     except ValueError:
         return None  # transformers words the error
-    return None if config is None else gpt2_params(config)
+    return None
+
+
+GPT2_DROPOUT = ("resid_pdrop", "embd_pdrop", "attn_pdrop")
+BERT_TRAINING = {
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+    "pad_token_id": None,
+}
 
 
 def run_flops(config: Config, spec: dict[str, Any]) -> float:

@@ -16,8 +16,8 @@ from mixscale.config.model import MASKED, architecture, objective_of
 from mixscale.config.training import TrainSettings
 from mixscale.data.tokens import load_tokenizer, open_store
 from mixscale.errors import InputError
-from mixscale.train.eager import EagerAdamW
 from mixscale.fileio import atomic_folder
+from mixscale.train.eager import EagerAdamW
 
 # written by transformers' tokenizer save_pretrained; mixscale's own metadata stays behind
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -27,8 +27,9 @@ def build_model(
     model_spec: dict[str, Any], vocab_size: int, seq_len: int, seed: int, eos_id: int | None = None
 ):
     """A causal LM (decoders) or masked LM (encoders) from a config dict (``type`` + its
-    fields) or a checkpoint: mixscale's own GPT-2 where it implements the config (the same
-    numbers as transformers', without importing its modelling stack), transformers otherwise."""
+    fields) or a checkpoint: mixscale's own GPT-2 or BERT where it implements the config (the
+    same numbers as transformers', without importing its modelling stack), transformers
+    otherwise."""
     masked = objective_of(model_spec) == MASKED
     spec = architecture(model_spec)
     if spec.get("checkpoint"):
@@ -55,6 +56,10 @@ def build_model(
         native = _native_gpt2({**spec, "vocab_size": vocab_size}, seed)
         if native is not None:
             return native
+    if model_type == "bert" and masked:
+        native = _native_bert({**spec, "vocab_size": vocab_size}, seed)
+        if native is not None:
+            return native
     from transformers import AutoConfig
 
     try:
@@ -79,6 +84,22 @@ def _native_gpt2(fields: dict[str, Any], seed: int):
     return None if config is None else build_gpt2(config, seed)
 
 
+def _native_bert(fields: dict[str, Any], seed: int):
+    from mixscale.config.bert import native_bert_config
+    from mixscale.train.bert import build_bert
+
+    try:
+        config = native_bert_config(fields)
+    except ValueError as exc:
+        raise InputError(
+            "config",
+            "model",
+            str(exc).splitlines()[0],
+            "make hidden_size a multiple of num_attention_heads",
+        ) from exc
+    return None if config is None else build_bert(config, seed)
+
+
 def _load_checkpoint(path: str, masked: bool):
     """A saved model folder: mixscale's GPT-2 when it implements the saved config, else
     transformers' class for it (safetensors either way: loading runs no code)."""
@@ -89,12 +110,13 @@ def _load_checkpoint(path: str, masked: bool):
             f"{path} is not a folder",
             "train the base model first",
         )
-    if not masked:
-        from mixscale.train.gpt2 import load_gpt2
-
-        native = load_gpt2(Path(path))
-        if native is not None:
-            return native
+    if masked:
+        from mixscale.train.bert import load_bert as load_native
+    else:
+        from mixscale.train.gpt2 import load_gpt2 as load_native
+    native = load_native(Path(path))
+    if native is not None:
+        return native
     return _auto_class(masked).from_pretrained(
         path, attn_implementation="sdpa", dtype=torch.float32
     )
@@ -162,11 +184,15 @@ def save_initial_model(
 def save_model(model: torch.nn.Module, tokenizer_dir: str, target: Path) -> None:
     """safetensors + config + tokenizer, loadable by AutoModelForCausalLM (or MaskedLM) and
     lm-eval's hf model."""
+    from mixscale.train.bert import BertForMaskedLM, save_bert
     from mixscale.train.gpt2 import GPT2LMHeadModel, save_gpt2
 
     with atomic_folder(target) as tmp:
         if isinstance(model, GPT2LMHeadModel):
             save_gpt2(model, tmp, version("transformers"))
+            copy_tokenizer(tokenizer_dir, tmp)
+        elif isinstance(model, BertForMaskedLM):
+            save_bert(model, tmp, version("transformers"))
             copy_tokenizer(tokenizer_dir, tmp)
         else:
             model.save_pretrained(str(tmp), safe_serialization=True)

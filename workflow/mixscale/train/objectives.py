@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F  # noqa: N812 - the usual name
 
 from mixscale.config.model import MASKED, objective_of
-from mixscale.data.tokens import MixtureSampler, load_tokenizer
+from mixscale.data.tokens import MixtureSampler, mask_token_id
 from mixscale.errors import InputError
 from mixscale.train.model import next_token_loss
 
@@ -187,7 +187,7 @@ def make_objective(
     experiment's tokenizer), causal LM otherwise."""
     if objective_of(model_spec) != MASKED:
         return CausalLM()
-    mask_id = load_tokenizer(tokenizer_dir).mask_token_id
+    mask_id = mask_token_id(tokenizer_dir)
     if mask_id is None:
         raise InputError(
             tokenizer_dir,
