@@ -134,6 +134,26 @@ def job_counts(stdout: str) -> dict[str, int]:
     return counts
 
 
+def adamw_losses(model, inputs, targets, steps: int) -> list[float]:
+    """Losses of ``steps`` AdamW steps on one batch (cross-entropy of ``model(input_ids=
+    inputs).logits`` against ``targets``, -100 ignored): what two implementations of one
+    model must agree on bit for bit."""
+    import torch
+    from torch.nn import functional as F  # noqa: N812 - the usual name
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        logits = model(input_ids=inputs).logits
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses
+
+
 HEAVY_MODULES = ("transformers.modeling_utils", "torch._dynamo")
 
 

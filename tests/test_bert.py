@@ -9,8 +9,8 @@ import json
 
 import pytest
 import torch
-from torch.nn import functional as F  # noqa: N812 - the usual name
 
+from conftest import adamw_losses
 from mixscale.config.bert import bert_params, native_bert_config
 from mixscale.errors import InputError
 from mixscale.plan.budget import _count_params
@@ -35,20 +35,6 @@ def transformers_bert(fields: dict, seed: int):
     )
 
 
-def train_steps(model, inputs: torch.Tensor, labels: torch.Tensor, steps: int) -> list[float]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    losses = []
-    model.train()
-    for _ in range(steps):
-        logits = model(input_ids=inputs).logits
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    return losses
-
-
 @pytest.mark.parametrize("fields", CONFIGS)
 def test_same_seed_same_weights_and_the_same_training_bit_for_bit(fields):
     fields = {**fields, **TRAINING}
@@ -67,7 +53,7 @@ def test_same_seed_same_weights_and_the_same_training_bit_for_bit(fields):
     inputs = torch.randint(0, fields["vocab_size"], shape, generator=generator)
     labels = torch.where(torch.rand(shape, generator=generator) < 0.3, inputs, -100)
     assert torch.equal(ours(input_ids=inputs).logits, theirs(input_ids=inputs).logits)
-    assert train_steps(ours, inputs, labels, 4) == train_steps(theirs, inputs, labels, 4)
+    assert adamw_losses(ours, inputs, labels, 4) == adamw_losses(theirs, inputs, labels, 4)
     after = theirs.state_dict()
     assert all(torch.equal(ours.state_dict()[k], v) for k, v in after.items())
     assert not torch.equal(after["cls.predictions.bias"], before["cls.predictions.bias"])

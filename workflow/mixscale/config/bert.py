@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mixscale.config.native import full_native_config
+
 # BertConfig's defaults (transformers 5), as save_pretrained writes them to config.json
 DEFAULTS: dict[str, Any] = {
     "add_cross_attention": False,
@@ -54,19 +56,10 @@ SIZES = (
 def native_bert_config(fields: dict[str, Any]) -> dict[str, Any] | None:
     """The full BERT config for ``fields`` if this module implements it, else None (build it
     with transformers). Values are checked as transformers would, with its message."""
-    known = set(DEFAULTS) | {"model_type", "architectures", "dtype", "transformers_version"}
-    if any(key not in known for key in fields):
-        return None
-    config = {**DEFAULTS, **{k: v for k, v in fields.items() if k in DEFAULTS}}
-    if any(config[k] != v for k, v in NATIVE_ONLY.items()):
-        return None
-    for key in SIZES:
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            return None  # let transformers word the error
-    if not isinstance(config["layer_norm_eps"], float | int) or not isinstance(
-        config["initializer_range"], float | int
-    ):
+    config = full_native_config(
+        fields, DEFAULTS, NATIVE_ONLY, SIZES, ("layer_norm_eps", "initializer_range")
+    )
+    if config is None:
         return None
     if config["hidden_size"] % config["num_attention_heads"]:
         raise ValueError(

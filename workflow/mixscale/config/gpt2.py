@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mixscale.config.native import full_native_config
+
 # GPT2Config's defaults (transformers 5), as written to config.json
 DEFAULTS: dict[str, Any] = {
     "activation_function": "gelu_new",
@@ -53,19 +55,14 @@ SIZES = ("n_embd", "n_head", "n_layer", "n_positions", "vocab_size")
 def native_config(fields: dict[str, Any]) -> dict[str, Any] | None:
     """The full GPT-2 config for ``fields`` if this module implements it, else None (build it
     with transformers). Values are checked as transformers would, with the same messages."""
-    known = set(DEFAULTS) | {"model_type", "architectures", "dtype", "transformers_version"}
-    if any(key not in known for key in fields):
-        return None
-    config = {**DEFAULTS, **{k: v for k, v in fields.items() if k in DEFAULTS}}
-    if any(config[k] != v for k, v in NATIVE_ONLY.items()):
-        return None
-    for key in (*SIZES, "n_inner"):
-        value = config[key]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            return None  # let transformers word the error
-    if not isinstance(config["layer_norm_epsilon"], float | int) or not isinstance(
-        config["initializer_range"], float | int
-    ):
+    config = full_native_config(
+        fields,
+        DEFAULTS,
+        NATIVE_ONLY,
+        (*SIZES, "n_inner"),
+        ("layer_norm_epsilon", "initializer_range"),
+    )
+    if config is None:
         return None
     if config["n_embd"] % config["n_head"]:
         raise ValueError(

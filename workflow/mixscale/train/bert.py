@@ -11,7 +11,6 @@ transformers; tests/test_bert.py holds the two to the same numbers bit for bit.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the usual name
 
 from mixscale.config.bert import native_bert_config
+from mixscale.train.saved import load_weights, save_folder, saved_native_config
 
 
 @dataclass
@@ -231,49 +231,28 @@ def build_bert(config: dict[str, Any], seed: int) -> BertForMaskedLM:
 # --- saved as transformers saves it -------------------------------------------------------------
 
 
+TIED = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
+
+
 def save_bert(model: BertForMaskedLM, folder: Path, transformers_version: str) -> None:
     """config.json and model.safetensors as save_pretrained writes them (the tied decoder is
     not stored: transformers ties it again on load)."""
-    from safetensors.torch import save_file
-
-    config = {
-        **model.config,
-        "architectures": ["BertForMaskedLM"],
-        "dtype": "float32",
-        "model_type": "bert",
-        "transformers_version": transformers_version,
-    }
-    (folder / "config.json").write_text(json.dumps(dict(sorted(config.items())), indent=2) + "\n")
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if ".decoder." not in k}
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = {**model.config, "architectures": ["BertForMaskedLM"], "model_type": "bert"}
+    save_folder(folder, config, model, TIED, transformers_version)
 
 
 def load_bert(folder: Path) -> BertForMaskedLM | None:
-    """A saved BERT this module implements (read as JSON and safetensors: no code runs), or
-    None when transformers must load it."""
-    from safetensors.torch import load_file
-
-    try:
-        saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(saved, dict) or saved.get("model_type") != "bert":
-        return None
-    if saved.get("architectures") not in (None, ["BertForMaskedLM"]):
-        return None  # another head (fine-tuned classifiers): transformers' class
-    if saved.get("dtype", "float32") != "float32" or not (folder / "model.safetensors").is_file():
-        return None
-    try:
-        config = native_bert_config(saved)
-    except ValueError:
-        return None
+    """A saved BERT masked LM this module implements, or None when transformers must load it
+    (other fields, or another head such as a fine-tuned classifier's)."""
+    config = saved_native_config(folder, "bert", _masked_lm_config)
     if config is None:
         return None
     with torch.random.fork_rng(devices=[]):  # the weights come from the file: no draws kept
         model = BertForMaskedLM(config)
-    state = load_file(str(folder / "model.safetensors"))
-    tied = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - tied:
+    return model if load_weights(model, folder, TIED) else None
+
+
+def _masked_lm_config(saved: dict[str, Any]) -> dict[str, Any] | None:
+    if saved.get("architectures") not in (None, ["BertForMaskedLM"]):
         return None
-    return model
+    return native_bert_config(saved)

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the usual name
 
 from mixscale.config.gpt2 import native_config
+from mixscale.train.saved import load_weights, save_folder, saved_native_config
 
 
 @dataclass
@@ -168,19 +169,14 @@ def _init_gpt2(model: GPT2LMHeadModel, config: dict[str, Any]) -> None:
 # --- saved as transformers saves it -------------------------------------------------------------
 
 
+TIED = {"lm_head.weight"}
+
+
 def save_gpt2(model: GPT2LMHeadModel, folder: Path, transformers_version: str) -> None:
     """config.json, generation_config.json and model.safetensors as save_pretrained writes them
     (the tied head is not stored: transformers ties it again on load)."""
-    from safetensors.torch import save_file
-
-    config = {
-        **model.config,
-        "architectures": ["GPT2LMHeadModel"],
-        "dtype": "float32",
-        "model_type": "gpt2",
-        "transformers_version": transformers_version,
-    }
-    (folder / "config.json").write_text(json.dumps(dict(sorted(config.items())), indent=2) + "\n")
+    config = {**model.config, "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}
+    config = save_folder(folder, config, model, TIED, transformers_version)
     generation = {
         "_from_model_config": True,
         "bos_token_id": config["bos_token_id"],
@@ -191,32 +187,12 @@ def save_gpt2(model: GPT2LMHeadModel, folder: Path, transformers_version: str) -
         "use_cache": True,
     }
     (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
 def load_gpt2(folder: Path) -> GPT2LMHeadModel | None:
-    """A saved GPT-2 this module implements (read as JSON and safetensors: no code runs), or
-    None when transformers must load it."""
-    from safetensors.torch import load_file
-
-    try:
-        saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(saved, dict) or saved.get("model_type") != "gpt2":
-        return None
-    if saved.get("dtype", "float32") != "float32" or not (folder / "model.safetensors").is_file():
-        return None
-    try:
-        config = native_config(saved)
-    except ValueError:
-        return None
+    """A saved GPT-2 this module implements, or None when transformers must load it."""
+    config = saved_native_config(folder, "gpt2", native_config)
     if config is None:
         return None
     model = GPT2LMHeadModel(config)
-    state = load_file(str(folder / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - {"lm_head.weight"}:
-        return None
-    return model
+    return model if load_weights(model, folder, TIED) else None
