@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/compile_breakeven.py | tee benchmarks/results/compile_breakeven.txt
 	$(PY) benchmarks/joint_bootstrap.py | tee benchmarks/results/joint_bootstrap.txt
 	$(PY) benchmarks/dry_run.py | tee benchmarks/results/dry_run.txt
+	$(PY) benchmarks/job_startup.py | tee benchmarks/results/job_startup.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
