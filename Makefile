@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/joint_bootstrap.py | tee benchmarks/results/joint_bootstrap.txt
 	$(PY) benchmarks/dry_run.py | tee benchmarks/results/dry_run.txt
 	$(PY) benchmarks/job_startup.py | tee benchmarks/results/job_startup.txt
+	$(PY) benchmarks/cpu_memory.py | tee benchmarks/results/cpu_memory.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import sys
 import tempfile
@@ -223,6 +224,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--peak-tflops", type=float, help="GPU peak, for MFU (CUDA only)")
     args = parser.parse_args()
+    # every contender runs in this one process and malloc settings last for the process: glibc's
+    # defaults for all of them (mixscale's kept large blocks would serve the bare loop and HF
+    # Trainer too); benchmarks/cpu_memory.py measures those in fresh processes
+    os.environ.setdefault("MIXSCALE_CPU_MALLOC", "system")
     stores = prepare()
     torch.set_num_threads(args.threads)
     where = torch.cuda.get_device_name() if DEVICE.type == "cuda" else f"CPU flags: {cpu_flags()}"

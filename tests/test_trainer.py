@@ -114,14 +114,19 @@ def _kill_then_resume(out: Path, settings: dict, kill_after: int) -> tuple[dict,
     return json.loads((out / "metrics.json").read_text()), result.stdout, out
 
 
-def test_retraining_from_scratch_is_bit_identical(reference, data_dir, tmp_path):
+def test_retraining_from_scratch_is_bit_identical(reference, data_dir, tmp_path, monkeypatch):
     """Same settings, precision and thread count: a second run from nothing reproduces the
-    first one's loss curve, final losses and saved weights byte for byte."""
+    first one's loss curve, final losses and saved weights byte for byte, also with glibc's
+    default malloc instead of the kept large blocks (mixscale.train.memory)."""
+    monkeypatch.setenv("MIXSCALE_CPU_MALLOC", "system")
     result = run_train(tmp_path, tiny_settings(data_dir))
     assert result.returncode == 0, result.stderr
     got = json.loads((tmp_path / "metrics.json").read_text())
     want = json.loads((reference / "metrics.json").read_text())
     assert got["resumed_at_step"] is None
+    if sys.platform.startswith("linux"):
+        assert want["hardware"]["cpu_malloc"] == "glibc, large blocks kept"
+    assert got["hardware"]["cpu_malloc"] == "system (MIXSCALE_CPU_MALLOC)"
     assert got["curve"] == want["curve"] and got["final_losses"] == want["final_losses"]
     weights = (tmp_path / "model" / "model.safetensors").read_bytes()
     assert weights == (reference / "model" / "model.safetensors").read_bytes()

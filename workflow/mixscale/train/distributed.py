@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from mixscale.train.memory import reuse_freed_memory
+
 
 @dataclass
 class Dist:
@@ -19,6 +21,7 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    cpu_malloc: str = "system"  # how host memory is allocated (mixscale.train.memory)
 
     @property
     def main(self) -> bool:
@@ -37,7 +40,9 @@ def setup_distributed() -> Dist:
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend=backend)
     rank = torch.distributed.get_rank() if world > 1 else 0
-    return Dist(rank=rank, world=world, local_rank=local, device=device)
+    # a CPU step's large tensors come back every step: keep them instead of re-faulting them
+    malloc = reuse_freed_memory() if device.type == "cpu" else "system"
+    return Dist(rank=rank, world=world, local_rank=local, device=device, cpu_malloc=malloc)
 
 
 def cpu_supports_bf16() -> bool:
@@ -69,6 +74,7 @@ def hardware(dist: Dist, precision: str, parallel: str = "ddp") -> dict[str, Any
         "torch": torch.__version__,
         "machine": platform.machine(),
         "cpu": _cpu_name(),
+        "cpu_malloc": dist.cpu_malloc,
     }
     if dist.device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(dist.device)
