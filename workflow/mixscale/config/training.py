@@ -27,6 +27,10 @@ class TrainSettings:
     grad_clip: float = 1.0
     precision: str = "auto"  # auto | bf16 | fp32
     seed: int = 0
+    # noise studies: hold the initial weights or the batch order (and masks) fixed across a
+    # run's seeds, to tell which one the seed's spread comes from (None: the run's seed)
+    init_seed: int | None = None
+    data_seed: int | None = None
     eval_points: int = 10
     eval_tokens: int = 20000  # held-out tokens per domain at each evaluation
     eval_batch: int = 16
@@ -43,6 +47,16 @@ class TrainSettings:
     parallel: str = "ddp"
     # masked LM (encoders): the share of tokens hidden and predicted (BERT's 15%, the paper's)
     mask_rate: float = 0.15
+
+    @property
+    def weights_seed(self) -> int:
+        """The seed of the model's initial weights."""
+        return self.seed if self.init_seed is None else self.init_seed
+
+    @property
+    def order_seed(self) -> int:
+        """The seed of the batch order (and of masked LM's masks)."""
+        return self.seed if self.data_seed is None else self.data_seed
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
@@ -137,7 +151,9 @@ def _typed(name: str, value: Any, kind: str) -> Any:
             if value is True or value is False or value == "auto":
                 return value
             raise ValueError
-        if kind == "int":
+        if kind == "int | None" and value is None:
+            return None
+        if kind in ("int", "int | None"):
             as_float = float(value)
             if as_float != int(as_float):
                 raise ValueError

@@ -238,7 +238,7 @@ def prepare(
     names = domains or sorted(store_names(stores_dir))
     stores = {d: open_store(Path(stores_dir) / d, d) for d in names}
     sampler = MixtureSampler(
-        stores, tokens, settings.seq_len, settings.seed, settings.allow_repeat, skip
+        stores, tokens, settings.seq_len, settings.order_seed, settings.allow_repeat, skip
     )
     eval_stores = {d: stores.get(d) or eval_store(stores_dir, d) for d in eval_domains or stores}
     if settings.batch_sequences % (dist.world * settings.micro_batch):
@@ -262,7 +262,8 @@ def prepare(
         )
     first = next(iter(stores.values())).meta
     vocab, eos_id = int(first["vocab_size"]), first.get("eos_id")
-    model = build_model(model_spec, vocab, settings.seq_len, settings.seed, eos_id).to(dist.device)
+    model = build_model(model_spec, vocab, settings.seq_len, settings.weights_seed, eos_id)
+    model = model.to(dist.device)
     objective = make_objective(model_spec, tokenizer_dir, vocab, eos_id, settings.mask_rate)
     params = sum(p.numel() for p in model.parameters())
     train_flops = 6.0 * params * total_steps * settings.batch_sequences * settings.seq_len
@@ -359,7 +360,7 @@ def _probe(run: Prepared, state: Progress, loss_of) -> None:
     gradients and RNG state then restored: what a compile must survive before the first step."""
     s = run.settings
     mine = slice(run.dist.rank * run.per_rank, run.dist.rank * run.per_rank + s.micro_batch)
-    batch = run.objective.batch(run.sampler, state.step, s.batch_sequences, mine, s.seed)
+    batch = run.objective.batch(run.sampler, state.step, s.batch_sequences, mine, s.order_seed)
     rng = torch.get_rng_state()
     with run.autocast():
         loss = loss_of(*(t.to(run.dist.device) for t in batch))
@@ -390,7 +391,7 @@ def train_step(
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     mine = slice(dist.rank * run.per_rank, (dist.rank + 1) * run.per_rank)
-    batch = run.objective.batch(run.sampler, state.step, s.batch_sequences, mine, s.seed)
+    batch = run.objective.batch(run.sampler, state.step, s.batch_sequences, mine, s.order_seed)
     batch = [t.to(dist.device, non_blocking=True) for t in batch]
     if run.doremi is not None:
         ids = run.sampler.batch_domains(state.step, s.batch_sequences, mine)
@@ -492,6 +493,8 @@ def finish(
     metrics = {
         "backend": "torch",
         "seed": s.seed,
+        **({"init_seed": s.init_seed} if s.init_seed is not None else {}),
+        **({"data_seed": s.data_seed} if s.data_seed is not None else {}),
         "total_tokens": float(total),
         "tokens": {d: float(sampler.tokens.get(d, 0)) for d in tokens},
         "weights": {d: sampler.tokens.get(d, 0) / total for d in tokens},
@@ -536,7 +539,7 @@ def _save_final_model(run: Prepared) -> None:
         weights, _ = training_state(run.model, None, run.fsdp)
         if run.dist.main:
             plain = build_model(
-                run.model_spec, run.vocab, run.settings.seq_len, run.settings.seed, run.eos_id
+                run.model_spec, run.vocab, run.settings.seq_len, run.settings.weights_seed, run.eos_id
             )
             plain.load_state_dict(weights)
     if run.dist.main:
