@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from mixscale.cli.paths import input_path
 from mixscale.config.check import schema_default
 from mixscale.errors import InputError
 
@@ -66,6 +67,7 @@ def json_or_file(text: str) -> dict[str, Any]:
 def add_configfiles(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--configfile",
+        type=input_path,
         action="append",
         required=True,
         help="config YAML (repeat to merge several files in order)",

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from mixscale.cli.args import count, json_or_file, number
+from mixscale.cli.paths import input_path, output_folder, output_parent
 from mixscale.config.check import schema_default
 from mixscale.errors import InputError
 
@@ -14,7 +15,9 @@ VALIDATION_BYTES = schema_default("data.validation_bytes")
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("corpus", help="real text domains as JSONL (embedded or your own)")
-    p.add_argument("--out", required=True, help="folder for <domain>.jsonl + provenance")
+    p.add_argument(
+        "--out", type=output_parent, required=True, help="folder for <domain>.jsonl + provenance"
+    )
     p.add_argument("--domains", help="comma-separated built-in domains (default: all six)")
     p.add_argument(
         "--source",
@@ -27,22 +30,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_corpus)
 
     p = sub.add_parser("tokenizer", help="train a byte-level BPE, or save a pretrained one")
-    p.add_argument("--corpus", nargs="*", default=[], help="<domain>.jsonl files to train on")
+    p.add_argument(
+        "--corpus", type=input_path, nargs="*", default=[], help="<domain>.jsonl files to train on"
+    )
     p.add_argument("--vocab-size", type=int, default=schema_default("data.tokenizer.vocab_size"))
-    p.add_argument("--pretrained", help="a named tokenizer instead (cluster)")
+    p.add_argument("--pretrained", type=input_path, help="a named tokenizer instead (cluster)")
     p.add_argument("--mask-token", action="store_true", help="add <mask> (masked-LM encoders)")
     p.add_argument("--seed", type=int, default=schema_default("data.seed"), help="document shuffle")
     p.add_argument("--validation-bytes", type=count, default=VALIDATION_BYTES)
-    p.add_argument("--out", required=True, help="tokenizer folder")
+    p.add_argument("--out", type=output_folder, required=True, help="tokenizer folder")
     p.set_defaults(handler=cmd_tokenizer)
 
     p = sub.add_parser("tokens", help="one domain's token store (train.bin, val.bin)")
-    p.add_argument("--corpus", required=True, help="<domain>.jsonl")
+    p.add_argument("--corpus", type=input_path, required=True, help="<domain>.jsonl")
     p.add_argument("--domain", help="domain name (default: from the file name)")
-    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--tokenizer", type=input_path, required=True)
     p.add_argument("--seed", type=int, default=schema_default("data.seed"))
     p.add_argument("--validation-bytes", type=count, default=VALIDATION_BYTES)
-    p.add_argument("--out", required=True, help="store folder")
+    p.add_argument("--out", type=output_folder, required=True, help="store folder")
     p.set_defaults(handler=cmd_tokens)
 
     p = sub.add_parser(
@@ -50,20 +55,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a candidate source made from a domain's training text (curated, pool, rephrased)",
     )
     p.add_argument("--source", required=True, help='NAME=JSON, e.g. cur={"derive":"science",...}')
-    p.add_argument("--corpus-dir", required=True, help="folder of the domains' <domain>.jsonl")
+    p.add_argument(
+        "--corpus-dir", type=input_path, required=True, help="folder of the domains' <domain>.jsonl"
+    )
     p.add_argument("--seed", type=int, default=schema_default("data.seed"))
     p.add_argument("--validation-bytes", type=count, default=VALIDATION_BYTES)
-    p.add_argument("--out", required=True, help="folder for <NAME>.jsonl")
+    p.add_argument("--out", type=output_parent, required=True, help="folder for <NAME>.jsonl")
     p.set_defaults(handler=cmd_derive)
 
     p = sub.add_parser("tasks", help="embedded lm-eval tasks from each domain's held-out text")
-    p.add_argument("--corpus", nargs="+", required=True, help="<domain>.jsonl files")
+    p.add_argument(
+        "--corpus", type=input_path, nargs="+", required=True, help="<domain>.jsonl files"
+    )
     p.add_argument(
         "--seed", type=int, default=schema_default("data.seed"), help="the held-out split"
     )
     p.add_argument("--validation-bytes", type=count, default=VALIDATION_BYTES)
-    p.add_argument("--build", help="JSON: items, choices, context_words, continuation_words, seed")
-    p.add_argument("--out", required=True, help="task folder (JSONL + YAML + tasks.json)")
+    p.add_argument(
+        "--build",
+        type=input_path,
+        help="JSON: items, choices, context_words, continuation_words, seed",
+    )
+    p.add_argument(
+        "--out", type=output_folder, required=True, help="task folder (JSONL + YAML + tasks.json)"
+    )
     p.set_defaults(handler=cmd_tasks)
 
 

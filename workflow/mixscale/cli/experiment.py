@@ -7,6 +7,7 @@ from typing import Any
 
 from mixscale.cli.args import add_configfiles, checked_config
 from mixscale.cli.math import add_advise_args
+from mixscale.cli.paths import input_path, output_file, output_parent
 from mixscale.errors import InputError
 
 
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("budget", help="tokens, FLOPs and GPU-hours per stage of a config")
     add_configfiles(p)
-    p.add_argument("--out", help="also write the budget as JSON")
+    p.add_argument("--out", type=output_file, help="also write the budget as JSON")
     advise_args = p.add_argument_group(
         "design advice (with --pilot): the config's design checked against a pilot's noise"
     )
@@ -32,8 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--partition", required=True, help="partition of CPU jobs (data, reports)")
     p.add_argument("--gpu-partition", help="partition of training jobs (default: --partition)")
     p.add_argument("--name", default="slurm", help="the profile's name (default slurm)")
-    p.add_argument("--source", default="profiles/slurm", help="the project's profile folder")
-    p.add_argument("--config-dir", help="where profiles live (default $XDG_CONFIG_HOME/snakemake)")
+    p.add_argument(
+        "--source", type=input_path, default="profiles/slurm", help="the project's profile folder"
+    )
+    p.add_argument(
+        "--config-dir",
+        type=output_parent,
+        help="where profiles live (default $XDG_CONFIG_HOME/snakemake)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing profile")
     p.set_defaults(handler=cmd_install_profile)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mixscale.cli.args import count, json_or_file
+from mixscale.cli.paths import input_path, output_file, output_folder, output_parent
 from mixscale.config.check import schema_default
 
 VALIDATION_BYTES = schema_default("data.validation_bytes")
@@ -22,21 +23,36 @@ def register(sub: argparse._SubParsersAction) -> None:
         "finetune-tasks",
         help="embedded fine-tuning tasks (domain, same_document) from held-out text",
     )
-    p.add_argument("--corpus", nargs="+", required=True, help="<domain>.jsonl files")
+    p.add_argument(
+        "--corpus", type=input_path, nargs="+", required=True, help="<domain>.jsonl files"
+    )
     p.add_argument("--seed", type=int, default=schema_default("data.seed"), help="document shuffle")
     p.add_argument("--validation-bytes", type=count, default=VALIDATION_BYTES)
     p.add_argument("--task-seed", type=int, help="item draws (default: --seed)")
     p.add_argument("--train-items", type=int, default=EMBEDDED["train_items"])
     p.add_argument("--eval-items", type=int, default=EMBEDDED["eval_items"])
     p.add_argument("--passage-words", type=int, default=EMBEDDED["passage_words"])
-    p.add_argument("--out", required=True, help="folder: one sub-folder per task + tasks.json")
+    p.add_argument(
+        "--out",
+        type=output_folder,
+        required=True,
+        help="folder: one sub-folder per task + tasks.json",
+    )
     p.set_defaults(handler=cmd_finetune_tasks)
 
     p = sub.add_parser("finetune", help="fine-tune a saved encoder on one task, score validation")
-    p.add_argument("--model", required=True, help="saved model folder (transformers)")
-    p.add_argument("--task", required=True, help="task folder (task.json, train/validation.jsonl)")
+    p.add_argument(
+        "--model", type=input_path, required=True, help="saved model folder (transformers)"
+    )
+    p.add_argument(
+        "--task",
+        type=input_path,
+        required=True,
+        help="task folder (task.json, train/validation.jsonl)",
+    )
     p.add_argument(
         "--settings",
+        type=input_path,
         default="{}",
         help="JSON text or a JSON/YAML file: epochs, batch_size, lr, warmup, max_length, ...",
     )
@@ -47,13 +63,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label", help="row label in the report (the method)")
     p.add_argument("--target", help="target scale label the model was trained for")
     p.add_argument("--run-seed", type=int, help="training seed of the pretraining run")
-    p.add_argument("--out", required=True, help="results JSON")
+    p.add_argument("--out", type=output_file, required=True, help="results JSON")
     p.set_defaults(handler=cmd_finetune)
 
     p = sub.add_parser("prepare-finetune", help="GLUE/SQuAD task folders from the hub (login node)")
     p.add_argument("--tasks", nargs="+", required=True, help="glue (8 tasks), glue/cola..., squad")
     p.add_argument("--cache-dir", help="datasets cache folder")
-    p.add_argument("--out", required=True, help="folder: one sub-folder per task")
+    p.add_argument(
+        "--out", type=output_parent, required=True, help="folder: one sub-folder per task"
+    )
     p.set_defaults(handler=cmd_prepare_finetune)
 
 

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from mixscale.cli.args import add_constraint_args, add_objective_args, constraints_from, number
+from mixscale.cli.paths import input_path, output_file
 from mixscale.config.check import schema_default
 from mixscale.errors import InputError
 from mixscale.fileio import read_json
@@ -15,18 +16,18 @@ from mixscale.fileio import read_json
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit per-domain scaling laws to a run table")
     _add_fit_args(p)
-    p.add_argument("--out", required=True, help="FIT.json")
+    p.add_argument("--out", type=output_file, required=True, help="FIT.json")
     p.set_defaults(handler=cmd_fit)
 
     p = sub.add_parser("solve", help="optimal weights at a scale from FIT.json (DDO)")
-    p.add_argument("--fit", required=True)
+    p.add_argument("--fit", type=input_path, required=True)
     p.add_argument("--tokens", type=number, help="total training tokens N")
     p.add_argument(
         "--budget", type=number, help="instead of --tokens: a cost budget (needs --cost)"
     )
     add_constraint_args(p)
     _add_trust_region_arg(p)
-    p.add_argument("--out", required=True, help="WEIGHTS.json")
+    p.add_argument("--out", type=output_file, required=True, help="WEIGHTS.json")
     p.set_defaults(handler=cmd_solve)
 
     p = sub.add_parser("ddo", help="fit + solve in one step, with bootstrap intervals")
@@ -36,21 +37,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_trust_region_arg(p)
     p.add_argument("--bootstrap", type=int, default=schema_default("fit.bootstrap"), help="0: off")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--figure", help="also draw the per-domain fits (PNG)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--figure", type=output_file, help="also draw the per-domain fits (PNG)")
+    p.add_argument("--out", type=output_file, required=True)
     p.set_defaults(handler=cmd_ddo)
 
     p = sub.add_parser(
         "rounds", help="iterated DDO: a scale's final WEIGHTS.json from its rounds' WEIGHTS.json"
     )
     p.add_argument(
-        "--weights", nargs="+", required=True, help="each round's WEIGHTS.json, in order"
+        "--weights",
+        type=input_path,
+        nargs="+",
+        required=True,
+        help="each round's WEIGHTS.json, in order",
     )
-    p.add_argument("--figures", nargs="*", default=[], help="each round's fits PNG, in order")
+    p.add_argument(
+        "--figures", type=input_path, nargs="*", default=[], help="each round's fits PNG, in order"
+    )
     p.add_argument("--planned", type=int, required=True, help="rounds planned (ddo.rounds)")
     p.add_argument("--tolerance", type=float, required=True, help="ddo.round_tolerance")
-    p.add_argument("--figure", help="copy the last round's fits PNG here")
-    p.add_argument("--out", required=True)
+    p.add_argument("--figure", type=output_file, help="copy the last round's fits PNG here")
+    p.add_argument("--out", type=output_file, required=True)
     p.set_defaults(handler=cmd_rounds)
 
     p = sub.add_parser(
@@ -60,13 +67,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--config",
+        type=input_path,
         required=True,
         help="study YAML (config/examples/method-study.yaml or methods-study.yaml)",
     )
     p.add_argument("--trials", type=int, help="override the file's trials (a quick look)")
-    p.add_argument("--markdown", help="also write the tables (Markdown)")
-    p.add_argument("--figure", help="also draw captured gain per factor (PNG)")
-    p.add_argument("--out", required=True, help="STUDY.json")
+    p.add_argument("--markdown", type=output_file, help="also write the tables (Markdown)")
+    p.add_argument("--figure", type=output_file, help="also draw captured gain per factor (PNG)")
+    p.add_argument("--out", type=output_file, required=True, help="STUDY.json")
     p.set_defaults(handler=cmd_study)
 
     p = sub.add_parser(
@@ -74,19 +82,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="design advisor: seeds, factor and scales for a stated weight error, from a pilot",
     )
     add_advise_args(p, with_config=True)
-    p.add_argument("--out", help="also write the advice as JSON")
+    p.add_argument("--out", type=output_file, help="also write the advice as JSON")
     p.set_defaults(handler=cmd_advise)
 
     p = sub.add_parser("predict", help="AutoScale: optimal mixture at a larger scale")
-    p.add_argument("--optimum", action="append", required=True, help="WEIGHTS.json (repeat, 2+)")
+    p.add_argument(
+        "--optimum",
+        type=input_path,
+        action="append",
+        required=True,
+        help="WEIGHTS.json (repeat, 2+)",
+    )
     p.add_argument("--target", type=number, required=True, help="target total tokens")
     p.add_argument("--discrete", action="store_true", help="the paper's Algorithm 2 (overshoots)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", type=output_file, required=True)
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("utility", help="data-source utility from annealing runs")
-    p.add_argument("--runs", required=True, help="TSV: source, budget_tokens, metric, seed")
-    p.add_argument("--costs", required=True, help="TSV: source, acquisition_cost_per_token, ...")
+    p.add_argument(
+        "--runs", type=input_path, required=True, help="TSV: source, budget_tokens, metric, seed"
+    )
+    p.add_argument(
+        "--costs",
+        type=input_path,
+        required=True,
+        help="TSV: source, acquisition_cost_per_token, ...",
+    )
     p.add_argument("--train-cost-per-token", type=number, help="default training cost per token")
     p.add_argument(
         "--direction",
@@ -108,15 +129,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--bootstrap", type=int, default=schema_default("anneal.bootstrap"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", type=output_file, required=True)
     p.set_defaults(handler=cmd_utility)
 
     p = sub.add_parser("world", help="a simulated world: true optimum, and scores of weights")
     p.add_argument("action", choices=["optimum", "score"])
-    p.add_argument("--world", required=True, help="world YAML or a shipped name (separable, ...)")
+    p.add_argument(
+        "--world",
+        type=input_path,
+        required=True,
+        help="world YAML or a shipped name (separable, ...)",
+    )
     p.add_argument("--tokens", type=number, required=True, help="total tokens")
-    p.add_argument("--weights", action="append", help="score: WEIGHTS.json (repeatable)")
-    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--weights", type=input_path, action="append", help="score: WEIGHTS.json (repeatable)"
+    )
+    p.add_argument("--out", type=output_file, required=True)
     p.set_defaults(handler=cmd_world)
 
 
@@ -124,7 +152,12 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
 
     from mixscale.core.forms import FORM_CHOICES
 
-    p.add_argument("--runs", required=True, help="run table (TSV): tokens.<d>, loss.<d>, run, seed")
+    p.add_argument(
+        "--runs",
+        type=input_path,
+        required=True,
+        help="run table (TSV): tokens.<d>, loss.<d>, run, seed",
+    )
     p.add_argument("--base", help="run id of the base run (default: found from the design)")
     p.add_argument(
         "--form",
@@ -334,6 +367,7 @@ def add_advise_args(p: argparse.ArgumentParser, with_config: bool) -> None:
     scales, target and objective)."""
     p.add_argument(
         "--pilot",
+        type=input_path,
         required=with_config,  # optional in ``budget``: advice only when a pilot is given
         help="run table (TSV) of a pilot sweep with replicate seeds, e.g. results/<exp>/tables/"
         "<scale>.tsv",
@@ -341,6 +375,7 @@ def add_advise_args(p: argparse.ArgumentParser, with_config: bool) -> None:
     if with_config:
         p.add_argument(
             "--configfile",
+            type=input_path,
             action="append",
             help="take scales, target, objective, trust region and the cost model from a config",
         )

@@ -15,6 +15,7 @@ from mixscale.cli.args import (
     number,
     pairs,
 )
+from mixscale.cli.paths import input_path, output_file
 from mixscale.errors import InputError
 
 
@@ -36,9 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_regmix)
 
     p = sub.add_parser("doremi", help="DoReMi: the learned weights of its proxy runs")
-    p.add_argument("--metrics", nargs="+", required=True, help="proxy runs' metrics.json")
+    p.add_argument(
+        "--metrics", type=input_path, nargs="+", required=True, help="proxy runs' metrics.json"
+    )
     p.add_argument("--tokens", type=number, required=True, help="target total tokens")
-    p.add_argument("--out", required=True, help="WEIGHTS.json")
+    p.add_argument("--out", type=output_file, required=True, help="WEIGHTS.json")
     p.set_defaults(handler=cmd_doremi)
 
     p = sub.add_parser("mixtures", help="RegMix's proxy mixtures around natural proportions")
@@ -49,18 +52,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-epochs", type=number, default=15.0, help="RegMix's repetition cap")
     p.add_argument("--temperature", type=number, default=0.5)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--out", required=True, help="MIXTURES.tsv: run, tokens.<d>")
+    p.add_argument("--out", type=output_file, required=True, help="MIXTURES.tsv: run, tokens.<d>")
     p.set_defaults(handler=cmd_mixtures)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs", required=True, help="run table of one scale (0 tokens allowed)")
+    p.add_argument(
+        "--runs", type=input_path, required=True, help="run table of one scale (0 tokens allowed)"
+    )
     add_objective_args(p)
     p.add_argument("--tokens", type=number, help="target total tokens (default: the runs' total)")
     add_constraint_args(p, with_cost=False)
-    p.add_argument("--score", help="also predict the objective of every mixture of this table")
-    p.add_argument("--scores-out", help="SCORES.tsv (run, predicted_objective[, objective])")
-    p.add_argument("--out", required=True, help="WEIGHTS.json")
+    p.add_argument(
+        "--score", type=input_path, help="also predict the objective of every mixture of this table"
+    )
+    p.add_argument(
+        "--scores-out", type=output_file, help="SCORES.tsv (run, predicted_objective[, objective])"
+    )
+    p.add_argument("--out", type=output_file, required=True, help="WEIGHTS.json")
 
 
 def _table_and_objective(args: argparse.Namespace):

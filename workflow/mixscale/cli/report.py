@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mixscale.cli.args import checked_config
+from mixscale.cli.paths import input_path, output_file
 from mixscale.config.check import schema_default
 from mixscale.errors import InputError
 from mixscale.fileio import write_json
@@ -13,37 +14,54 @@ from mixscale.fileio import write_json
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="summary.md of an experiment")
     p.add_argument("--experiment", required=True)
-    p.add_argument("--ddo", nargs="+", required=True, help="DDO WEIGHTS.json per scale")
-    p.add_argument("--autoscale", nargs="*", default=[], help="PRED.json per target")
-    p.add_argument("--compare", nargs="*", default=[], help="compare JSON per target")
-    p.add_argument("--world", help="draw this world's true optimum (backend simulate)")
-    p.add_argument("--downstream", nargs="*", default=[], help="downstream results JSONs")
-    p.add_argument("--finetune", nargs="*", default=[], help="fine-tuning results JSONs")
+    p.add_argument(
+        "--ddo", type=input_path, nargs="+", required=True, help="DDO WEIGHTS.json per scale"
+    )
+    p.add_argument(
+        "--autoscale", type=input_path, nargs="*", default=[], help="PRED.json per target"
+    )
+    p.add_argument(
+        "--compare", type=input_path, nargs="*", default=[], help="compare JSON per target"
+    )
+    p.add_argument(
+        "--world", type=input_path, help="draw this world's true optimum (backend simulate)"
+    )
+    p.add_argument(
+        "--downstream", type=input_path, nargs="*", default=[], help="downstream results JSONs"
+    )
+    p.add_argument(
+        "--finetune", type=input_path, nargs="*", default=[], help="fine-tuning results JSONs"
+    )
     p.add_argument(
         "--proxy-tokens",
         default="{}",
         help="JSON {method: tokens of its proxy runs} (the workflow passes it)",
     )
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", type=output_file, required=True)
     p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("anneal-report", help="anneal.md + gain curves from UTILITY.json")
-    p.add_argument("--utility", required=True)
-    p.add_argument("--runs", required=True, help="the annealing TSV the utility was fitted on")
+    p.add_argument("--utility", type=input_path, required=True)
+    p.add_argument(
+        "--runs", type=input_path, required=True, help="the annealing TSV the utility was fitted on"
+    )
     p.add_argument("--unit", default=schema_default("anneal.cost_unit"), help="cost unit")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", type=output_file, required=True)
     p.set_defaults(handler=cmd_anneal_report)
 
     p = sub.add_parser("status", help="finished, running, interrupted and missing runs")
     p.add_argument(
         "--configfile",
+        type=input_path,
         action="append",
         default=None,
         help="the experiment's config (default: config/config.yaml)",
     )
-    p.add_argument("--directory", default=".", help="the workflow's working directory")
+    p.add_argument(
+        "--directory", type=input_path, default=".", help="the workflow's working directory"
+    )
     p.add_argument("--verbose", action="store_true", help="list finished runs too")
-    p.add_argument("--out", help="also write the status as JSON")
+    p.add_argument("--out", type=output_file, help="also write the status as JSON")
     p.set_defaults(handler=cmd_status)
 
 

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from mixscale.cli.args import json_or_file
+from mixscale.cli.paths import input_path, output_file, output_folder
 from mixscale.config.check import schema_default
 from mixscale.errors import InputError
 
@@ -15,13 +16,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="one training run of the plan (backend torch or simulate)")
     p.add_argument("--spec", required=True, help="the run's plan entry as JSON")
     p.add_argument("--backend", default="simulate")
-    p.add_argument("--world", help="world YAML or shipped name (backend simulate)")
+    p.add_argument("--world", type=input_path, help="world YAML or shipped name (backend simulate)")
     p.add_argument(
         "--eval-points", type=int, default=schema_default("eval_points"), help="evaluations"
     )
-    p.add_argument("--weights", help="WEIGHTS.json giving the mixture (verification runs)")
+    p.add_argument(
+        "--weights", type=input_path, help="WEIGHTS.json giving the mixture (verification runs)"
+    )
     p.add_argument(
         "--settings",
+        type=input_path,
         help="backend torch: JSON (or a JSON/YAML file) with stores, tokenizer, model, train",
     )
     p.add_argument("--threads", type=int, default=0, help="torch threads per process")
@@ -30,13 +34,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="backend torch: comma-separated trackers (tensorboard, wandb, mlflow) or 'none' "
         f"(default: the settings' tracking, else {','.join(schema_default('tracking'))})",
     )
-    p.add_argument("--out", required=True, help="metrics.json (model/ and checkpoints/ beside)")
+    p.add_argument(
+        "--out",
+        type=output_file,
+        required=True,
+        help="metrics.json (model/ and checkpoints/ beside)",
+    )
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("init-model", help="save the configured model as initialised (step 0)")
-    p.add_argument("--settings", required=True, help="JSON with stores, tokenizer, model")
+    p.add_argument(
+        "--settings", type=input_path, required=True, help="JSON with stores, tokenizer, model"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="model folder")
+    p.add_argument("--out", type=output_folder, required=True, help="model folder")
     p.set_defaults(handler=cmd_init_model)
 
 

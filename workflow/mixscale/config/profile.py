@@ -13,7 +13,7 @@ import yaml
 
 from mixscale.config.load import load_yaml_config
 from mixscale.errors import InputError
-from mixscale.fileio import atomic_write_text
+from mixscale.fileio import atomic_write_text, protect_inputs, reading_inputs
 
 PLACEHOLDERS = ("your_account", "your_cpu_partition", "your_gpu_partition")
 
@@ -24,6 +24,7 @@ def user_profiles_dir() -> Path:
     return Path(base) / "snakemake"
 
 
+@reading_inputs
 def install_profile(
     source: str,
     name: str,
@@ -38,6 +39,7 @@ def install_profile(
     accounting). An existing profile is kept unless ``force``."""
     template = Path(source) / "config.yaml"
     load_yaml_config(str(template))  # a readable YAML mapping
+    protect_inputs([template])  # --config-dir/--name may lead back to it: never overwritten
     for value, flag in ((name, "--name"), (account, "--account"), (partition, "--partition")):
         if value is not None:
             _check_name(value, flag)

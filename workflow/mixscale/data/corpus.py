@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from mixscale.errors import InputError
-from mixscale.fileio import atomic_write_text, write_json
+from mixscale.fileio import atomic_write_text, protect_inputs, reading_inputs, write_json
 
 # Long texts (plays, books, source files) are cut at paragraph breaks into documents of at most
 # this many characters, so a held-out block is many documents, not one play.
@@ -426,6 +426,7 @@ def _local_docs(spec: dict[str, Any]) -> Iterator[str]:
     if not root.exists():
         raise InputError(str(root), "path", "does not exist", "give an existing file or directory")
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    protect_inputs(files)  # the domain's output may not land on one of its own source files
     text_field = spec.get("text_field", "text")
     for path in files:
         if path.name.startswith("."):
@@ -565,6 +566,7 @@ def select_documents(docs: list[str], max_bytes: float | None, seed: int) -> lis
     return [docs[i] for i in sorted(keep)]
 
 
+@reading_inputs
 def build_domain(
     domain: str,
     spec: Any,
@@ -592,7 +594,6 @@ def build_domain(
     ]
     body = "\n".join(lines) + "\n"
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     build = DomainBuild(domain, len(docs), sum(map(len, docs)), len(body.encode("utf-8")))
     build.provenance = {
         "domain": domain,

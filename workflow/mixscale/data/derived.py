@@ -32,7 +32,7 @@ import numpy as np
 
 from mixscale.config.sources import KINDS, Derivation
 from mixscale.errors import InputError
-from mixscale.fileio import atomic_write_text, write_json
+from mixscale.fileio import atomic_write_text, protect_inputs, reading_inputs, write_json
 
 LANES = {kind: k for k, kind in enumerate(KINDS)}  # a document's lane: which kind may use it
 
@@ -105,6 +105,7 @@ def derive_documents(
     return [pool[i] for i in order]
 
 
+@reading_inputs
 def write_derived(
     name: str,
     spec: dict[str, Any],
@@ -122,7 +123,9 @@ def write_derived(
     derivation = Derivation.from_spec(name, spec, domains)
 
     def training(domain: str) -> list[str]:
-        return split_corpus(str(corpus_dir / f"{domain}.jsonl"), domain, seed, validation_bytes)[1]
+        path = corpus_dir / f"{domain}.jsonl"
+        protect_inputs([path])  # <name>.jsonl may not land on a file it is derived from
+        return split_corpus(str(path), domain, seed, validation_bytes)[1]
 
     noise = {d: training(d) for d in derivation.noise}
     docs = derive_documents(derivation, training(derivation.parent), noise, seed)
@@ -141,7 +144,6 @@ def write_derived(
         "held_out_removed": {"validation_bytes": validation_bytes},
         "jsonl_sha256": hashlib.sha256(body.encode("utf-8")).hexdigest(),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / f"{name}.jsonl", body)
     write_json(out_dir / f"{name}.provenance.json", provenance)
     return provenance

@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from mixscale.core.utility import gains_by_budget, load_anneal_table
-from mixscale.fileio import atomic_write_text, read_json
+from mixscale.fileio import atomic_write_text, read_json, refuse_stream
 from mixscale.report.common import markdown_table, save_figure
 
 
 def write_anneal_report(utility_path: str, runs_path: str, out: str, unit: str = "$") -> None:
     """anneal.md: curves (x: tokens and x: cost), rankings per budget with flips, allocation."""
 
+    refuse_stream(out, "--out", "the report writes its figures")
     result = read_json(utility_path)
     folder = Path(out).parent
     plot_gain_curves(result, runs_path, folder / "anneal_gain_vs_tokens.png", "tokens")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mixscale.fileio import naming_the_file
+from mixscale.fileio import atomic_write_bytes
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -22,15 +22,19 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
-def save_figure(fig, png: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """The figure as the file ``path`` names (PNG, or another format matplotlib knows by the
+    suffix: .pdf, .svg), written like every output (``fileio.atomic_write_bytes``)."""
+    import io
+
     import matplotlib.pyplot as plt
 
-    png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png.with_suffix(".tmp.png")
     try:
-        with naming_the_file(png):
-            fig.savefig(tmp, dpi=110)
-            tmp.replace(png)
+        kind = path.suffix.lstrip(".").lower()
+        if kind not in fig.canvas.get_supported_filetypes():
+            kind = "png"
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=kind, dpi=110)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves nothing behind
+    atomic_write_bytes(path, buffer.getvalue())

@@ -10,7 +10,7 @@ from mixscale.core.fit import scale_verdict
 from mixscale.core.intervals import verdict
 from mixscale.core.world import load_world
 from mixscale.evaluate.downstream import downstream_tables
-from mixscale.fileio import atomic_write_text, read_json
+from mixscale.fileio import atomic_write_text, read_json, refuse_stream
 from mixscale.report.common import markdown_table, save_figure
 from mixscale.report.finetune import finetune_lines
 
@@ -341,6 +341,7 @@ def write_summary(
     proxy_tokens: dict[str, float] | None = None,
     finetuned: list[str] | None = None,
 ) -> None:
+    refuse_stream(out, "--out", "the report writes its figures")
     proxy_tokens = proxy_tokens or {}
     lines = [f"# mixscale report: {experiment}", ""]
     png = Path(out).with_name("weights_vs_scale.png")

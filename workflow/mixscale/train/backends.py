@@ -11,7 +11,14 @@ from mixscale.config.training import TrainSettings
 from mixscale.core.simulate import simulate_run
 from mixscale.core.world import load_world
 from mixscale.errors import InputError
-from mixscale.fileio import read_json
+from mixscale.fileio import (
+    check_output_folder,
+    check_output_parent,
+    protect_inputs,
+    read_json,
+    reading_inputs,
+    refuse_stream,
+)
 
 
 def mixture_tokens(spec: dict[str, Any], weights_path: str | None) -> dict[str, float]:
@@ -60,6 +67,7 @@ def train(
     return metrics
 
 
+@reading_inputs
 def _train_torch(
     spec: dict[str, Any],
     tokens: dict[str, float],
@@ -75,9 +83,6 @@ def _train_torch(
             )
     if not out:
         raise InputError("train", "--out", "missing", "name the run's metrics.json")
-    # torch only for torch runs: importing it costs ~2 s, a simulated run takes milliseconds
-    from mixscale.train.loop import train_run
-
     # a run may override the experiment's training settings and model (annealing: a
     # checkpoint, its own learning rate and schedule)
     train = TrainSettings.from_dict(
@@ -88,6 +93,12 @@ def _train_torch(
             "eval_points": eval_points,
         }
     )
+    model = spec.get("model") or settings["model"]
+    protect_inputs(_run_inputs(settings, model, spec.get("doremi")))
+    _check_run_folder(Path(out), train.save_model)
+    # torch only for torch runs: importing it costs ~2 s, a simulated run takes milliseconds
+    from mixscale.train.loop import train_run
+
     # the experiment's training domains, and any store the run's mixture names beyond them (a
     # derived annealing source); evaluated on the training domains only
     domains = settings.get("domains")
@@ -95,7 +106,7 @@ def _train_torch(
     train_run(
         settings["stores"],
         settings["tokenizer"],
-        spec.get("model") or settings["model"],
+        model,
         tokens,
         train,
         str(Path(out).parent),
@@ -108,3 +119,23 @@ def _train_torch(
         tracking=settings.get("tracking", schema_default("tracking")),
     )
     return None
+
+
+def _run_inputs(settings: dict[str, Any], model: Any, doremi: dict[str, Any] | None) -> list[str]:
+    """What a torch run reads from disk besides its flags: its model (or the model it starts
+    from, an annealing run's), stores and tokenizer; its own model may not replace them."""
+    read = [settings["stores"], settings["tokenizer"]]
+    if isinstance(model, dict):
+        read.append(model.get("checkpoint"))
+    if isinstance(doremi, dict):
+        read.append(doremi.get("reference_model"))
+    return [path for path in read if isinstance(path, str)]
+
+
+def _check_run_folder(out: Path, save_model: bool) -> None:
+    """A torch run writes beside its metrics.json (the model, checkpoints): refused now, not
+    after hours of training, when those cannot be written there."""
+    refuse_stream(out, "--out", "a torch run writes its model and checkpoints")
+    check_output_parent(out.parent / "checkpoints")
+    if save_model:
+        check_output_folder(out.parent / "model")

@@ -7,12 +7,13 @@ import hashlib
 import json
 import os
 import pickle
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mixscale.fileio import naming_the_file
+from mixscale.fileio import TEMP_PREFIX, naming_the_file
 
 KEEP_CHECKPOINTS = 2
 
@@ -69,9 +70,14 @@ def load_training_state(model, optimizer, state: dict[str, Any], fsdp: bool) -> 
 def save_checkpoint(folder: Path, step: int, state: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:09d}.pt"
-    tmp = folder / f".step-{step:09d}.pt.tmp"
+    # a fresh temporary (mkstemp: created, never opened through a name already there, such as
+    # a symlink planted in the folder), renamed over the step's name: this side folder is
+    # mixscale's own, so the checkpoint replaces whatever holds that name, never writes through
+    with naming_the_file(final):
+        fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{final.name}.", suffix=".tmp", dir=folder)
+    tmp = Path(name)
     try:
-        with naming_the_file(final), tmp.open("wb") as fh:
+        with naming_the_file(final), os.fdopen(fd, "wb") as fh:
             torch.save(state, fh)  # through a Python file: a full disk raises OSError
             fh.flush()
             os.fsync(fh.fileno())
@@ -126,5 +132,10 @@ def _load_state(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 def _move_aside(path: Path, where: Path, log, why: str) -> None:
     where.mkdir(exist_ok=True)
-    os.replace(path, where / path.name)
-    log(f"checkpoint {path.name} {why}: moved to {where}")
+    target = where / path.name
+    for number in range(1, 1000):  # one moved aside before under that name stays too
+        if not os.path.lexists(target):
+            break
+        target = where / f"{path.name}.{number}"
+    os.replace(path, target)
+    log(f"checkpoint {path.name} {why}: moved to {target}")

@@ -16,7 +16,7 @@ from mixscale.config.model import MASKED, architecture, objective_of
 from mixscale.config.training import TrainSettings
 from mixscale.data.tokens import load_tokenizer, open_store
 from mixscale.errors import InputError
-from mixscale.fileio import atomic_folder
+from mixscale.fileio import atomic_folder, check_output_folder, protect_inputs, reading_inputs
 from mixscale.train.eager import EagerAdamW
 
 # written by transformers' tokenizer save_pretrained; mixscale's own metadata stays behind
@@ -162,6 +162,7 @@ def next_token_loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
 
 
+@reading_inputs
 def save_initial_model(
     stores_dir: str,
     tokenizer_dir: str,
@@ -172,6 +173,8 @@ def save_initial_model(
 ) -> int:
     """The architecture as initialised before step 0 (a run's seed gives the same weights):
     the floor that downstream scores of trained models are read against. Returns parameters."""
+    protect_inputs([stores_dir, tokenizer_dir])  # --out may not replace what it is made of
+    check_output_folder(out)  # before the model is built
     names = sorted(store_names(stores_dir))
     if not names:
         raise InputError(stores_dir, "", "no token stores", "build the stores first")
@@ -216,4 +219,7 @@ def store_names(stores_dir: str) -> list[str]:
         raise InputError(
             stores_dir, "", "token stores not found", "build them with `mixscale tokens`"
         )
-    return [p.name for p in root.iterdir() if (p / "meta.json").is_file()]
+    # hidden names are never stores: a folder being built or swapped out (.mixscale-*)
+    return [
+        p.name for p in root.iterdir() if not p.name.startswith(".") and (p / "meta.json").is_file()
+    ]
