@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mixscale.cli.args import checked_config
 from mixscale.config.check import schema_default
-from mixscale.errors import InputError
+from mixscale.errors import InputError, say
 from mixscale.fileio import write_json
 
 
@@ -16,7 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ddo", nargs="+", required=True, help="DDO WEIGHTS.json per scale")
     p.add_argument("--autoscale", nargs="*", default=[], help="PRED.json per target")
     p.add_argument("--compare", nargs="*", default=[], help="compare JSON per target")
-    p.add_argument("--world", help="draw this world's true optimum (backend simulate)")
+    p.add_argument(
+        "--world",
+        nargs="?",
+        help="draw this world's true optimum (backend simulate); the workflow passes its world "
+        "file, or no value",
+    )
     p.add_argument("--downstream", nargs="*", default=[], help="downstream results JSONs")
     p.add_argument("--finetune", nargs="*", default=[], help="fine-tuning results JSONs")
     p.add_argument(
@@ -30,7 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("anneal-report", help="anneal.md + gain curves from UTILITY.json")
     p.add_argument("--utility", required=True)
     p.add_argument("--runs", required=True, help="the annealing TSV the utility was fitted on")
-    p.add_argument("--unit", default=schema_default("anneal.cost_unit"), help="cost unit")
+    p.add_argument(
+        "--unit",
+        help="cost unit (default: the one utility recorded, else "
+        f"{schema_default('anneal.cost_unit')})",
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_anneal_report)
 
@@ -90,6 +100,6 @@ def cmd_status(args: argparse.Namespace) -> None:
 
     config = checked_config(args.configfile or [str(Path(args.directory) / "config/config.yaml")])
     status = experiment_status(config, args.directory)
-    print(format_status(status, args.verbose))
+    say(format_status(status, args.verbose), sys.stdout)
     if args.out:
         write_json(args.out, status)
