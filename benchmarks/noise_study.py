@@ -49,8 +49,12 @@ def cpu_flags() -> str:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor()
-    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if "model name" in ln), "")
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if "model name" in ln), ""
+    )
+    flags = next(
+        (ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []
+    )
     wanted = sorted(f for f in flags if f.startswith(("avx", "amx")))
     return f"{model}; {os.cpu_count()} cores; {' '.join(wanted)}"
 
@@ -106,7 +110,7 @@ def run_list(design: dict, domains: list[str]) -> list[dict]:
         share = total / len(domains)
         for s in seeds:
             runs.append({"kind": "base", "total": total, "seed": s, "domain": None,
-                         "tokens": {d: share for d in domains}})  # fmt: skip
+                         "tokens": dict.fromkeys(domains, share)})  # fmt: skip
     largest = max(design["scales"])
     for d in domains if design.get("perturb", True) else []:
         for kind, factor in (("up", design["factor"]), ("down", 1 / design["factor"])):
@@ -163,7 +167,10 @@ def summarise(design: dict, runs: list[dict], results: list[dict], domains: list
     scales = {}
     for total in [*design["scales"], design["target"]]:
         losses = np.array(
-            [[final_losses(by_key[f"{int(total)}-base-s{s}"][1])[d] for d in domains] for s in seeds]
+            [
+                [final_losses(by_key[f"{int(total)}-base-s{s}"][1])[d] for d in domains]
+                for s in seeds
+            ]
         )
         objectives = np.array([objective(dict(zip(domains, row, strict=True))) for row in losses])
         scales[str(int(total))] = {
@@ -195,8 +202,8 @@ def summarise(design: dict, runs: list[dict], results: list[dict], domains: list
         summary["drop_ratios_above_1"] = int(sum(r > 1 for r in ratios))
     cpu = [m["study"]["cpu_seconds"] for m in results if "study" in m]
     target = [by_key[f"{int(design['target'])}-base-s{s}"][1] for s in seeds]
-    summary["cpu_seconds_target_run"] = float(np.median([m["study"]["cpu_seconds"] for m in target
-                                                         if "study" in m] or [math.nan]))  # fmt: skip
+    target_cpu = [m["study"]["cpu_seconds"] for m in target if "study" in m]
+    summary["cpu_seconds_target_run"] = float(np.median(target_cpu)) if target_cpu else math.nan
     summary["cpu_seconds_total"] = float(sum(cpu))
     summary["runs"] = len(results)
     summary["params"] = results[0].get("params")

@@ -1,9 +1,13 @@
-"""Errors that reach the user as one line, naming the input, the field and the fix."""
+"""Errors that reach the user as one line, naming the input, the field and the fix; and the one
+way text reaches a terminal (``printable``, ``say``): a control character from a user's file never
+moves the cursor, recolours the screen or retitles the window."""
 
 from __future__ import annotations
 
 import errno
 import re
+import sys
+from typing import TextIO
 
 
 class InputError(Exception):
@@ -21,14 +25,27 @@ class InputError(Exception):
         text = f"{where}: {self.problem}"
         if self.fix:
             text += f" (fix: {self.fix})"
-        # a key or value with a line break in it stays on the one line, escaped
-        return text.translate(_ESCAPE_BREAKS)
+        # a key or value with a line break or a control character in it stays on the one
+        # line, escaped
+        return printable(text)
 
 
-# every character str.splitlines() breaks a line at
-_ESCAPE_BREAKS = str.maketrans(
-    {c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
-)
+def printable(text: str, keep: str = "") -> str:
+    """``text`` with every character a terminal would act on or hide written as its Python
+    escape (``\\x1b``, ``\\n``, ``\\u202e``): C0 and C1 controls, DEL, line and paragraph
+    separators, bidi overrides and other format characters, lone surrogates (undecodable bytes
+    of a file name), unassigned code points. Characters in ``keep`` (e.g. the line breaks of
+    the package's own multi-line output) stay. Backslashes stay as they are: the escape is for
+    a human reading a terminal, not a parser."""
+    if text.isprintable() and not keep:
+        return text
+    return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
+
+
+def say(text: str, file: TextIO | None = None) -> None:
+    """Print the package's (possibly multi-line) text to stderr (or ``file``), every character
+    but its line breaks through ``printable``: the one way the CLI prints."""
+    print(printable(text, keep="\n"), file=file or sys.stderr, flush=True)
 
 
 # OSErrors the machine, not the code, is the cause of: what a user sees instead of a traceback

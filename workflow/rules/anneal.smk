@@ -75,8 +75,7 @@ rule anneal_report:
         f"{OUT}/logs/anneal/report.log",
     conda:
         "../../envs/mixscale.yaml"
-    params:
-        args=lambda w: commands.anneal_report(CONFIG),
+    # no params: --report shows them unescaped; the cost unit comes in utility.json
     shell:
         "python -m mixscale anneal-report --utility {input.utility:q} --runs {input.runs:q} "
-        "{params.args} --out {output.summary:q} > {log:q} 2>&1"
+        "--out {output.summary:q} > {log:q} 2>&1"

@@ -25,6 +25,8 @@ rule report:
         compare=compare_outputs(),
         downstream=downstream_outputs(),
         finetune=finetune_outputs(),
+        # an input, not a parameter: --report shows parameters unescaped (commands.world_files)
+        world=lambda w: commands.world_files(CONFIG),
     output:
         **downstream_report_outputs(),
         summary=report(
@@ -63,4 +65,5 @@ rule report:
             input.finetune,
         ),
     shell:
-        "python -m mixscale report {params.args} --out {output.summary:q} > {log:q} 2>&1"
+        "python -m mixscale report {params.args} --world {input.world:q} "
+        "--out {output.summary:q} > {log:q} 2>&1"

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from mixscale.cli.args import count, json_or_file, number
 from mixscale.cli.paths import input_path, output_folder, output_parent
 from mixscale.config.check import schema_default
-from mixscale.errors import InputError
+from mixscale.errors import InputError, say
 
 VALIDATION_BYTES = schema_default("data.validation_bytes")
 
@@ -99,10 +98,9 @@ def cmd_corpus(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         built = build_domain(domain, spec, args.out, args.cache, args.max_bytes, args.seed)
         rows.append((domain, built.documents, built.bytes, time.perf_counter() - start))
-        print(
+        say(
             f"{domain:14s} {built.documents:8d} docs {built.bytes / 1e6:8.2f} MB "
-            f"{rows[-1][3]:6.1f} s",
-            file=sys.stderr,
+            f"{rows[-1][3]:6.1f} s"
         )
 
 
@@ -117,7 +115,7 @@ def cmd_derive(args: argparse.Namespace) -> None:
         name, json_or_file(text), Path(args.corpus_dir), Path(args.out), args.seed,
         args.validation_bytes,
     )  # fmt: skip
-    print(f"{name}: {built['documents']} docs, {built['bytes'] / 1e6:.2f} MB", file=sys.stderr)
+    say(f"{name}: {built['documents']} docs, {built['bytes'] / 1e6:.2f} MB")
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> None:
@@ -136,7 +134,7 @@ def cmd_tokenizer(args: argparse.Namespace) -> None:
         info = train_tokenizer(
             files, args.out, args.vocab_size, args.seed, args.validation_bytes, args.mask_token
         )
-    print(f"tokenizer: {info['kind']}, vocabulary {info['vocab_size']}", file=sys.stderr)
+    say(f"tokenizer: {info['kind']}, vocabulary {info['vocab_size']}")
 
 
 def cmd_tokens(args: argparse.Namespace) -> None:
@@ -148,10 +146,9 @@ def cmd_tokens(args: argparse.Namespace) -> None:
     meta = build_store(
         domain, args.corpus, args.tokenizer, args.out, args.seed, args.validation_bytes
     )
-    print(
+    say(
         f"{domain}: {meta['train_tokens']} training + {meta['val_tokens']} held-out tokens "
-        f"({meta['bytes_per_token']:.2f} bytes/token)",
-        file=sys.stderr,
+        f"({meta['bytes_per_token']:.2f} bytes/token)"
     )
 
 
@@ -163,4 +160,4 @@ def cmd_tasks(args: argparse.Namespace) -> None:
     build = TaskBuild.from_dict(json_or_file(args.build) if args.build else None)
     manifest = build_tasks(args.corpus, args.out, build, args.seed, args.validation_bytes)
     for name, task in manifest["tasks"].items():
-        print(f"{name:32s} {task['items']:5d} items", file=sys.stderr)
+        say(f"{name:32s} {task['items']:5d} items")

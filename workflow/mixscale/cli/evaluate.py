@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from mixscale.cli.args import add_objective_args, json_or_file, number
 from mixscale.cli.paths import input_path, output_file
 from mixscale.config.check import schema_default
-from mixscale.errors import InputError
+from mixscale.errors import InputError, say
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -109,7 +108,7 @@ def cmd_downstream(args: argparse.Namespace) -> dict[str, Any]:
     result.update({"label": args.label, "target": args.target, "run_seed": args.run_seed})
     for name, scores in result["tasks"].items():
         value = scores.get(args.metric, scores.get("acc"))
-        print(f"{name:32s} {args.metric} {value}", file=sys.stderr)
+        say(f"{name:32s} {args.metric} {value}")
     return result
 
 
@@ -121,7 +120,7 @@ def cmd_anneal_table(args: argparse.Namespace) -> None:
         raise InputError("anneal-table", "--target", "missing", "give --target or --task-metric")
     target = args.target.split(",") if args.target else []
     rows = anneal_table(args.metrics, target, args.out, args.task_metric)
-    print(f"{rows} annealing runs -> {args.out}", file=sys.stderr)
+    say(f"{rows} annealing runs -> {args.out}")
 
 
 def cmd_anneal_costs(args: argparse.Namespace) -> None:

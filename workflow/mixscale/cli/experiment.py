@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from mixscale.cli.args import add_configfiles, checked_config
 from mixscale.cli.math import add_advise_args
 from mixscale.cli.paths import input_path, output_file, output_parent
-from mixscale.errors import InputError
+from mixscale.errors import InputError, say
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,9 +52,10 @@ def cmd_check(args: argparse.Namespace) -> None:
 
     config = checked_config(args.configfile)
     kinds = [k for k in ("ddo", "anneal") if getattr(config, k) is not None]
-    print(
+    say(
         f"{', '.join(args.configfile)}: ok ({config.experiment}: {' + '.join(kinds)}, "
-        f"{len(run_specs(config))} runs, backend {config.backend})"
+        f"{len(run_specs(config))} runs, backend {config.backend})",
+        sys.stdout,
     )
 
 
@@ -63,7 +65,7 @@ def cmd_budget(args: argparse.Namespace) -> dict[str, Any] | None:
 
     config = checked_config(args.configfile)
     result = budget_table(config)
-    print(format_table(result))
+    say(format_table(result), sys.stdout)
     if args.pilot:
         from mixscale.cli.math import advice
         from mixscale.core.advise import format_advice
@@ -71,7 +73,7 @@ def cmd_budget(args: argparse.Namespace) -> dict[str, Any] | None:
         if config.ddo is None:
             raise InputError("budget", "--pilot", "the config has no ddo", "drop --pilot")
         result["advice"] = advice(args, config)
-        print(format_advice(result["advice"]))
+        say(format_advice(result["advice"]), sys.stdout)
     return result if args.out else None  # the table is printed either way
 
 
@@ -87,4 +89,4 @@ def cmd_install_profile(args: argparse.Namespace) -> None:
         args.config_dir,
         args.force,
     )
-    print(f"installed {path}: now `snakemake --profile {args.name} --configfile ...`")
+    say(f"installed {path}: now `snakemake --profile {args.name} --configfile ...`", sys.stdout)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from mixscale.cli.args import count, json_or_file
 from mixscale.cli.paths import input_path, output_file, output_folder, output_parent
 from mixscale.config.check import schema_default
+from mixscale.errors import say
 
 VALIDATION_BYTES = schema_default("data.validation_bytes")
 EMBEDDED = {
@@ -91,7 +91,7 @@ def cmd_finetune_tasks(args: argparse.Namespace) -> None:
         args.task_seed,
     )
     for name, task in summary["tasks"].items():
-        print(f"{name:16s} {task['train_items']} train, {task['eval_items']} eval", file=sys.stderr)
+        say(f"{name:16s} {task['train_items']} train, {task['eval_items']} eval")
 
 
 def cmd_finetune(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,7 +109,7 @@ def cmd_finetune(args: argparse.Namespace) -> dict[str, Any]:
             "run_seed": args.run_seed,
         }
     )
-    print(f"{result['task']:16s} {result['metric']} {result['value']}", file=sys.stderr)
+    say(f"{result['task']:16s} {result['metric']} {result['value']}")
     return result
 
 
@@ -122,4 +122,4 @@ def cmd_prepare_finetune(args: argparse.Namespace) -> None:
     names = [n for name in args.tasks for n in (GROUPS.get(name) if name == "glue" else [name])]
     summary = prepare_hub_tasks(names, args.out, args.cache_dir)
     for name, task in summary["tasks"].items():
-        print(f"{name:16s} {task['train_items']} train, {task['eval_items']} eval", file=sys.stderr)
+        say(f"{name:16s} {task['train_items']} train, {task['eval_items']} eval")

@@ -11,19 +11,27 @@ runs, its outputs are checked against its inputs and against what stands at thei
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from mixscale.cli import data, evaluate, experiment, finetune, math, mixtures, report, train
 from mixscale.cli.paths import path_flags, paths_checked
-from mixscale.errors import InputError, environment_error
+from mixscale.errors import InputError, environment_error, printable, say
 from mixscale.fileio import write_json
 
 GROUPS = (math, mixtures, train, data, evaluate, finetune, experiment, report)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's own messages quote the user's words ("unrecognized arguments: ..."): they
+    reach the terminal through ``printable`` like every other message. Subcommands' parsers
+    are made of the same class."""
+
+    def _print_message(self, message: str, file=None) -> None:
+        super()._print_message(printable(message, keep="\n") if message else message, file)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mixscale", description=__doc__.splitlines()[0])
+    parser = Parser(prog="mixscale", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for group in GROUPS:
         group.register(sub)
@@ -41,14 +49,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if result is not None:  # commands that write their own format return None
                 write_json(args.out, result)
     except InputError as exc:
-        print(f"mixscale {args.command}: error: {exc.one_line()}", file=sys.stderr)
+        say(f"mixscale {args.command}: error: {exc.one_line()}")
         return 2
     except Exception as exc:
         problem = environment_error(exc)  # a full disk, a read-only folder
         if problem is None:
             raise
-        print(f"mixscale {args.command}: error: {problem.one_line()}", file=sys.stderr)
+        say(f"mixscale {args.command}: error: {problem.one_line()}")
         return 2
     if getattr(args, "out", None):
-        print(f"mixscale {args.command}: wrote {args.out}", file=sys.stderr)
+        say(f"mixscale {args.command}: wrote {args.out}")
     return 0

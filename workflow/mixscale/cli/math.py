@@ -9,7 +9,7 @@ from typing import Any
 from mixscale.cli.args import add_constraint_args, add_objective_args, constraints_from, number
 from mixscale.cli.paths import input_path, output_file
 from mixscale.config.check import schema_default
-from mixscale.errors import InputError
+from mixscale.errors import InputError, say
 from mixscale.fileio import read_json
 
 
@@ -129,6 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--bootstrap", type=int, default=schema_default("anneal.bootstrap"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--unit", help="the unit of the costs, recorded for anneal-report (e.g. $)")
     p.add_argument("--out", type=output_file, required=True)
     p.set_defaults(handler=cmd_utility)
 
@@ -217,7 +218,7 @@ def _fit_from_args(args: argparse.Namespace):
     fit = fit_runs(table, objective, base_run=args.base, **_fit_options(args))
     for note in fit.notes:
         if "match no perturbation" in note:
-            print(f"mixscale {args.command}: warning: {note}", file=sys.stderr)
+            say(f"mixscale {args.command}: warning: {note}")
     return table, objective, fit
 
 
@@ -239,7 +240,7 @@ def _constraints(args: argparse.Namespace):
 
 def _warn(command: str, result: dict[str, Any]) -> dict[str, Any]:
     for warning in result.get("warnings", []):
-        print(f"mixscale {command}: warning: {warning}", file=sys.stderr)
+        say(f"mixscale {command}: warning: {warning}")
     return result
 
 
@@ -457,7 +458,7 @@ def cmd_advise(args: argparse.Namespace) -> dict[str, Any] | None:
 
         config = checked_config(args.configfile)
     result = advice(args, config)
-    print(format_advice(result))
+    say(format_advice(result), sys.stdout)
     return result if args.out else None
 
 
@@ -482,7 +483,7 @@ def cmd_utility(args: argparse.Namespace) -> dict[str, Any]:
     table = load_anneal_table(args.runs)
     costs = load_costs(args.costs, args.train_cost_per_token)
     extrapolate = _multiples(args.extrapolate)
-    return analyse(
+    result = analyse(
         table,
         costs,
         args.budget,
@@ -492,6 +493,7 @@ def cmd_utility(args: argparse.Namespace) -> dict[str, Any]:
         args.seed,
         args.plan_budget,
     )
+    return {**result, "cost_unit": args.unit} if args.unit else result
 
 
 def cmd_world(args: argparse.Namespace) -> dict[str, Any]:

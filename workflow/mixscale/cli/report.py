@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mixscale.cli.args import checked_config
 from mixscale.cli.paths import input_path, output_file
 from mixscale.config.check import schema_default
-from mixscale.errors import InputError
+from mixscale.errors import InputError, say
 from mixscale.fileio import write_json
 
 
@@ -24,7 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--compare", type=input_path, nargs="*", default=[], help="compare JSON per target"
     )
     p.add_argument(
-        "--world", type=input_path, help="draw this world's true optimum (backend simulate)"
+        "--world",
+        type=input_path,
+        nargs="?",
+        help="draw this world's true optimum (backend simulate); the workflow passes its world "
+        "file, or no value",
     )
     p.add_argument(
         "--downstream", type=input_path, nargs="*", default=[], help="downstream results JSONs"
@@ -45,7 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--runs", type=input_path, required=True, help="the annealing TSV the utility was fitted on"
     )
-    p.add_argument("--unit", default=schema_default("anneal.cost_unit"), help="cost unit")
+    p.add_argument(
+        "--unit",
+        help="cost unit (default: the one utility recorded, else "
+        f"{schema_default('anneal.cost_unit')})",
+    )
     p.add_argument("--out", type=output_file, required=True)
     p.set_defaults(handler=cmd_anneal_report)
 
@@ -108,6 +117,6 @@ def cmd_status(args: argparse.Namespace) -> None:
 
     config = checked_config(args.configfile or [str(Path(args.directory) / "config/config.yaml")])
     status = experiment_status(config, args.directory)
-    print(format_status(status, args.verbose))
+    say(format_status(status, args.verbose), sys.stdout)
     if args.out:
         write_json(args.out, status)

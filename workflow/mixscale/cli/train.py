@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from mixscale.cli.args import json_or_file
 from mixscale.cli.paths import input_path, output_file, output_folder
 from mixscale.config.check import schema_default
-from mixscale.errors import InputError
+from mixscale.errors import InputError, say
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -107,4 +106,4 @@ def cmd_init_model(args: argparse.Namespace) -> None:
     params = save_initial_model(
         settings["stores"], settings["tokenizer"], settings["model"], seq_len, args.seed, args.out
     )
-    print(f"untrained model: {params} parameters, seed {args.seed} -> {args.out}", file=sys.stderr)
+    say(f"untrained model: {params} parameters, seed {args.seed} -> {args.out}")

@@ -5,6 +5,7 @@ directory, then ``$XDG_CONFIG_HOME/snakemake`` (``~/.config/snakemake``), then
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -40,14 +41,15 @@ def install_profile(
     template = Path(source) / "config.yaml"
     load_yaml_config(str(template))  # a readable YAML mapping
     protect_inputs([template])  # --config-dir/--name may lead back to it: never overwritten
-    for value, flag in ((name, "--name"), (account, "--account"), (partition, "--partition")):
+    folder = Path(destination) if destination else user_profiles_dir()
+    _check_profile_name(name, folder)
+    for value, flag in ((account, "--account"), (partition, "--partition")):
         if value is not None:
             _check_name(value, flag)
     if gpu_partition is not None:
         _check_name(gpu_partition, "--gpu-partition")
     text = fill(template.read_text(encoding="utf-8"), account, partition, gpu_partition)
-    target = Path(destination) if destination else user_profiles_dir()
-    target = target / name / "config.yaml"
+    target = folder / name / "config.yaml"
     if target.exists() and not force:
         raise InputError(str(target), "", "a profile of that name exists", "pass --force")
     header = (
@@ -60,10 +62,11 @@ def install_profile(
 
 def fill(text: str, account: str | None, partition: str, gpu_partition: str | None) -> str:
     """The template's text (its comments kept) with the placeholders replaced."""
-    text = text.replace('"your_cpu_partition"', partition)
-    text = text.replace('"your_gpu_partition"', gpu_partition or partition)
+    # quoted: a partition called null, true or 007 stays that name, not YAML's null, bool or 7
+    text = text.replace('"your_cpu_partition"', _yaml_string(partition))
+    text = text.replace('"your_gpu_partition"', _yaml_string(gpu_partition or partition))
     if account:
-        text = text.replace('"your_account"', account)
+        text = text.replace('"your_account"', _yaml_string(account))
     else:  # no accounting on this cluster: sbatch gets no --account
         text = re.sub(r"^\s*slurm_account:.*\n", "", text, flags=re.M)
         text += "slurm-no-account: true\n"
@@ -75,9 +78,26 @@ def fill(text: str, account: str | None, partition: str, gpu_partition: str | No
     return text
 
 
+# a name that stays one plain folder or sbatch word: no separator, not '.', '..', hidden, or an
+# option (a leading '-')
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_PLAIN_FIX = "letters, digits, '_', '.', '-', starting with a letter, digit or '_'"
+
+
+def _check_profile_name(name: str, folder: Path) -> None:
+    """The profile is the folder ``<folder>/<name>``: a name never leaves ``folder``."""
+    if not _PLAIN_NAME.fullmatch(name):
+        raise InputError(
+            "--name", name, f"not a profile name (it must be one folder inside {folder})",
+            _PLAIN_FIX,
+        )  # fmt: skip
+
+
 def _check_name(value: str, flag: str) -> None:
     """Account and partition names go into sbatch arguments: plain names only."""
-    if not value or not all(c.isalnum() or c in "_.-" for c in value):
-        raise InputError(
-            flag, value, "not an account or partition name", "letters, digits, '_', '.', '-'"
-        )
+    if not _PLAIN_NAME.fullmatch(value):
+        raise InputError(flag, value, "not an account or partition name", _PLAIN_FIX)
+
+
+def _yaml_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a YAML double-quoted string

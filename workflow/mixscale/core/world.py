@@ -208,7 +208,8 @@ def world_from_dict(data: dict[str, Any], source: str = "world") -> World:
     )
 
 
-def load_world(path: str | Path) -> World:
+def world_file(path: str | Path) -> Path:
+    """The YAML of a world given as a file or as a shipped world's name."""
     p = Path(path)
     if not p.is_file() and (SHIPPED / f"{path}.yaml").is_file():
         p = SHIPPED / f"{path}.yaml"  # a shipped world by name
@@ -219,6 +220,11 @@ def load_world(path: str | Path) -> World:
             "no such world file and no shipped world of that name",
             f"give a world YAML path or one of {', '.join(shipped_worlds())}",
         )
+    return p
+
+
+def load_world(path: str | Path) -> World:
+    p = world_file(path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as exc:

@@ -8,7 +8,6 @@ does not)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from mixscale.config.model import MASKED, objective_of
 from mixscale.config.tasks import task_entries
 from mixscale.config.typed import Config
 from mixscale.core.world import load_world
-from mixscale.errors import InputError
+from mixscale.errors import InputError, say
 from mixscale.plan.anneal import target_task
 from mixscale.plan.budget import model_params
 from mixscale.plan.run import target_label
@@ -51,7 +50,7 @@ def check_or_exit(config: dict[str, Any], configfiles: list[Any]) -> Config:
             load_yaml_config(path)
         return check_config(config, ", ".join(files))
     except InputError as exc:
-        print(f"mixscale: {exc.one_line()}", file=sys.stderr)
+        say(f"mixscale: {exc.one_line()}")
         raise SystemExit(2) from None
 
 

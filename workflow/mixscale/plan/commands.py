@@ -19,6 +19,7 @@ from mixscale.config.tasks import TaskEntry
 # Every builder reads a config checked by mixscale.plan.check (the Snakefile checks it before any
 # rule is read): the schema's defaults are filled in, so none is written again here.
 from mixscale.config.typed import Config
+from mixscale.core.world import world_file
 from mixscale.methods import method
 from mixscale.plan.budget import (
     anneal_training_cost,
@@ -43,11 +44,48 @@ def shell_args(*items: Item) -> str:
             words += [flag] if value is True else [flag, str(value)]
         elif item not in (None, False, ""):
             words.append(str(item))
-    return shlex.join(words)
+    return " ".join(shell_word(w) for w in words)
+
+
+def shell_word(word: str) -> str:
+    """One word, quoted for the shell. A word holding a character a terminal acts on (ESC, BEL,
+    a bidi override, ...: see ``mixscale.errors.printable``) is written in bash's ``$'...'``
+    quoting with that character as ``\\xHH`` bytes: Snakemake prints every command it runs
+    (``printshellcmds``), and the command still receives the exact bytes. Snakemake runs its
+    commands with bash. Line breaks and tabs stay inside ordinary quotes."""
+    if all(c.isprintable() or c in "\n\t" for c in word):
+        return shlex.quote(word)
+    return "$'" + "".join(_ansi_c(c) for c in word) + "'"
+
+
+def _ansi_c(c: str) -> str:
+    if c in "\\'":
+        return "\\" + c
+    if c.isprintable():
+        return c
+    return "".join(f"\\x{b:02x}" for b in _utf8(c))
+
+
+def _utf8(c: str) -> bytes:
+    """A character's bytes; a lone surrogate from an undecodable byte of a file name, that
+    byte (any other lone surrogate has no bytes of its own: its UTF-8-style encoding)."""
+    try:
+        return c.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return c.encode("utf-8", "surrogatepass")
 
 
 def world(config: Config) -> str | None:
     return config.world if config.backend == "simulate" else None
+
+
+def world_files(config: Config) -> list[str]:
+    """The simulated world's YAML as a job's input (none for other backends): the report rule
+    takes it as an input, not a parameter, because ``snakemake --report`` writes the
+    parameters of every job behind a report item into a ``<script>`` block of report.html,
+    unescaped; the paths of inputs it leaves out."""
+    name = world(config)
+    return [str(world_file(name))] if name else []
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -217,7 +255,6 @@ def report(
         *predictions,
         "--compare",
         *compares,
-        ("--world", world(config)),
         ("--proxy-tokens", json.dumps(proxy_tokens_by_method(config), separators=(",", ":"))),
         *(["--downstream", *downstream] if downstream else []),
         *(["--finetune", *finetuned] if finetuned else []),
@@ -315,8 +352,7 @@ def utility(config: Config, task: TaskEntry | None) -> str:
         ("--budget", anneal.allocate),
         ("--plan-budget", anneal.plan_budget),
         ("--direction", "higher" if task else None),  # a task score: higher is better
+        # recorded in utility.json, where anneal-report reads it: the report rule's parameters
+        # reach report.html unescaped (see world_files)
+        ("--unit", anneal.cost_unit),
     )
-
-
-def anneal_report(config: Config) -> str:
-    return shell_args(("--unit", config.anneal.cost_unit))

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import atexit
 import logging
+import sys
 from typing import Any
 
 from mixscale.config.typed import Config
-from mixscale.errors import InputError
+from mixscale.errors import InputError, say
 from mixscale.plan.budget import budget_table, format_table
 
 SNAKEMAKE_LOGGER = "snakemake.logging"
@@ -42,7 +43,7 @@ def print_budget_after_dry_run(workflow: Any, config: Config) -> None:
         if watch.done and getattr(workflow, "dryrun", False):
             text = budget_text(config)
             if text:
-                print(text, flush=True)  # where Snakemake prints its job table
+                say(text, sys.stdout)  # where Snakemake prints its job table
 
     atexit.register(at_exit)
 

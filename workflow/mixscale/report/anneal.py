@@ -5,24 +5,39 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mixscale.config.check import schema_default
 from mixscale.core.utility import gains_by_budget, load_anneal_table
 from mixscale.fileio import atomic_write_text, read_json, refuse_stream
-from mixscale.report.common import markdown_table, save_figure
+from mixscale.report.common import (
+    Markdown,
+    bold,
+    figure_text,
+    interval,
+    joined,
+    markdown_table,
+    md,
+    save_figure,
+)
 
 
-def write_anneal_report(utility_path: str, runs_path: str, out: str, unit: str = "$") -> None:
-    """anneal.md: curves (x: tokens and x: cost), rankings per budget with flips, allocation."""
+def write_anneal_report(
+    utility_path: str, runs_path: str, out: str, unit: str | None = None
+) -> None:
+    """anneal.md: curves (x: tokens and x: cost), rankings per budget with flips, allocation.
+    The cost unit: ``unit``, else the one ``mixscale utility --unit`` recorded, else the
+    config's default."""
 
     refuse_stream(out, "--out", "the report writes its figures")
     result = read_json(utility_path)
+    unit = unit or result.get("cost_unit") or schema_default("anneal.cost_unit")
     folder = Path(out).parent
     plot_gain_curves(result, runs_path, folder / "anneal_gain_vs_tokens.png", "tokens")
     plot_gain_curves(result, runs_path, folder / "anneal_gain_vs_cost.png", "cost", unit)
     lines = ["# Data-source utility from annealing", ""]
     lines += [
         f"Gain = control's target loss - the run's (higher is better), per source and annealing "
-        f"budget; curve {result['curve_form']}, 90% bootstrap intervals. Micro-annealing point: "
-        f"{result['micro_annealing_budget']:.4g} tokens.",
+        f"budget; curve {md(result['curve_form'])}, 90% bootstrap intervals. Micro-annealing "
+        f"point: {result['micro_annealing_budget']:.4g} tokens.",
         "",
         "![gain vs tokens](anneal_gain_vs_tokens.png)",
         "",
@@ -34,13 +49,13 @@ def write_anneal_report(utility_path: str, runs_path: str, out: str, unit: str =
     rows = []
     for name, s in result["sources"].items():
         c = s["curve"]
-        interval = c.get("intervals_90", {}).get("G")
+        bounds = c.get("intervals_90", {}).get("G")
         rows.append(
             [
                 name,
                 c["status"],
                 c["G"],
-                f"[{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "-",
+                interval(*bounds, ".3g") if bounds else "-",
                 c["D0"],
                 c["alpha"],
                 s["cost_per_token"],
@@ -71,9 +86,9 @@ def write_anneal_report(utility_path: str, runs_path: str, out: str, unit: str =
     lines += _recommendation_section(result, unit)
     if "allocation" in result:
         a = result["allocation"]
-        lines += [f"## Allocation of a budget of {a['budget']:.4g} {unit}", ""]
+        lines += [f"## Allocation of a budget of {a['budget']:.4g} {md(unit)}", ""]
         if a.get("status") != "ok":
-            lines += [f"No allocation: {a.get('status')}.", ""]
+            lines += [f"No allocation: {md(a.get('status'))}.", ""]
         else:
             rows = [
                 [s, a["tokens"][s], a["cost"][s], a["gain_by_source"][s]]
@@ -82,7 +97,7 @@ def write_anneal_report(utility_path: str, runs_path: str, out: str, unit: str =
             lines += markdown_table(
                 ["source", "annealing tokens", f"cost ({unit})", "fitted gain"], rows
             )
-            lines += ["", f"Total fitted gain {a['gain']:.4g}; {result['assumption']}.", ""]
+            lines += ["", f"Total fitted gain {a['gain']:.4g}; {md(result['assumption'])}.", ""]
     atomic_write_text(out, "\n".join(lines) + "\n")
 
 
@@ -99,12 +114,9 @@ def _observed_table(result: dict[str, Any]) -> list[str]:
             if cell is None:
                 row.append("-")
                 continue
-            interval = cell.get("gain_interval_90")
-            row.append(
-                f"{cell['gain_mean']:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]"
-                if interval
-                else f"{cell['gain_mean']:.4f}"
-            )
+            bounds = cell.get("gain_interval_90")
+            mean = f"{cell['gain_mean']:.4f}"
+            row.append(Markdown(f"{mean} {interval(*bounds, '.4f')}") if bounds else mean)
         rows.append(row)
     return markdown_table(["budget (tokens)", *sources], rows)
 
@@ -125,17 +137,20 @@ def _crossing_section(result: dict[str, Any]) -> list[str]:
     for c in found:
         a, b = c["pair"]
         share = c.get("bootstrap_share_crossing")
-        interval = c.get("interval_90")
+        bounds = c.get("interval_90")
         if c["budget_tokens"] is None:
-            what = f"no crossing: {c['leads_first']} leads throughout"
+            what = f"no crossing: {md(c['leads_first'])} leads throughout"
         else:
-            what = f"{c['leads_after']} overtakes {c['leads_first']} at {c['budget_tokens']:.4g}"
+            what = (
+                f"{md(c['leads_after'])} overtakes {md(c['leads_first'])} "
+                f"at {c['budget_tokens']:.4g}"
+            )
         rows.append(
             [
-                f"{a} / {b}",
-                what,
+                joined((a, b), " / "),
+                Markdown(what),
                 f"{100 * share:.0f}%" if share is not None else "-",
-                f"[{interval[0]:.4g}, {interval[1]:.4g}]" if interval else "-",
+                interval(*bounds) if bounds else "-",
             ]
         )
     lines += markdown_table(["pair", "fitted curves", "refits crossing", "crossing 90%"], rows)
@@ -147,20 +162,20 @@ def _recommendation_section(result: dict[str, Any], unit: str) -> list[str]:
     if not rec:
         return []
     micro, fitted = rec["micro"], rec["fitted_at_plan"]
-    best_gain = (fitted["rank_by_gain"] or ["-"])[0]
-    best_cost = (fitted["rank_by_gain_per_cost"] or ["-"])[0]
+    best_gain = md((fitted["rank_by_gain"] or ["-"])[0])
+    best_cost = md((fitted["rank_by_gain_per_cost"] or ["-"])[0])
     lines = [
         f"## A micro-annealing run against the fitted curves at {rec['plan_budget_tokens']:.4g} "
         "tokens",
         "",
         f"- One micro-annealing run per source ({rec['micro_budget_tokens']:.4g} tokens) ranks "
-        f"by gain: {' > '.join(micro['rank_by_gain'])}; by gain per cost: "
-        f"{' > '.join(micro['rank_by_gain_per_cost'])}.",
+        f"by gain: {joined(micro['rank_by_gain'], ' > ')}; by gain per cost: "
+        f"{joined(micro['rank_by_gain_per_cost'], ' > ')}.",
         f"- The fitted curves at the planned {rec['plan_budget_tokens']:.4g} tokens rank by gain: "
-        f"{' > '.join(fitted['rank_by_gain'])}; by gain per cost: "
-        f"{' > '.join(fitted['rank_by_gain_per_cost'])}.",
-        f"- Best source: micro-annealing says {micro['best_by_gain']} (gain) and "
-        f"{micro['best_by_gain_per_cost']} (gain per cost); the fitted curves say "
+        f"{joined(fitted['rank_by_gain'], ' > ')}; by gain per cost: "
+        f"{joined(fitted['rank_by_gain_per_cost'], ' > ')}.",
+        f"- Best source: micro-annealing says {md(micro['best_by_gain'])} (gain) and "
+        f"{md(micro['best_by_gain_per_cost'])} (gain per cost); the fitted curves say "
         f"{best_gain} and {best_cost}"
         + (
             ": the same."
@@ -170,14 +185,15 @@ def _recommendation_section(result: dict[str, Any], unit: str) -> list[str]:
     ]
     if "fitted_allocation" in rec and "micro_allocation" in rec:
         m, f = rec["micro_allocation"], rec["fitted_allocation"]
-        bought = ", ".join(f"{t:.4g} tokens of {s}" for s, t in m["tokens"].items())
+        bought = ", ".join(f"{t:.4g} tokens of {md(s)}" for s, t in m["tokens"].items())
         spread = ", ".join(
-            f"{t:.4g} of {s}" for s, t in sorted(f.get("tokens", {}).items(), key=lambda x: -x[1])
+            f"{t:.4g} of {md(s)}"
+            for s, t in sorted(f.get("tokens", {}).items(), key=lambda x: -x[1])
         )
         lines += [
             f"- With the allocation budget, the micro pick buys {bought} (fitted gain "
             f"{m['gain']:.4g}); the fitted allocation buys {spread or 'nothing'} (fitted gain "
-            f"{f.get('gain', 0.0):.4g}), both valued on the fitted curves ({unit} budget as in "
+            f"{f.get('gain', 0.0):.4g}), both valued on the fitted curves ({md(unit)} budget as in "
             "the allocation below).",
         ]
     return [*lines, ""]
@@ -187,8 +203,8 @@ def _flipped(flips: dict[str, Any] | None) -> set[str]:
     return {s for pair in (flips or {}).get("flipped_pairs", []) for s in pair}
 
 
-def _ranked(order: list[str], flipped: set[str]) -> str:
-    return " > ".join(f"**{s}**" if s in flipped else s for s in order)
+def _ranked(order: list[str], flipped: set[str]) -> Markdown:
+    return joined((bold(s) if s in flipped else s for s in order), " > ")
 
 
 def _flip_summary(result: dict[str, Any]) -> str:
@@ -202,8 +218,10 @@ def _flip_summary(result: dict[str, Any]) -> str:
     for f in flips:
         for kind, pairs in (("gain", f["by_gain"]), ("gain per cost", f["by_gain_per_cost"])):
             if pairs:
-                text = ", ".join(f"{a} / {b}" for a, b in pairs)
-                parts.append(f"{f['budget_tokens']:.4g} tokens ({f['kind']}, by {kind}): {text}")
+                text = ", ".join(joined(pair, " / ") for pair in pairs)
+                parts.append(
+                    f"{f['budget_tokens']:.4g} tokens ({md(f['kind'])}, by {kind}): {text}"
+                )
     return "Rank flips against the micro-annealing budget: " + "; ".join(parts) + "."
 
 
@@ -234,13 +252,13 @@ def plot_gain_curves(
         c = source["curve"]
         if c["status"] == "ok":
             fit = c["G"] * (1 - (1 + grid / c["D0"]) ** -c["alpha"])
-            ax.plot(x(grid), fit, "-", color=color, label=f"{name} (fit)")
+            ax.plot(x(grid), fit, "-", color=color, label=figure_text(f"{name} (fit)"))
         else:
-            ax.plot([], [], "o", color=color, label=f"{name} ({c['status']})")
+            ax.plot([], [], "o", color=color, label=figure_text(f"{name} ({c['status']})"))
     ax.axhline(0, color="k", lw=0.6)
     ax.axvline(x([max(budgets)])[0] if axis == "tokens" else np.nan, color="grey", ls=":", lw=0.8)
     ax.set_xscale("log")
-    ax.set_xlabel("annealing tokens" if axis == "tokens" else f"total cost ({unit})")
+    ax.set_xlabel("annealing tokens" if axis == "tokens" else figure_text(f"total cost ({unit})"))
     ax.set_ylabel("gain over control (target loss)")
     ax.legend(fontsize=7)
     fig.tight_layout()

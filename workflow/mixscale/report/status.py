@@ -17,7 +17,7 @@ from typing import Any
 
 from mixscale.config.typed import Config
 from mixscale.core.fit import scale_verdict
-from mixscale.errors import InputError
+from mixscale.errors import InputError, printable
 from mixscale.fileio import read_json
 from mixscale.plan.specs import run_specs
 
@@ -118,4 +118,6 @@ def format_status(status: dict[str, Any], verbose: bool = False) -> str:
     if status["scales"]:
         lines.append("DDO scales:")
         lines += [f"  {name}: {verdict}" for name, verdict in status["scales"].items()]
-    return "\n".join(lines)
+    # a line break or control character in a run id, a path or a file's damage stays visible
+    # on its own line
+    return "\n".join(printable(line) for line in lines)

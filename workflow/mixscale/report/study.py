@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from mixscale.fileio import atomic_write_text
-from mixscale.report.common import markdown_table, save_figure
+from mixscale.report.common import (
+    Markdown,
+    bold,
+    figure_text,
+    interval,
+    markdown_table,
+    md,
+    save_figure,
+)
 
 
 def _cell(entry: dict[str, Any] | None) -> str | None:
@@ -14,8 +22,7 @@ def _cell(entry: dict[str, Any] | None) -> str | None:
         return None
     if entry.get("interval") is None:
         return f"{entry['mean']:.3f}"
-    low, high = entry["interval"]
-    return f"{entry['mean']:.3f} [{low:.3f}, {high:.3f}]"
+    return Markdown(f"{entry['mean']:.3f} {interval(*entry['interval'], '.3f')}")
 
 
 def _winner(row: dict[str, Any]) -> str:
@@ -36,7 +43,7 @@ def study_rows(result: dict[str, Any], world: str) -> list[list[Any]]:
         rows.append(
             [
                 row["factor"],
-                f"**{row['value']}**" if row.get("is_baseline") and row["value"] else row["value"],
+                bold(row["value"]) if row.get("is_baseline") and row["value"] else row["value"],
                 _cell(row.get("autoscale")),
                 _cell(row.get("autoscale_ls")),
                 _cell(row.get("transfer")),
@@ -79,7 +86,7 @@ def study_markdown(result: dict[str, Any], out: str) -> None:
         rows = [r for r in result["rows"] if r["world"] == world]
         base = rows[0]["setting"]
         lines += [
-            f"## {world}",
+            f"## {md(world)}",
             "",
             "Baseline: sigma {sigma:g}, {seeds} seeds, factor {factor:g}, scales {s}, target "
             "{target:.3g}, trust region {tr}.".format(
@@ -116,17 +123,22 @@ def plot_study(result: dict[str, Any], out: str) -> None:
     for ax, factor in zip(axes, factors, strict=False):
         for world in result["worlds"]:
             rows = [r for r in result["rows"] if r["world"] == world and r["factor"] == factor]
-            labels = [r["value"] for r in rows]
+            labels = [figure_text(r["value"]) for r in rows]
             diffs = [r["autoscale_minus_transfer"] for r in rows]
             means = [d["mean"] for d in diffs]
             lows = [d["mean"] - d["interval"][0] for d in diffs]
             highs = [d["interval"][1] - d["mean"] for d in diffs]
             ax.errorbar(
-                range(len(rows)), means, yerr=[lows, highs], marker="o", capsize=3, label=world
+                range(len(rows)),
+                means,
+                yerr=[lows, highs],
+                marker="o",
+                capsize=3,
+                label=figure_text(world),
             )
             ax.set_xticks(range(len(rows)), labels, rotation=30, fontsize=7)
         ax.axhline(0, color="grey", lw=0.8)
-        ax.set_title(f"{factor} (baseline in bold in the tables)", fontsize=9)
+        ax.set_title(figure_text(f"{factor} (baseline in bold in the tables)"), fontsize=9)
     for row_axes in grid:
         row_axes[0].set_ylabel("captured gain: AutoScale - transfer")
     axes[0].legend(fontsize=7)
@@ -151,11 +163,10 @@ def _versus(entry: dict[str, Any]) -> str:
     diff = entry.get("minus_autoscale")
     if not diff or diff.get("interval") is None:
         return "-"
-    low, high = diff["interval"]
     word = "not distinguishable"
     if diff["distinguishable"]:
         word = "better" if diff["mean"] > 0 else "worse"
-    return f"{diff['mean']:+.3f} [{low:+.3f}, {high:+.3f}]: {word}"
+    return Markdown(f"{diff['mean']:+.3f} {interval(*diff['interval'], '+.3f')}: {word}")
 
 
 def _fixed_or_cell(entry: dict[str, Any]) -> str | None:
@@ -204,7 +215,7 @@ def methods_study_markdown(result: dict[str, Any], out: str) -> None:
     for row in result["rows"]:
         matched = "compute-matched (RegMix, DML: the DDO sweep's tokens)"
         lines += [
-            f"## {row['world']}: {matched if row['compute_matched'] else 'own settings'}",
+            f"## {md(row['world'])}: {matched if row['compute_matched'] else 'own settings'}",
             "",
             *markdown_table(header, methods_rows(row, targets)),
             "",
@@ -241,12 +252,15 @@ def plot_methods_study(result: dict[str, Any], out: str) -> None:
                     marker=marker,
                     color=colours[k % len(colours)],
                     capsize=3,
-                    label=LABELS.get(name, name) if not row["compute_matched"] else None,
+                    label=figure_text(LABELS.get(name, name))
+                    if not row["compute_matched"]
+                    else None,
                 )
         ax.axhline(0, color="grey", lw=0.8)
         ax.axhline(1, color="grey", lw=0.8, ls=":")
         ax.set_xlabel("proxy compute (x one run at the largest target)")
-        ax.set_title(f"{world}: target {largest} (o own settings, s compute-matched)", fontsize=9)
+        title = f"{world}: target {largest} (o own settings, s compute-matched)"
+        ax.set_title(figure_text(title), fontsize=9)
     axes[0][0].set_ylabel("captured gain (90% interval over trials)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from mixscale.core.design import classify
 from mixscale.core.fit import scale_verdict
@@ -11,7 +12,15 @@ from mixscale.core.intervals import verdict
 from mixscale.core.world import load_world
 from mixscale.evaluate.downstream import downstream_tables
 from mixscale.fileio import atomic_write_text, read_json, refuse_stream
-from mixscale.report.common import markdown_table, save_figure
+from mixscale.report.common import (
+    Markdown,
+    figure_text,
+    interval,
+    joined,
+    markdown_table,
+    md,
+    save_figure,
+)
 from mixscale.report.finetune import finetune_lines
 
 
@@ -40,7 +49,7 @@ def plot_weights_vs_scale(
         truth = np.array([world.optimum(n) / n for n in grid])
     for i, d in enumerate(domains):
         color = colors[i % len(colors)]
-        ax.plot(scales, [x["weights"][d] for x in ddo], "o-", color=color, label=d)
+        ax.plot(scales, [x["weights"][d] for x in ddo], "o-", color=color, label=figure_text(d))
         if targets:
             ax.plot(targets, [p["weights"][d] for p in autoscale], "s--", color=color, mfc="none")
         if world is not None:
@@ -68,12 +77,13 @@ def plot_loss_curves(compares: list[dict[str, Any]], png: Path) -> None:
         level = c["methods"].get("uniform", {}).get("objective")
         for method, m in c["methods"].items():
             xs = [p["fraction"] for p in m["curve"]]
-            ax.plot(xs, [p["objective"] for p in m["curve"]], "o-", ms=3, label=method)
+            ax.plot(xs, [p["objective"] for p in m["curve"]], "o-", ms=3, label=figure_text(method))
         if level is not None:
             ax.axhline(level, color="grey", lw=0.8, ls=":", label="uniform's final")
         ax.set_title(f"target {c['target_tokens']:.3g} tokens", fontsize=9)
         ax.set_xlabel("fraction of the run")
-        ax.set_ylabel(c.get("objective", "mean loss over all evaluation domains"), fontsize=8)
+        what = c.get("objective", "mean loss over all evaluation domains")
+        ax.set_ylabel(figure_text(what), fontsize=8)
         ax.legend(fontsize=7)
     if not compares:
         axes[0][0].text(0.5, 0.5, "no verification runs in this config", ha="center")
@@ -103,7 +113,9 @@ def plot_quality_vs_compute(
                 continue
             x = max(proxy_tokens.get(method, 0.0) / c["target_tokens"], 1e-3)
             ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", capsize=3)
-            ax.annotate(method, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                figure_text(method), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
         ax.set_xscale("log")
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xlabel("proxy compute (x one target run; fixed weights at 0.001)")
@@ -129,8 +141,8 @@ def _quality(method: str, m: dict[str, Any], simulated: bool) -> tuple[float | N
     diff = m.get("vs_uniform")
     if diff is None:  # uniform was not verified: nothing to read against
         return None, 0.0, 0.0
-    interval = diff.get("interval") or [diff["mean"], diff["mean"]]
-    return diff["mean"], interval[0], interval[1]
+    low, high = diff.get("interval") or [diff["mean"], diff["mean"]]
+    return diff["mean"], low, high
 
 
 def plot_fits(table, objective, fit, png: Path) -> None:
@@ -175,14 +187,14 @@ def plot_fits(table, objective, fit, png: Path) -> None:
         status = domain.status if domain else "-"
         r = (domain.diagnostics.get("r") if domain else None) or float("nan")
         form = (domain.form if domain else None) or "no fit"
-        ax.set_title(f"{name}: {status}, {form}, r={r:.2g}", fontsize=8)
+        ax.set_title(figure_text(f"{name}: {status}, {form}, r={r:.2g}"), fontsize=8)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.tick_params(labelsize=7)
     for k in range(m, rows * cols):
         axes[k // cols][k % cols].axis("off")
     fig.supxlabel("tokens of the domain", fontsize=8)
-    fig.supylabel(objective.describe(), fontsize=8)
+    fig.supylabel(figure_text(objective.describe()), fontsize=8)
     fig.tight_layout()
     save_figure(fig, png)
 
@@ -208,14 +220,14 @@ def plot_downstream(tables: dict[str, dict[str, Any]], png: Path) -> None:
                 [row["scores"].get(c, np.nan) for c in columns],
                 width,
                 yerr=[row["stderr"].get(c, 0.0) for c in columns],
-                label=label,
+                label=figure_text(label),
                 capsize=1.5,
                 error_kw={"lw": 0.6},
             )
         for j, c in enumerate(columns):
             if c in table["chance"]:
                 ax.hlines(table["chance"][c], j - 0.45, j + 0.45, colors="k", ls="--", lw=0.8)
-        ax.set_xticks(x, columns, rotation=45, ha="right", fontsize=7)
+        ax.set_xticks(x, [figure_text(c) for c in columns], rotation=45, ha="right", fontsize=7)
         ax.set_ylabel("accuracy (dashed: chance)")
         if target != "None":
             ax.set_title(f"models trained on {float(target):.4g} tokens", fontsize=9)
@@ -242,7 +254,7 @@ def downstream_lines(paths: list[str], out: str) -> list[str]:
         rows = []
         for label, row in table["rows"].items():
             cells = [
-                f"{row['scores'][c]:.3f} ± {row['stderr'].get(c, 0):.3f}"
+                Markdown(f"{row['scores'][c]:.3f} ± {row['stderr'].get(c, 0):.3f}")
                 if c in row["scores"]
                 else "-"
                 for c in table["columns"]
@@ -262,10 +274,10 @@ def _fit_choices(fit: dict[str, Any], weights: dict[str, Any]) -> str:
     normalised = fit.get("objective_scale", 1.0) != 1.0
     region = "on" if weights.get("trust_region") else "off"
     return (
-        f"Objective: {fit['objective']}. Fit: form {fit.get('form_requested', 'auto')}, "
-        f"unit {fit.get('unit_kind', 'base_total')}, "
+        f"Objective: {md(fit['objective'])}. Fit: form {md(fit.get('form_requested', 'auto'))}, "
+        f"unit {md(fit.get('unit_kind', 'base_total'))}, "
         f"{'normalised by the base run' if normalised else 'raw objective'}, "
-        f"root {fit.get('root', 'smallest_b')}; trust region {region}."
+        f"root {md(fit.get('root', 'smallest_b'))}; trust region {region}."
     )
 
 
@@ -276,7 +288,7 @@ def _caveats(weights: dict[str, Any]) -> list[str]:
     if bound:
         lines.append(
             "On a bound: "
-            + ", ".join(f"{d} ({side})" for d, side in bound.items())
+            + ", ".join(f"{md(d)} ({md(side)})" for d, side in bound.items())
             + ". The fitted curve would move these domains further than their runs observed; "
             "the optimum there is the bound's, not the fit's."
         )
@@ -285,10 +297,10 @@ def _caveats(weights: dict[str, Any]) -> list[str]:
             f"Two exact Eq. 2 curves fit some domains: the weights move by up to "
             f"{weights['root_spread']:.4f} between the smallest-b and largest-b roots."
         )
-    lines += [f"Warning: {w}." for w in weights.get("warnings", [])]
+    lines += [f"Warning: {md(w)}." for w in weights.get("warnings", [])]
     unmatched = weights.get("fit", {}).get("unmatched_runs", [])
     if unmatched:
-        lines.append(f"Runs that match no perturbation (not used): {', '.join(unmatched)}.")
+        lines.append(f"Runs that match no perturbation (not used): {joined(unmatched)}.")
     return [part for line in lines for part in (line, "")]
 
 
@@ -303,7 +315,7 @@ def _round_lines(weights: dict[str, Any]) -> list[str]:
         [f"round {r['round']}", *[r["weights"][d] for d in domains], r["moved"]] for r in history
     ]
     lines = [
-        f"Iterated DDO ({weights['rounds_note']}; each round re-centred on the one before; "
+        f"Iterated DDO ({md(weights['rounds_note'])}; each round re-centred on the one before; "
         f"tolerance {weights['round_tolerance']:g}). The weights above are the last round's.",
         "",
     ]
@@ -343,7 +355,7 @@ def write_summary(
 ) -> None:
     refuse_stream(out, "--out", "the report writes its figures")
     proxy_tokens = proxy_tokens or {}
-    lines = [f"# mixscale report: {experiment}", ""]
+    lines = [f"# mixscale report: {md(experiment)}", ""]
     png = Path(out).with_name("weights_vs_scale.png")
     plot_weights_vs_scale(
         [read_json(p) for p in ddo], [read_json(p) for p in autoscale], png, world
@@ -356,21 +368,21 @@ def write_summary(
         fit = data["fit"]
         domains = list(data["weights"])
         scale = Path(path).parent.name
-        lines += [f"### {scale}: {data['total_tokens']:.4g} tokens", ""]
-        lines += [f"Signal: **{scale_verdict(fit)}**. Design: {fit['design']}.", ""]
+        lines += [f"### {md(scale)}: {data['total_tokens']:.4g} tokens", ""]
+        lines += [f"Signal: **{md(scale_verdict(fit))}**. Design: {md(fit['design'])}.", ""]
         lines += [_fit_choices(fit, data), ""]
         if Path(path).with_name("fits.png").is_file():
-            lines += [f"![fits at {scale}](../ddo/{scale}/fits.png)", ""]
+            lines += [f"![fits at {md(scale)}](../ddo/{quote(scale)}/fits.png)", ""]
         rows = []
         for d in domains:
             f = fit["domains"][d]
             diag = f["diagnostics"]
-            interval = data.get("weight_intervals_90", {}).get(d)
+            bounds = data.get("weight_intervals_90", {}).get(d)
             rows.append(
                 [
                     d,
                     data["weights"][d],
-                    f"[{interval['low']:.4f}, {interval['high']:.4f}]" if interval else "-",
+                    interval(bounds["low"], bounds["high"], ".4f") if bounds else "-",
                     f["status"],
                     f["form"],
                     diag.get("r"),
@@ -395,7 +407,7 @@ def write_summary(
         if doubtful:
             lines += [
                 "**Do not trust these weights as an optimum.** "
-                + "; ".join(f"{scale}: {v}" for scale, v in doubtful.items())
+                + "; ".join(f"{md(scale)}: {md(v)}" for scale, v in doubtful.items())
                 + ". Domains without a valid fit keep their base weight, so the prediction "
                 "extrapolates a partly fixed mixture; the verification below shows what it is "
                 "worth, and differences smaller than the seed noise are not evidence.",
@@ -427,10 +439,10 @@ def write_summary(
         c = read_json(path)
         lines += [f"## Verification at {c['target_tokens']:.4g} tokens", ""]
         what = c.get("objective", "mean loss over all evaluation domains")
-        lines += [f"Objective: {what} (what DDO optimised; steps saved are read on it).", ""]
+        lines += [f"Objective: {md(what)} (what DDO optimised; steps saved are read on it).", ""]
         metric = c.get("metric", "perplexity")
         if metric != "perplexity":  # the same columns, another name: exp of the MLM loss
-            lines += [f"Here 'ppl' and 'perplexity' are {metric}, the paper's MLM metric.", ""]
+            lines += [f"Here 'ppl' and 'perplexity' are {md(metric)}, the paper's MLM metric.", ""]
         lines += _precision_lines(c.get("precision") or [])
         rows = []
         for method, m in c["methods"].items():
@@ -468,7 +480,7 @@ def write_summary(
         lines.append("")
         lines += _paired_lines(c)
         evals = list(next(iter(c["methods"].values()))["perplexity"])
-        lines += [f"Per-domain {metric} at {c['target_tokens']:.4g} tokens:", ""]
+        lines += [f"Per-domain {md(metric)} at {c['target_tokens']:.4g} tokens:", ""]
         lines += markdown_table(
             ["method", *evals],
             [[method, *(m["perplexity"][e] for e in evals)] for method, m in c["methods"].items()],
@@ -481,11 +493,11 @@ def write_summary(
     atomic_write_text(out, "\n".join(lines) + "\n")
 
 
-def _interval_text(result: dict[str, Any] | None) -> str | None:
+def _interval_text(result: dict[str, Any] | None) -> Markdown | None:
     if not result or result.get("interval") is None:
         return None
     low, high = result["interval"]
-    return f"[{low:.4g}, {high:.4g}]"
+    return interval(low, high)
 
 
 def _steps_interval_text(m: dict[str, Any]) -> str | None:
@@ -535,8 +547,8 @@ def _precision_lines(precisions: list[str]) -> list[str]:
     if not precisions:
         return []
     if len(precisions) == 1:
-        return [f"Trained in {precisions[0]} (train.precision as resolved on the machine).", ""]
-    mixed = ", ".join(precisions)
+        return [f"Trained in {md(precisions[0])} (train.precision as resolved on the machine).", ""]
+    mixed = joined(precisions)
     return [
         f"**Warning: the verification runs trained in different precisions ({mixed})**: their "
         "differences include the precision's; pin train.precision and rerun.",

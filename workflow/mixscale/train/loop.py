@@ -539,7 +539,11 @@ def _save_final_model(run: Prepared) -> None:
         weights, _ = training_state(run.model, None, run.fsdp)
         if run.dist.main:
             plain = build_model(
-                run.model_spec, run.vocab, run.settings.seq_len, run.settings.weights_seed, run.eos_id
+                run.model_spec,
+                run.vocab,
+                run.settings.seq_len,
+                run.settings.weights_seed,
+                run.eos_id,
             )
             plain.load_state_dict(weights)
     if run.dist.main:
