@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mixscale.cli.args import count, json_or_file, number
+from mixscale.cli.args import Number, json_or_file
 from mixscale.config.check import schema_default
 from mixscale.errors import InputError
 
 VALIDATION_BYTES = schema_default("data.validation_bytes")
+SEED = Number.schema("data.seed")
+HELD_OUT = Number.schema("data.validation_bytes")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,18 +23,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         help="DOMAIN=SPEC: a built-in name, or JSON {path: ...} / {hf: ...} (repeatable)",
     )
-    p.add_argument("--max-bytes", type=number, help="cap per domain (seeded document subset)")
+    p.add_argument(
+        "--max-bytes",
+        type=Number.schema("data.max_bytes"),
+        help="cap per domain (seeded document subset)",
+    )
     p.add_argument("--cache", default=schema_default("data.downloads"), help="pinned downloads")
-    p.add_argument("--seed", type=int, default=schema_default("data.seed"))
+    p.add_argument("--seed", type=SEED, default=schema_default("data.seed"))
     p.set_defaults(handler=cmd_corpus)
 
     p = sub.add_parser("tokenizer", help="train a byte-level BPE, or save a pretrained one")
     p.add_argument("--corpus", nargs="*", default=[], help="<domain>.jsonl files to train on")
-    p.add_argument("--vocab-size", type=int, default=schema_default("data.tokenizer.vocab_size"))
+    p.add_argument(
+        "--vocab-size",
+        type=Number.schema("data.tokenizer.vocab_size"),
+        default=schema_default("data.tokenizer.vocab_size"),
+    )
     p.add_argument("--pretrained", help="a named tokenizer instead (cluster)")
     p.add_argument("--mask-token", action="store_true", help="add <mask> (masked-LM encoders)")
-    p.add_argument("--seed", type=int, default=schema_default("data.seed"), help="document shuffle")
-    p.add_argument("--validation-bytes", type=count, default=VALIDATION_BYTES)
+    p.add_argument(
+        "--seed", type=SEED, default=schema_default("data.seed"), help="document shuffle"
+    )
+    p.add_argument("--validation-bytes", type=HELD_OUT, default=VALIDATION_BYTES)
     p.add_argument("--out", required=True, help="tokenizer folder")
     p.set_defaults(handler=cmd_tokenizer)
 
@@ -40,8 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", required=True, help="<domain>.jsonl")
     p.add_argument("--domain", help="domain name (default: from the file name)")
     p.add_argument("--tokenizer", required=True)
-    p.add_argument("--seed", type=int, default=schema_default("data.seed"))
-    p.add_argument("--validation-bytes", type=count, default=VALIDATION_BYTES)
+    p.add_argument("--seed", type=SEED, default=schema_default("data.seed"))
+    p.add_argument("--validation-bytes", type=HELD_OUT, default=VALIDATION_BYTES)
     p.add_argument("--out", required=True, help="store folder")
     p.set_defaults(handler=cmd_tokens)
 
@@ -51,17 +63,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--source", required=True, help='NAME=JSON, e.g. cur={"derive":"science",...}')
     p.add_argument("--corpus-dir", required=True, help="folder of the domains' <domain>.jsonl")
-    p.add_argument("--seed", type=int, default=schema_default("data.seed"))
-    p.add_argument("--validation-bytes", type=count, default=VALIDATION_BYTES)
+    p.add_argument("--seed", type=SEED, default=schema_default("data.seed"))
+    p.add_argument("--validation-bytes", type=HELD_OUT, default=VALIDATION_BYTES)
     p.add_argument("--out", required=True, help="folder for <NAME>.jsonl")
     p.set_defaults(handler=cmd_derive)
 
     p = sub.add_parser("tasks", help="embedded lm-eval tasks from each domain's held-out text")
     p.add_argument("--corpus", nargs="+", required=True, help="<domain>.jsonl files")
     p.add_argument(
-        "--seed", type=int, default=schema_default("data.seed"), help="the held-out split"
+        "--seed", type=SEED, default=schema_default("data.seed"), help="the held-out split"
     )
-    p.add_argument("--validation-bytes", type=count, default=VALIDATION_BYTES)
+    p.add_argument("--validation-bytes", type=HELD_OUT, default=VALIDATION_BYTES)
     p.add_argument("--build", help="JSON: items, choices, context_words, continuation_words, seed")
     p.add_argument("--out", required=True, help="task folder (JSONL + YAML + tasks.json)")
     p.set_defaults(handler=cmd_tasks)

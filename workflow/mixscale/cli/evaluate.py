@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from mixscale.cli.args import add_objective_args, json_or_file, number
+from mixscale.cli.args import SEED, TOKENS, Number, add_objective_args, json_or_file
 from mixscale.config.check import schema_default
 from mixscale.errors import InputError
 
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("compare", help="verification runs at one target scale")
     p.add_argument("--metrics", nargs="+", required=True)
-    p.add_argument("--target", type=number, required=True)
+    p.add_argument("--target", type=TOKENS, required=True)
     p.add_argument("--world", help="score against this world's optimum (backend simulate)")
     add_objective_args(p)  # the objective DDO optimised: the methods are compared on it
     p.add_argument("--out", required=True)
@@ -28,21 +28,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("downstream", help="score a saved model on an lm-eval task")
     p.add_argument("--model", required=True, help="saved model folder (transformers)")
     p.add_argument("--task", required=True, help="lm-eval task or group, or 'embedded'")
-    p.add_argument("--shots", type=int, default=0)
+    p.add_argument("--shots", type=Number.schema("downstream.tasks[].shots"), default=0)
     p.add_argument("--metric", default="acc", help="the metric the report shows")
     p.add_argument("--include-path", help="folder of task YAMLs (the embedded tasks)")
-    p.add_argument("--limit", type=number, help="items per task (a fraction if < 1)")
-    p.add_argument("--batch-size", type=int, default=schema_default("downstream.batch_size"))
+    p.add_argument(
+        "--limit",
+        type=Number.schema("downstream.limit"),
+        help="items per task (a fraction if < 1)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=Number.schema("downstream.batch_size"),
+        default=schema_default("downstream.batch_size"),
+    )
     p.add_argument(
         "--device", default=schema_default("downstream.device"), help="auto, cpu, cuda, cuda:0"
     )
     p.add_argument("--cache-dir", help="HF_HOME for this job (default: beside the model)")
     p.add_argument("--datasets-cache", help="a prepared datasets cache (cluster)")
     p.add_argument("--online", action="store_true", help="allow the Hugging Face hub")
-    p.add_argument("--seed", type=int, default=0, help="few-shot sampling seed")
+    p.add_argument("--seed", type=SEED, default=0, help="few-shot sampling seed")
     p.add_argument("--label", help="row label in the report (the method)")
     p.add_argument("--target", help="target scale label the model was trained for")
-    p.add_argument("--run-seed", type=int, help="training seed of the run")
+    p.add_argument("--run-seed", type=SEED, help="training seed of the run")
     p.add_argument("--out", required=True, help="results JSON")
     p.set_defaults(handler=cmd_downstream)
 
@@ -55,8 +63,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("anneal-costs", help="utility's costs TSV from anneal.sources")
     p.add_argument("--sources", required=True, help="JSON: {source: {acquisition_cost, ...}}")
-    p.add_argument("--share", type=number, required=True, help="source share of the mix")
-    p.add_argument("--training-cost", type=number, required=True, help="per annealing token")
+    p.add_argument(
+        "--share",
+        type=Number.schema("anneal.share"),
+        required=True,
+        help="source share of the mix",
+    )
+    p.add_argument(
+        "--training-cost",
+        type=Number.schema("anneal.training_cost_per_token"),
+        required=True,
+        help="per annealing token",
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(handler=cmd_anneal_costs)
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from mixscale.cli import data, evaluate, experiment, finetune, math, mixtures, report, train
+from mixscale.cli.args import OneLineParser, describe_ranges
 from mixscale.errors import InputError, environment_error
 from mixscale.fileio import write_json
 
@@ -20,10 +21,11 @@ GROUPS = (math, mixtures, train, data, evaluate, finetune, experiment, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mixscale", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="mixscale", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)  # subparsers: OneLineParser too
     for group in GROUPS:
         group.register(sub)
+    describe_ranges(parser)
     return parser
 
 

@@ -6,9 +6,12 @@ import argparse
 import sys
 from typing import Any
 
-from mixscale.cli.args import json_or_file
+from mixscale.cli.args import SEED, Number, json_or_file
 from mixscale.config.check import schema_default
+from mixscale.config.training import TrainSettings
 from mixscale.errors import InputError
+
+THREADS = Number(*TrainSettings.range_of("threads"), integer=True)  # train.threads' range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,14 +20,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="simulate")
     p.add_argument("--world", help="world YAML or shipped name (backend simulate)")
     p.add_argument(
-        "--eval-points", type=int, default=schema_default("eval_points"), help="evaluations"
+        "--eval-points",
+        type=Number.schema("eval_points"),
+        default=schema_default("eval_points"),
+        help="evaluations",
     )
     p.add_argument("--weights", help="WEIGHTS.json giving the mixture (verification runs)")
     p.add_argument(
         "--settings",
         help="backend torch: JSON (or a JSON/YAML file) with stores, tokenizer, model, train",
     )
-    p.add_argument("--threads", type=int, default=0, help="torch threads per process")
+    p.add_argument(
+        "--threads", type=THREADS, default=0, help="torch threads per process (0: torch's default)"
+    )
     p.add_argument(
         "--tracking",
         help="backend torch: comma-separated trackers (tensorboard, wandb, mlflow) or 'none' "
@@ -35,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("init-model", help="save the configured model as initialised (step 0)")
     p.add_argument("--settings", required=True, help="JSON with stores, tokenizer, model")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", required=True, help="model folder")
     p.set_defaults(handler=cmd_init_model)
 
