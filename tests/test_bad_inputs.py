@@ -324,6 +324,13 @@ CASES: dict[str, tuple[dict, object, str]] = {
     "train.seed, replaced by each run's seed": (TORCH, put("train.seed", 5), "train.seed"),
     "negative data seed": (TORCH, put("data.seed", -1), "data.seed"),
     "a count of 2.5": (BASE, put("ddo.seeds", 2.5), "ddo.seeds"),
+    # YAML's own spellings (.inf, .nan): they pass every JSON Schema minimum and maximum
+    "factor .inf in YAML": (BASE, put("ddo.factor", float("inf")), "ddo.factor: inf is not"),
+    "target .nan in YAML": (
+        BASE,
+        put("autoscale.targets", [float("nan")]),
+        "autoscale.targets[0]: nan is not",
+    ),
     # values that reach a command line: validated by pattern (and quoted anyway)
     "device with shell code": (
         TORCH,
@@ -411,6 +418,7 @@ SNAKEMAKE_CASES = [
     "targets sharing a label",
     "zero base weight",
     "device with shell code",
+    "scales too close for AutoScale",
 ]
 
 

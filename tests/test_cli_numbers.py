@@ -126,7 +126,7 @@ def integer(kind: Any) -> bool:
 
 
 DOMAIN = {"solve": "web", "ddo": "web", "dml": "web", "regmix": "web", "mixtures": "a"}
-PRIOR_DOMAINS = {"regmix": ["web", "wiki", "code"], "mixtures": ["a", "b"]}
+PRIOR_DOMAINS = {"regmix": ["web", "wiki", "code"], "mixtures": ["a", "b", "c"]}
 
 
 def as_text(command: str, flag: str, kind: Any, value: str) -> str:
@@ -218,6 +218,9 @@ def finite_numbers(node: Any, where: str = "") -> None:
 
 
 def assert_sane_output(out: Path) -> None:
+    if not out.suffix:  # a folder (corpus): its JSONL files, each with a document
+        assert [p.stat().st_size > 1 for p in out.glob("*.jsonl")] == [True], list(out.iterdir())
+        return
     assert out.is_file(), f"exit 0 without {out.name}"
     if out.suffix == ".json":
         finite_numbers(json.loads(out.read_text()))
@@ -297,7 +300,7 @@ def baselines(tmp_path_factory) -> dict[str, list[str]]:
                    "--out", "OUT.json"],
         "doremi": ["doremi", "--metrics", str(d / "doremi.json"), "--tokens", "1e7",
                    "--out", "OUT.json"],
-        "mixtures": ["mixtures", "--prior", "a=1,b=2", "--count", "4", "--tokens", "1e6",
+        "mixtures": ["mixtures", "--prior", "a=1,b=2,c=1", "--count", "4", "--tokens", "1e6",
                      "--out", "OUT.tsv"],
         "train": ["train", "--spec", json.dumps(spec), "--backend", "simulate", "--world",
                   "separable", "--out", "OUT.json"],
@@ -359,8 +362,7 @@ def test_baselines_run(baselines, command, tmp_path):
     out = tmp_path / Path(baselines[command][-1]).name.replace("OUT", "out")
     code, stderr = run([*baselines[command][:-1], str(out)])
     assert code == 0, stderr
-    if out.suffix:
-        assert_sane_output(out)
+    assert_sane_output(out)
 
 
 RUN_CASES = [
@@ -385,8 +387,7 @@ def test_odd_numbers_are_refused_in_one_line_or_give_a_correct_result(
     argv = with_flag([*argv[:-1], str(out)], flag, as_text(command, flag, kind, value))
     code, stderr = run(argv)
     if code == 0:
-        if out.suffix:
-            assert_sane_output(out)
+        assert_sane_output(out)
         return
     assert_refused(code, stderr, flag)
     assert not out.exists(), "a refused command wrote its output"

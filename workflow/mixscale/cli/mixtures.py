@@ -20,8 +20,8 @@ from mixscale.cli.args import (
 from mixscale.config.check import schema_default
 from mixscale.errors import InputError
 
-# proportions or token counts (normalised); a domain at 0 would never be sampled: leave it out
-PRIOR = Pairs(Number(0, 1e18, lo_open=True))
+# proportions or token counts (normalised): verify.natural may hold a 0
+PRIOR = Pairs(Number(0, 1e18))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mixscale.config.check import schema, validate_schema
+from mixscale.config.check import NAME, PATTERNS, validate_schema
 from mixscale.config.domains import config_domains, corpus_domains, derived_sources
 from mixscale.config.finetune import finetune_tasks
 from mixscale.config.load import load_yaml_config
@@ -173,16 +173,11 @@ def _check_eval_domains(config: Config, domains: list[str]) -> None:
 def _check_world(config: Config, world: World) -> None:
     """The world's domain names become run-table columns and run ids, as config names do; its
     losses must stay where the objective can take exp() of them."""
-    pattern = schema()["$defs"]["name"]["pattern"]
     for field, names in (("domains", world.domains), ("eval_domains", world.eval_domains)):
-        bad = [n for n in names if not re.fullmatch(pattern, n)]
+        bad = [n for n in names if not re.fullmatch(NAME, n)]
         if bad:
             raise InputError(
-                config.world,
-                field,
-                f"name {bad[0]!r} not allowed",
-                "use only letters, digits, '_', '-' and '.', not starting with '.' or '-', "
-                "not ending with '.'",
+                config.world, field, f"name {bad[0]!r} not allowed", f"use only {PATTERNS[NAME]}"
             )
     if config.objective.kind == "perplexity" and world.max_loss > MAX_PERPLEXITY_LOSS:
         raise InputError(
@@ -338,12 +333,14 @@ def _check_whole_sequences(config: Config) -> None:
     settings = TrainSettings.from_dict({**config.train, "seed": 0})
     seq, batch = settings.seq_len, settings.batch_sequences
     specs = [s for s in run_specs(config).values() if s.get("tokens")]
+    fields = {"verify": "autoscale.targets", "anneal": "anneal.budgets"}
     for spec in specs:
         sequences = {d: round(t / seq) for d, t in spec["tokens"].items()}
         if sum(sequences.values()) < batch:
+            field = fields.get(spec["stage"], "train.batch_sequences")
             raise InputError(
                 "config",
-                _scale_field(config, spec) if spec["stage"] == "ddo" else "train.batch_sequences",
+                _scale_field(config, spec) if spec["stage"] == "ddo" else field,
                 f"run {spec['id']} trains {sum(sequences.values())} sequences of train.seq_len "
                 f"{seq}, fewer than one optimizer step of train.batch_sequences {batch}",
                 "raise the run's tokens, or lower batch_sequences or seq_len",
