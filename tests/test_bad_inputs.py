@@ -242,6 +242,95 @@ CASES: dict[str, tuple[dict, object, str]] = {
     # hangs before: accepted, then ran for ever
     "a billion evaluation points": (BASE, put("eval_points", 1.0e9), "eval_points"),
     "200,000 DDO seeds": (BASE, put("ddo.seeds", 200000), "ddo.seeds"),
+    # passed `mixscale check`, then failed after the sweep had trained (issue 36)
+    "factor 1e300": (BASE, put("ddo.factor", 1e300), "ddo.factor"),
+    "factor 1.0000001": (BASE, put("ddo.factor", 1.0000001), "ddo.factor"),
+    "scales of 2 tokens": (
+        BASE,
+        lambda c: {
+            **put("ddo.scales", [{"name": "a", "tokens": 2.0}, {"name": "b", "tokens": 6.0}])(c),
+            "autoscale": {"targets": [20.0]},
+        },
+        "ddo.scales[0].tokens: run ddo-a-web-down-s0 trains 0.133 tokens of web",
+    ),
+    "scales near 1e18 tokens": (
+        BASE,
+        lambda c: {
+            **c,
+            "ddo": {
+                **c["ddo"],
+                "factor": 6,
+                "scales": [{"name": "a", "tokens": 3e17}, {"name": "b", "tokens": 1e18}],
+            },
+            "autoscale": {"targets": [1e18]},
+        },
+        "ddo.scales[1].tokens: run ddo-b-web-up-s0 trains 1.2e+18 tokens of web",
+    ),
+    "scales too close for AutoScale": (
+        BASE,
+        put("ddo.scales.1.tokens", 1.01e6),
+        "span 1.01x (1e+06 to 1.01e+06) and autoscale.targets[0] 3e+07 lies 341 spans above",
+    ),
+    "scale name ending in '.'": (BASE, put("ddo.scales.0.name", "1M."), "ddo.scales[0].name"),
+    "domain name ending in '.'": (TORCH, put("data.sources", {"books.": "builtin"}), "books."),
+    "world domain ending in '.'": (
+        BASE,
+        world_file("domains: [a., b]\nskills: [{beta: 4, gamma: 0.3}, {beta: 3, gamma: 0.3}]\n"),
+        "domains: name 'a.' not allowed",
+    ),
+    "run ids that coincide": (
+        BASE,
+        lambda c, folder: {
+            **world_file(
+                "domains: [x-up, up]\nskills: [{beta: 4, gamma: 0.3}, {beta: 3, gamma: 0.3}]\n"
+            )(c, folder),
+            "ddo": {"scales": [{"name": "1M", "tokens": 1e6}, {"name": "1M-x", "tokens": 3e6}]},
+        },
+        "two planned runs are both ddo-1M-x-up-up-s0",
+    ),
+    "scale names differing in case": (BASE, put("ddo.scales.1.name", "1m"), "differ only in case"),
+    "micro_batch not dividing batch_sequences": (
+        TORCH,
+        put("train.micro_batch", 3),
+        "train.batch_sequences: 8 is not a multiple of accelerator.gpus_per_run (1) x "
+        "train.micro_batch (3)",
+    ),
+    "a domain rounded away to whole sequences": (
+        TORCH,
+        put("ddo.base_weights", {"books": 0.996, "code": 0.002, "legal": 0.002}),
+        "run ddo-15k-code-down-s0 trains 10 tokens of code, 0.312 sequences",
+    ),
+    "a DDO run below one optimizer step": (
+        TORCH,
+        put("ddo.scales.0.tokens", 300),
+        "fewer than one optimizer step of train.batch_sequences 8",
+    ),
+    "max_bytes below validation_bytes": (
+        TORCH,
+        put("data.max_bytes", 1000),
+        "data.max_bytes: 1000 bytes per domain, and data.validation_bytes (30000) are held out",
+    ),
+    "world without domains": (BASE, world_file("domains: []\nskills: []\n"), "a world needs"),
+    "world with NaN beta": (
+        BASE,
+        world_file("domains: [a]\nskills: [{beta: .nan, gamma: 0.3}]\n"),
+        "beta and gamma must be finite",
+    ),
+    "world whose perplexity overflows": (
+        BASE,
+        world_file("domains: [a]\nskills: [{beta: 800, gamma: 0.3}]\n"),
+        "perplexity overflows",
+    ),
+    "train.seed, replaced by each run's seed": (TORCH, put("train.seed", 5), "train.seed"),
+    "negative data seed": (TORCH, put("data.seed", -1), "data.seed"),
+    "a count of 2.5": (BASE, put("ddo.seeds", 2.5), "ddo.seeds"),
+    # YAML's own spellings (.inf, .nan): they pass every JSON Schema minimum and maximum
+    "factor .inf in YAML": (BASE, put("ddo.factor", float("inf")), "ddo.factor: inf is not"),
+    "target .nan in YAML": (
+        BASE,
+        put("autoscale.targets", [float("nan")]),
+        "autoscale.targets[0]: nan is not",
+    ),
     # values that reach a command line: validated by pattern (and quoted anyway)
     "device with shell code": (
         TORCH,
@@ -329,6 +418,7 @@ SNAKEMAKE_CASES = [
     "targets sharing a label",
     "zero base weight",
     "device with shell code",
+    "scales too close for AutoScale",
 ]
 
 

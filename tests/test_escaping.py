@@ -40,6 +40,7 @@ import yaml
 
 from conftest import ROOT, run_cli
 from conftest import run_snakemake as snakemake
+from mixscale.cli.args import Pair, Pairs
 from mixscale.cli.main import build_parser, main
 from mixscale.config.profile import install_profile
 from mixscale.errors import InputError, printable
@@ -130,6 +131,8 @@ def subcommands() -> dict[str, list[str]]:
         argv = [name]
         for option in sub._actions:
             value = str((option.choices or ["1"])[0])
+            if isinstance(option.type, Pair | Pairs):
+                value = "a=1"
             if option.required:
                 argv += [option.option_strings[0], value] if option.option_strings else [value]
         found[name] = argv

@@ -177,8 +177,8 @@ def test_cli_mixtures_then_bad_settings_in_one_line(tmp_path):
     assert rows[0] == ["run", "tokens.a", "tokens.b", "tokens.d"] and len(rows) == 17
     assert all(int(r[3]) <= 4 * 2e4 + 200 for r in rows[1:])  # 4 epochs of d's 20k tokens
     bad = {
-        ("--temperature", "0"): "temperature: 0 must be > 0",
-        ("--count", "0"): "must be positive",
+        ("--temperature", "0"): "--temperature: 0 is outside (0, 100]",
+        ("--count", "0"): "--count: 0 is outside [1, 4096]",
     }
     for (flag, value), message in bad.items():
         res = run_cli(

@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 from test_bad_inputs import ANNEAL, BASE, TORCH
 
 from conftest import ROOT, alg1_mixtures, fixed_total_mixtures
+from mixscale.core.runtable import TOKEN_RANGE
 from mixscale.errors import InputError
 
 SCALE = float(os.environ.get("MIXSCALE_PROPERTY_SCALE", "1"))
@@ -402,6 +403,9 @@ def mutated_configs(draw, starts: tuple[str, ...] = tuple(STARTS)):
 def checked_starts() -> None:
     """The starting points are valid; the first torch check imports transformers (~5 s), which
     would otherwise count against the first example's time limit."""
+    import torch  # noqa: F401 - the first architecture counted (a model not in the cache of
+    import transformers.modeling_utils  # noqa: F401 - parameter counts) imports both: ~6 s
+
     from mixscale.plan.check import check_config
 
     for start, config in STARTS.items():
@@ -425,6 +429,10 @@ def config_contract(config: dict[str, Any]) -> None:
     assert len(specs) < MAX_RUNS, len(specs)
     assert not non_finite(config), "accepted a NaN or infinite number"
     assert not non_finite(specs), "planned runs with a NaN or infinite number"
+    low, high = TOKEN_RANGE  # what the run table of a sweep holds
+    for spec in specs.values():
+        cells = spec["tokens"].values() if spec["stage"] == "ddo" else []
+        assert all(low <= t <= high for t in cells), (spec["id"], spec["tokens"])
 
 
 NEWLINE_VALUE = ("simulate", (("set", ("verify", "methods", 0), "uni\nform"),))
@@ -451,6 +459,179 @@ INFINITE_COST = ("anneal", (("set", ("anneal", "sources", "books", "acquisition_
 @example(case=DDO_NO_AUTOSCALE)
 def test_mutated_configs_are_accepted_or_refused_in_one_line(checked_starts, case):
     config_contract(mutated(case))
+
+
+# --- every number of the schema, at its odd values ---------------------------------------------
+
+
+def numeric_fields(node: dict[str, Any], path: Path_ = ()) -> list[tuple[Path_, bool]]:
+    """(path, integer) of every number of the schema, found by walking it (mapping keys as '*',
+    list items as '0', as tests/test_hardening.py's string_fields), and of the free-form train
+    section (TrainSettings' fields): a field added later is covered without a word here."""
+    node = resolve(node)
+    branches = [node, *(resolve(b) for b in node.get("oneOf", []) + node.get("anyOf", []))]
+    kinds = set()
+    for branch in branches:
+        kind = branch.get("type", [])
+        kinds |= {kind} if isinstance(kind, str) else set(kind)
+    found = [(path, "number" not in kinds)] if path and kinds & {"number", "integer"} else []
+    for branch in branches:
+        for name, sub in branch.get("properties", {}).items():
+            found += numeric_fields(sub, (*path, name))
+        if isinstance(branch.get("additionalProperties"), dict):
+            found += numeric_fields(branch["additionalProperties"], (*path, "*"))
+        if isinstance(branch.get("items"), dict):
+            found += numeric_fields(branch["items"], (*path, "0"))
+    if not path:
+        found += [
+            (("train", name), f["type"] == "integer")
+            for name, f in TRAIN_FIELDS.items()
+            if f["type"] in ("number", "integer")
+        ]
+    return sorted(set(found))
+
+
+NUMBER_FIELDS = numeric_fields(SCHEMA)
+# NaN and infinity (YAML's .nan, .inf) pass every JSON Schema minimum and maximum; 1e300 is
+# finite; a count of 2.5 is no count
+ODD_FIELD_VALUES = [NAN, INF, -INF, -1, 0, 1e300]
+
+
+def number_nodes(field: Path_) -> list[dict[str, Any]]:
+    """The schema's number rules of a field of NUMBER_FIELDS (its alternatives resolved)."""
+    path = tuple(0 if key == "0" else key for key in field)  # schema_at's list index
+    nodes = [n for node in schema_at(path) for n in [node, *map(resolve, node.get("oneOf", []))]]
+    return [n for n in nodes if {"number", "integer"} & set(np.atleast_1d(n.get("type", [])))]
+
+
+def test_every_numeric_field_is_found_and_bounded():
+    """The walk finds the schema's numbers (and train's); each has a lower and an upper bound:
+    finite, and no value makes memory or time grow without limit."""
+    fields = dict(NUMBER_FIELDS)
+    assert fields[("ddo", "factor")] is False and fields[("ddo", "seeds")] is True
+    assert ("ddo", "scales", "0", "tokens") in fields and ("fit", "unit") in fields
+    assert ("anneal", "sources", "*", "max_tokens") in fields
+    assert ("train", "batch_sequences") in fields
+    assert len(fields) > 100, len(fields)
+    unbounded = []
+    for path in fields:
+        if path[0] == "train":
+            continue  # TrainSettings.check bounds them (its RANGES)
+        nodes = number_nodes(path)
+        assert nodes, path
+        low = all({"minimum", "exclusiveMinimum"} & set(n) for n in nodes)
+        high = all({"maximum", "exclusiveMaximum"} & set(n) for n in nodes)
+        if not (low and high):
+            unbounded.append(path)
+    assert not unbounded, unbounded
+
+
+@pytest.mark.parametrize(
+    ("field", "integer"), NUMBER_FIELDS, ids=[".".join(map(str, f)) for f, _ in NUMBER_FIELDS]
+)
+def test_every_numeric_field_takes_odd_numbers(checked_starts, field, integer):
+    """NaN, infinities, -1, 0 and 1e300 (and 2.5 for a count) in each numeric field: refused in
+    one line, or accepted with a plan that builds, finite, whose sweeps a run table holds."""
+    from test_hardening import base_for, with_value
+
+    for value in [*ODD_FIELD_VALUES, *([2.5] if integer else [])]:
+        config_contract(with_value(base_for(field), field, value))
+
+
+COUNT_FIELDS = [f for f, integer in NUMBER_FIELDS if integer and f[0] != "train"]
+
+
+@pytest.mark.parametrize("field", COUNT_FIELDS, ids=[".".join(f) for f in COUNT_FIELDS])
+def test_counts_written_as_floats_are_read_as_integers(field):
+    """YAML writes a count as 2.0e+7: an integral float where the schema wants an integer is
+    read as an int (range(), shapes and the jobs' JSON parameters need the int; 2.5 is
+    refused by test_every_numeric_field_takes_odd_numbers)."""
+    from test_hardening import base_for, with_value
+
+    from mixscale.config.check import validate_schema
+
+    node = next(n for n in number_nodes(field) if n["type"] == "integer")
+    value = float(node.get("minimum", node.get("exclusiveMinimum", -1) + 1))
+    config = with_value(base_for(field), field, value)
+    for _ in range(3):  # a mapping with_value made may lack a required key: give it one
+        try:
+            validate_schema(config, "config.yaml")
+            break
+        except InputError as exc:
+            if exc.problem != "missing":
+                raise
+            config = with_value(config, tuple(exc.field.split(".")), "x")
+    found = config
+    for key in field:  # as with_value: '*' is the mapping's first key, '0' the first item
+        found = found[0] if key == "0" else found[next(iter(found))] if key == "*" else found[key]
+    assert type(found) is int and found == value, (field, found)
+
+
+# --- every name of the schema ----------------------------------------------------------------
+
+NAME = SCHEMA["$defs"]["name"]["pattern"]
+# names become folders, files, run-table columns (tokens.<name>) and run ids: a trailing '.'
+# reads as an empty column name, '/' and ' ' break paths, a leading '-' reads as a flag
+BAD_NAMES = ["a.", ".a", "-a", "a/b", "a b", "..", ""]
+
+
+def name_fields(node: dict[str, Any], path: Path_ = ()) -> list[tuple[Path_, bool]]:
+    """(path, is_key) of every name of the schema: a string field with the name pattern, or the
+    keys of a mapping whose propertyNames have it."""
+    node = resolve(node)
+    found = []
+    for branch in [node, *(resolve(b) for b in node.get("oneOf", []))]:
+        if path and branch.get("pattern") == NAME:
+            found.append((path, False))
+        if branch.get("propertyNames", {}).get("pattern") == NAME:
+            found.append((path, True))
+        for name, sub in branch.get("properties", {}).items():
+            found += name_fields(sub, (*path, name))
+        if isinstance(branch.get("additionalProperties"), dict):
+            found += name_fields(branch["additionalProperties"], (*path, "*"))
+        if isinstance(branch.get("items"), dict):
+            found += name_fields(branch["items"], (*path, "0"))
+    return sorted(set(found))
+
+
+NAME_FIELDS = name_fields(SCHEMA)
+
+
+def test_the_name_rule_is_the_one_the_messages_describe():
+    from mixscale.config.check import NAME as CHECKED
+
+    assert CHECKED == NAME
+    assert len(NAME_FIELDS) >= 10, NAME_FIELDS
+    assert (("data", "sources"), True) in NAME_FIELDS
+    assert (("ddo", "scales", "0", "name"), False) in NAME_FIELDS
+    for good in ("web", "a.b", "x_2", "A-1", "_"):
+        assert re.fullmatch(NAME, good), good
+
+
+@pytest.mark.parametrize(
+    ("field", "key"),
+    NAME_FIELDS,
+    ids=[".".join(f) + (" keys" if k else "") for f, k in NAME_FIELDS],
+)
+def test_every_name_field_refuses_names_that_break_paths(field, key):
+    """Each name of the schema, as a value or as a mapping's key, refused in one line."""
+    from test_hardening import base_for, with_value
+
+    from mixscale.plan.check import check_config
+
+    for bad in BAD_NAMES:
+        if key:  # one more entry in the mapping, under the bad name
+            config = copy.deepcopy(base_for(field))
+            node = config
+            for part in field:
+                node = node.setdefault(part, {}) if isinstance(node, dict) else node
+            value = next(iter(node.values()), 1.0) if isinstance(node, dict) and node else 1.0
+            config = with_value(config, (*field, bad), value)
+        else:
+            config = with_value(base_for(field), field, bad)
+        with pytest.raises(InputError) as refused:
+            check_config(config, "config.yaml")
+        assert_one_line(refused.value.one_line())
 
 
 def write_config(folder: Path, config: dict[str, Any]) -> Path:

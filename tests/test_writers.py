@@ -27,6 +27,7 @@ import pytest
 
 from mixscale import fileio
 from mixscale.cli import main as cli_main
+from mixscale.cli.args import Pair, Pairs
 from mixscale.cli.main import build_parser, main
 from mixscale.cli.paths import (
     input_path,
@@ -590,6 +591,8 @@ def dummy_argv(command: str, given: dict[str, str], dummy_input: str) -> list[st
                 value = f"unused-{action.dest}"
             elif action.choices:
                 value = next(iter(action.choices))
+            elif isinstance(action.type, Pair | Pairs):
+                value = "a=1"
             else:
                 value = "1" if action.type is not None else "x"
             argv += [flag, value]

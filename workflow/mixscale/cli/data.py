@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from mixscale.cli.args import count, json_or_file, number
+from mixscale.cli.args import Number, json_or_file
 from mixscale.cli.paths import input_path, output_folder, output_parent
 from mixscale.config.check import schema_default
 from mixscale.errors import InputError, say
 
 VALIDATION_BYTES = schema_default("data.validation_bytes")
+SEED = Number.schema("data.seed")
+HELD_OUT = Number.schema("data.validation_bytes")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,20 +25,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         help="DOMAIN=SPEC: a built-in name, or JSON {path: ...} / {hf: ...} (repeatable)",
     )
-    p.add_argument("--max-bytes", type=number, help="cap per domain (seeded document subset)")
+    p.add_argument(
+        "--max-bytes",
+        type=Number.schema("data.max_bytes"),
+        help="cap per domain (seeded document subset)",
+    )
     p.add_argument("--cache", default=schema_default("data.downloads"), help="pinned downloads")
-    p.add_argument("--seed", type=int, default=schema_default("data.seed"))
+    p.add_argument("--seed", type=SEED, default=schema_default("data.seed"))
     p.set_defaults(handler=cmd_corpus)
 
     p = sub.add_parser("tokenizer", help="train a byte-level BPE, or save a pretrained one")
     p.add_argument(
         "--corpus", type=input_path, nargs="*", default=[], help="<domain>.jsonl files to train on"
     )
-    p.add_argument("--vocab-size", type=int, default=schema_default("data.tokenizer.vocab_size"))
+    p.add_argument(
+        "--vocab-size",
+        type=Number.schema("data.tokenizer.vocab_size"),
+        default=schema_default("data.tokenizer.vocab_size"),
+    )
     p.add_argument("--pretrained", type=input_path, help="a named tokenizer instead (cluster)")
     p.add_argument("--mask-token", action="store_true", help="add <mask> (masked-LM encoders)")
-    p.add_argument("--seed", type=int, default=schema_default("data.seed"), help="document shuffle")
-    p.add_argument("--validation-bytes", type=count, default=VALIDATION_BYTES)
+    p.add_argument(
+        "--seed", type=SEED, default=schema_default("data.seed"), help="document shuffle"
+    )
+    p.add_argument("--validation-bytes", type=HELD_OUT, default=VALIDATION_BYTES)
     p.add_argument("--out", type=output_folder, required=True, help="tokenizer folder")
     p.set_defaults(handler=cmd_tokenizer)
 
@@ -44,8 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", type=input_path, required=True, help="<domain>.jsonl")
     p.add_argument("--domain", help="domain name (default: from the file name)")
     p.add_argument("--tokenizer", type=input_path, required=True)
-    p.add_argument("--seed", type=int, default=schema_default("data.seed"))
-    p.add_argument("--validation-bytes", type=count, default=VALIDATION_BYTES)
+    p.add_argument("--seed", type=SEED, default=schema_default("data.seed"))
+    p.add_argument("--validation-bytes", type=HELD_OUT, default=VALIDATION_BYTES)
     p.add_argument("--out", type=output_folder, required=True, help="store folder")
     p.set_defaults(handler=cmd_tokens)
 
@@ -57,8 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--corpus-dir", type=input_path, required=True, help="folder of the domains' <domain>.jsonl"
     )
-    p.add_argument("--seed", type=int, default=schema_default("data.seed"))
-    p.add_argument("--validation-bytes", type=count, default=VALIDATION_BYTES)
+    p.add_argument("--seed", type=SEED, default=schema_default("data.seed"))
+    p.add_argument("--validation-bytes", type=HELD_OUT, default=VALIDATION_BYTES)
     p.add_argument("--out", type=output_parent, required=True, help="folder for <NAME>.jsonl")
     p.set_defaults(handler=cmd_derive)
 
@@ -67,9 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--corpus", type=input_path, nargs="+", required=True, help="<domain>.jsonl files"
     )
     p.add_argument(
-        "--seed", type=int, default=schema_default("data.seed"), help="the held-out split"
+        "--seed", type=SEED, default=schema_default("data.seed"), help="the held-out split"
     )
-    p.add_argument("--validation-bytes", type=count, default=VALIDATION_BYTES)
+    p.add_argument("--validation-bytes", type=HELD_OUT, default=VALIDATION_BYTES)
     p.add_argument(
         "--build",
         type=input_path,

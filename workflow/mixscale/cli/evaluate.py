@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mixscale.cli.args import add_objective_args, json_or_file, number
+from mixscale.cli.args import SEED, TOKENS, Number, add_objective_args, json_or_file
 from mixscale.cli.paths import input_path, output_file
 from mixscale.config.check import schema_default
 from mixscale.errors import InputError, say
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("compare", help="verification runs at one target scale")
     p.add_argument("--metrics", type=input_path, nargs="+", required=True)
-    p.add_argument("--target", type=number, required=True)
+    p.add_argument("--target", type=TOKENS, required=True)
     p.add_argument(
         "--world", type=input_path, help="score against this world's optimum (backend simulate)"
     )
@@ -32,23 +32,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model", type=input_path, required=True, help="saved model folder (transformers)"
     )
     p.add_argument("--task", required=True, help="lm-eval task or group, or 'embedded'")
-    p.add_argument("--shots", type=int, default=0)
+    p.add_argument("--shots", type=Number.schema("downstream.tasks[].shots"), default=0)
     p.add_argument("--metric", default="acc", help="the metric the report shows")
     p.add_argument(
         "--include-path", type=input_path, help="folder of task YAMLs (the embedded tasks)"
     )
-    p.add_argument("--limit", type=number, help="items per task (a fraction if < 1)")
-    p.add_argument("--batch-size", type=int, default=schema_default("downstream.batch_size"))
+    p.add_argument(
+        "--limit",
+        type=Number.schema("downstream.limit"),
+        help="items per task (a fraction if < 1)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=Number.schema("downstream.batch_size"),
+        default=schema_default("downstream.batch_size"),
+    )
     p.add_argument(
         "--device", default=schema_default("downstream.device"), help="auto, cpu, cuda, cuda:0"
     )
     p.add_argument("--cache-dir", help="HF_HOME for this job (default: beside the model)")
     p.add_argument("--datasets-cache", type=input_path, help="a prepared datasets cache (cluster)")
     p.add_argument("--online", action="store_true", help="allow the Hugging Face hub")
-    p.add_argument("--seed", type=int, default=0, help="few-shot sampling seed")
+    p.add_argument("--seed", type=SEED, default=0, help="few-shot sampling seed")
     p.add_argument("--label", help="row label in the report (the method)")
     p.add_argument("--target", help="target scale label the model was trained for")
-    p.add_argument("--run-seed", type=int, help="training seed of the run")
+    p.add_argument("--run-seed", type=SEED, help="training seed of the run")
     p.add_argument("--out", type=output_file, required=True, help="results JSON")
     p.set_defaults(handler=cmd_downstream)
 
@@ -65,8 +73,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sources", type=input_path, required=True, help="JSON: {source: {acquisition_cost, ...}}"
     )
-    p.add_argument("--share", type=number, required=True, help="source share of the mix")
-    p.add_argument("--training-cost", type=number, required=True, help="per annealing token")
+    p.add_argument(
+        "--share",
+        type=Number.schema("anneal.share"),
+        required=True,
+        help="source share of the mix",
+    )
+    p.add_argument(
+        "--training-cost",
+        type=Number.schema("anneal.training_cost_per_token"),
+        required=True,
+        help="per annealing token",
+    )
     p.add_argument("--out", type=output_file, required=True)
     p.set_defaults(handler=cmd_anneal_costs)
 

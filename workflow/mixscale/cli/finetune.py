@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mixscale.cli.args import count, json_or_file
+from mixscale.cli.args import SEED, Number, json_or_file
 from mixscale.cli.paths import input_path, output_file, output_folder, output_parent
 from mixscale.config.check import schema_default
 from mixscale.errors import say
@@ -16,6 +16,7 @@ EMBEDDED = {
     key: schema_default(f"finetune.embedded.{key}")
     for key in ("train_items", "eval_items", "passage_words")
 }
+ITEMS = {key: Number.schema(f"finetune.embedded.{key}") for key in EMBEDDED}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,12 +27,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--corpus", type=input_path, nargs="+", required=True, help="<domain>.jsonl files"
     )
-    p.add_argument("--seed", type=int, default=schema_default("data.seed"), help="document shuffle")
-    p.add_argument("--validation-bytes", type=count, default=VALIDATION_BYTES)
-    p.add_argument("--task-seed", type=int, help="item draws (default: --seed)")
-    p.add_argument("--train-items", type=int, default=EMBEDDED["train_items"])
-    p.add_argument("--eval-items", type=int, default=EMBEDDED["eval_items"])
-    p.add_argument("--passage-words", type=int, default=EMBEDDED["passage_words"])
+    p.add_argument(
+        "--seed",
+        type=Number.schema("data.seed"),
+        default=schema_default("data.seed"),
+        help="document shuffle",
+    )
+    p.add_argument(
+        "--validation-bytes",
+        type=Number.schema("data.validation_bytes"),
+        default=VALIDATION_BYTES,
+    )
+    p.add_argument("--task-seed", type=SEED, help="item draws (default: --seed)")
+    p.add_argument("--train-items", type=ITEMS["train_items"], default=EMBEDDED["train_items"])
+    p.add_argument("--eval-items", type=ITEMS["eval_items"], default=EMBEDDED["eval_items"])
+    p.add_argument(
+        "--passage-words", type=ITEMS["passage_words"], default=EMBEDDED["passage_words"]
+    )
     p.add_argument(
         "--out",
         type=output_folder,
@@ -62,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="task name in the report (default: task.json's name)")
     p.add_argument("--label", help="row label in the report (the method)")
     p.add_argument("--target", help="target scale label the model was trained for")
-    p.add_argument("--run-seed", type=int, help="training seed of the pretraining run")
+    p.add_argument("--run-seed", type=SEED, help="training seed of the pretraining run")
     p.add_argument("--out", type=output_file, required=True, help="results JSON")
     p.set_defaults(handler=cmd_finetune)
 

@@ -14,29 +14,22 @@ import argparse
 from collections.abc import Sequence
 
 from mixscale.cli import data, evaluate, experiment, finetune, math, mixtures, report, train
+from mixscale.cli.args import OneLineParser, describe_ranges
 from mixscale.cli.paths import path_flags, paths_checked
-from mixscale.errors import InputError, environment_error, printable, say
+from mixscale.errors import InputError, environment_error, say
 from mixscale.fileio import write_json
 
 GROUPS = (math, mixtures, train, data, evaluate, finetune, experiment, report)
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse's own messages quote the user's words ("unrecognized arguments: ..."): they
-    reach the terminal through ``printable`` like every other message. Subcommands' parsers
-    are made of the same class."""
-
-    def _print_message(self, message: str, file=None) -> None:
-        super()._print_message(printable(message, keep="\n") if message else message, file)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="mixscale", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="mixscale", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)  # subparsers: OneLineParser too
     for group in GROUPS:
         group.register(sub)
     for command in sub.choices.values():  # each command carries its marked path flags
         command.set_defaults(path_flags=path_flags(command))
+    describe_ranges(parser)
     return parser
 
 

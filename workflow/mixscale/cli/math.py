@@ -6,7 +6,15 @@ import argparse
 import sys
 from typing import Any
 
-from mixscale.cli.args import add_constraint_args, add_objective_args, constraints_from, number
+from mixscale.cli.args import (
+    SEED,
+    TOKENS,
+    Number,
+    Numbers,
+    add_constraint_args,
+    add_objective_args,
+    constraints_from,
+)
 from mixscale.cli.paths import input_path, output_file
 from mixscale.config.check import schema_default
 from mixscale.errors import InputError, say
@@ -21,9 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("solve", help="optimal weights at a scale from FIT.json (DDO)")
     p.add_argument("--fit", type=input_path, required=True)
-    p.add_argument("--tokens", type=number, help="total training tokens N")
+    p.add_argument("--tokens", type=TOKENS, help="total training tokens N")
     p.add_argument(
-        "--budget", type=number, help="instead of --tokens: a cost budget (needs --cost)"
+        "--budget",
+        type=Number(0, 1e30, lo_open=True),
+        help="instead of --tokens: a cost budget (needs --cost)",
     )
     add_constraint_args(p)
     _add_trust_region_arg(p)
@@ -32,11 +42,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("ddo", help="fit + solve in one step, with bootstrap intervals")
     _add_fit_args(p)
-    p.add_argument("--tokens", type=number, required=True)
+    p.add_argument("--tokens", type=TOKENS, required=True)
     add_constraint_args(p)
     _add_trust_region_arg(p)
-    p.add_argument("--bootstrap", type=int, default=schema_default("fit.bootstrap"), help="0: off")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--bootstrap",
+        type=Number.schema("fit.bootstrap"),
+        default=schema_default("fit.bootstrap"),
+        help="0: off",
+    )
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--figure", type=output_file, help="also draw the per-domain fits (PNG)")
     p.add_argument("--out", type=output_file, required=True)
     p.set_defaults(handler=cmd_ddo)
@@ -54,8 +69,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--figures", type=input_path, nargs="*", default=[], help="each round's fits PNG, in order"
     )
-    p.add_argument("--planned", type=int, required=True, help="rounds planned (ddo.rounds)")
-    p.add_argument("--tolerance", type=float, required=True, help="ddo.round_tolerance")
+    p.add_argument("--planned", type=Number.schema("ddo.rounds"), required=True, help="ddo.rounds")
+    p.add_argument(
+        "--tolerance",
+        type=Number.schema("ddo.round_tolerance"),
+        required=True,
+        help="ddo.round_tolerance",
+    )
     p.add_argument("--figure", type=output_file, help="copy the last round's fits PNG here")
     p.add_argument("--out", type=output_file, required=True)
     p.set_defaults(handler=cmd_rounds)
@@ -71,7 +91,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="study YAML (config/examples/method-study.yaml or methods-study.yaml)",
     )
-    p.add_argument("--trials", type=int, help="override the file's trials (a quick look)")
+    p.add_argument(
+        "--trials",
+        type=Number(2, 10_000, integer=True),  # a study file's own range
+        help="override the file's trials (a quick look)",
+    )
     p.add_argument("--markdown", type=output_file, help="also write the tables (Markdown)")
     p.add_argument("--figure", type=output_file, help="also draw captured gain per factor (PNG)")
     p.add_argument("--out", type=output_file, required=True, help="STUDY.json")
@@ -93,7 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="WEIGHTS.json (repeat, 2+)",
     )
-    p.add_argument("--target", type=number, required=True, help="target total tokens")
+    p.add_argument("--target", type=TOKENS, required=True, help="target total tokens")
     p.add_argument("--discrete", action="store_true", help="the paper's Algorithm 2 (overshoots)")
     p.add_argument("--out", type=output_file, required=True)
     p.set_defaults(handler=cmd_predict)
@@ -108,27 +132,40 @@ def register(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="TSV: source, acquisition_cost_per_token, ...",
     )
-    p.add_argument("--train-cost-per-token", type=number, help="default training cost per token")
+    p.add_argument(
+        "--train-cost-per-token",
+        type=Number.schema("anneal.training_cost_per_token"),
+        help="default training cost per token",
+    )
     p.add_argument(
         "--direction",
         default="lower",
         choices=["lower", "higher"],
         help="lower: metric is a loss; higher: a score",
     )
-    p.add_argument("--budget", type=number, help="total cost budget to allocate across sources")
+    p.add_argument(
+        "--budget",
+        type=Number.schema("anneal.allocate"),
+        help="total cost budget to allocate across sources",
+    )
     p.add_argument(
         "--plan-budget",
-        type=number,
+        type=Number.schema("anneal.plan_budget"),
         help="annealing tokens you plan: the fitted recommendation there against the "
         "micro-annealing one (default: the largest budget run)",
     )
     p.add_argument(
         "--extrapolate",
-        default=",".join(f"{x:g}" for x in schema_default("anneal.extrapolate")),
-        help="multiples of the largest budget",
+        type=Numbers(Number.schema("anneal.extrapolate[]"), example="10,100"),
+        default=tuple(schema_default("anneal.extrapolate")),
+        help="multiples of the largest budget, e.g. 10,100",
     )
-    p.add_argument("--bootstrap", type=int, default=schema_default("anneal.bootstrap"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--bootstrap",
+        type=Number.schema("anneal.bootstrap"),
+        default=schema_default("anneal.bootstrap"),
+    )
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--unit", help="the unit of the costs, recorded for anneal-report (e.g. $)")
     p.add_argument("--out", type=output_file, required=True)
     p.set_defaults(handler=cmd_utility)
@@ -141,7 +178,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="world YAML or a shipped name (separable, ...)",
     )
-    p.add_argument("--tokens", type=number, required=True, help="total tokens")
+    p.add_argument("--tokens", type=TOKENS, required=True, help="total tokens")
     p.add_argument(
         "--weights", type=input_path, action="append", help="score: WEIGHTS.json (repeatable)"
     )
@@ -175,7 +212,7 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--unit",
-        type=_unit,
+        type=Number.schema("fit.unit", words=("base_total", "base_domain")),
         default=schema_default("fit.unit"),
         help="token unit of the paper's forms: base_total (default; x/u = the domain's base "
         "weight), base_domain (x = 1 at the base run, the authors' choice) or a token count",
@@ -192,10 +229,6 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
         help="which exact Eq. 2 curve to keep when three points give two (both are reported)",
     )
     add_objective_args(p)
-
-
-def _unit(text: str) -> str | float:
-    return text if text in ("base_total", "base_domain") else number(text)
 
 
 def _add_trust_region_arg(p: argparse.ArgumentParser) -> None:
@@ -242,20 +275,6 @@ def _warn(command: str, result: dict[str, Any]) -> dict[str, Any]:
     for warning in result.get("warnings", []):
         say(f"mixscale {command}: warning: {warning}")
     return result
-
-
-def _multiples(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise InputError(
-            "--extrapolate", text, "expected numbers like 10,100", "e.g. --extrapolate 10,100"
-        ) from exc
-    if any(v <= 1 for v in values):
-        raise InputError(
-            "--extrapolate", text, "multiples must be > 1", "e.g. --extrapolate 10,100"
-        )
-    return values
 
 
 def cmd_fit(args: argparse.Namespace) -> dict[str, Any]:
@@ -380,22 +399,42 @@ def add_advise_args(p: argparse.ArgumentParser, with_config: bool) -> None:
             action="append",
             help="take scales, target, objective, trust region and the cost model from a config",
         )
-        p.add_argument("--scales", type=_scales, help="DDO token totals, e.g. 1e5,3e5")
-        p.add_argument("--target", type=number, help="AutoScale's target token total")
+        p.add_argument("--scales", type=Numbers(TOKENS), help="DDO token totals, e.g. 1e5,3e5")
+        p.add_argument("--target", type=TOKENS, help="AutoScale's target token total")
         add_objective_args(p)
-    p.add_argument("--error", type=number, default=0.2, help="L1 weight error to reach (0-2)")
-    p.add_argument("--confidence", type=number, default=0.8, help="share of trials that must")
-    p.add_argument("--noise", type=number, help="seed sd of the objective, instead of measuring it")
-    p.add_argument("--trials", type=int, default=40, help="simulated trials per design")
-    p.add_argument("--factors", type=_scales, help="perturbation factors to try (default 2,3,5)")
-    p.add_argument("--max-seeds", type=int, default=8, help="most seeds per mixture to try")
-
-
-def _scales(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a list of numbers like 1e5,3e5") from exc
+    # the advisor's own ranges (mixscale.core.advise)
+    p.add_argument(
+        "--error",
+        type=Number(0, 2, lo_open=True, hi_open=True),
+        default=0.2,
+        help="L1 weight error to reach",
+    )
+    p.add_argument(
+        "--confidence",
+        type=Number(0.5, 1, hi_open=True),
+        default=0.8,
+        help="share of trials that must",
+    )
+    p.add_argument(
+        "--noise", type=Number(0, 1e6), help="seed sd of the objective, instead of measuring it"
+    )
+    p.add_argument(
+        "--trials",
+        type=Number(1, 5000, integer=True),
+        default=40,
+        help="simulated trials per design",
+    )
+    p.add_argument(
+        "--factors",
+        type=Numbers(Number.schema("ddo.factor"), example="2,3,5"),
+        help="perturbation factors to try (default 2,3,5)",
+    )
+    p.add_argument(
+        "--max-seeds",
+        type=Number(1, 64, integer=True),
+        default=8,
+        help="most seeds per mixture to try",
+    )
 
 
 def advice(args: argparse.Namespace, config=None) -> dict[str, Any]:
@@ -425,10 +464,6 @@ def advice(args: argparse.Namespace, config=None) -> dict[str, Any]:
         scales, target = tuple(sorted(args.scales)), args.target
         objective = parse_objective(args.objective, args.eval_weights, args.eval_domains)
         factors = args.factors or FACTORS
-    if any(f <= 1 for f in factors):
-        raise InputError("advise", "--factors", f"{factors}", "factors above 1, e.g. 2,3,5")
-    if not 1 <= args.max_seeds <= 64:
-        raise InputError("advise", "--max-seeds", f"{args.max_seeds}", "1 to 64")
     return advise(
         pilot, scales, target, args.error, args.confidence, objective, args.noise,
         args.trials, tuple(factors), args.max_seeds, cost_per_token=cost,
@@ -482,13 +517,12 @@ def cmd_utility(args: argparse.Namespace) -> dict[str, Any]:
 
     table = load_anneal_table(args.runs)
     costs = load_costs(args.costs, args.train_cost_per_token)
-    extrapolate = _multiples(args.extrapolate)
     result = analyse(
         table,
         costs,
         args.budget,
         args.direction,
-        extrapolate,
+        args.extrapolate,
         args.bootstrap,
         args.seed,
         args.plan_budget,

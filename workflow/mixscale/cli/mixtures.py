@@ -8,50 +8,88 @@ import argparse
 from typing import Any
 
 from mixscale.cli.args import (
+    EPOCHS,
+    SEED,
+    TOKENS,
+    Number,
+    Pairs,
     add_constraint_args,
     add_objective_args,
     constraints_from,
-    count,
-    number,
-    pairs,
 )
 from mixscale.cli.paths import input_path, output_file
+from mixscale.config.check import schema_default
 from mixscale.errors import InputError
+
+# proportions or token counts (normalised): verify.natural may hold a 0
+PRIOR = Pairs(Number(0, 1e18))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dml", help="Data Mixing Laws: exponential law per domain, its optimum")
     _add_common(p)
-    p.add_argument("--huber-delta", type=number, default=0.05, help="Huber loss threshold")
+    p.add_argument(
+        "--huber-delta",
+        type=Number.schema("methods.dml.huber_delta"),
+        default=schema_default("methods.dml.huber_delta"),
+        help="Huber loss threshold",
+    )
     p.set_defaults(handler=cmd_dml)
 
     p = sub.add_parser("regmix", help="RegMix: regressor from mixture to objective, top-k mean")
     _add_common(p)
     p.add_argument("--regressor", default="lightgbm", choices=["lightgbm", "linear"])
     p.add_argument(
-        "--prior", help="natural proportions d=w,... (default: the mean mixture of the runs)"
+        "--prior",
+        type=PRIOR,
+        help="natural proportions d=w,... (default: the mean mixture of the runs)",
     )
-    p.add_argument("--candidates", type=count, default=100_000, help="simulated mixtures")
-    p.add_argument("--top-k", type=count, default=128, help="best simulated mixtures averaged")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--candidates",
+        type=Number.schema("methods.regmix.candidates"),
+        default=schema_default("methods.regmix.candidates"),
+        help="simulated mixtures",
+    )
+    p.add_argument(
+        "--top-k",
+        type=Number.schema("methods.regmix.top_k"),
+        default=schema_default("methods.regmix.top_k"),
+        help="best simulated mixtures averaged",
+    )
+    p.add_argument("--seed", type=SEED, default=schema_default("methods.regmix.seed"))
     p.set_defaults(handler=cmd_regmix)
 
     p = sub.add_parser("doremi", help="DoReMi: the learned weights of its proxy runs")
     p.add_argument(
         "--metrics", type=input_path, nargs="+", required=True, help="proxy runs' metrics.json"
     )
-    p.add_argument("--tokens", type=number, required=True, help="target total tokens")
+    p.add_argument("--tokens", type=TOKENS, required=True, help="target total tokens")
     p.add_argument("--out", type=output_file, required=True, help="WEIGHTS.json")
     p.set_defaults(handler=cmd_doremi)
 
     p = sub.add_parser("mixtures", help="RegMix's proxy mixtures around natural proportions")
-    p.add_argument("--prior", required=True, help="natural proportions or token counts d=w,...")
-    p.add_argument("--count", type=count, required=True, help="number of proxy runs")
-    p.add_argument("--tokens", type=number, required=True, help="total tokens of each run")
-    p.add_argument("--available", help="tokens each domain holds d=N,... (with --max-epochs)")
-    p.add_argument("--max-epochs", type=number, default=15.0, help="RegMix's repetition cap")
-    p.add_argument("--temperature", type=number, default=0.5)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--prior", type=PRIOR, required=True, help="natural proportions or token counts d=w,..."
+    )
+    p.add_argument(
+        "--count",
+        type=Number.schema("methods.regmix.runs", lo=1),
+        required=True,
+        help="number of proxy runs",
+    )
+    p.add_argument("--tokens", type=TOKENS, required=True, help="total tokens of each run")
+    p.add_argument(
+        "--available",
+        type=Pairs(Number(0, TOKENS.hi, lo_open=True)),  # a domain without data: leave it out
+        help="tokens each domain holds d=N,... (with --max-epochs)",
+    )
+    p.add_argument("--max-epochs", type=EPOCHS, default=15.0, help="RegMix's repetition cap")
+    p.add_argument(
+        "--temperature",
+        type=Number.schema("methods.regmix.temperature"),
+        default=schema_default("methods.regmix.temperature"),
+    )
+    p.add_argument("--seed", type=SEED, default=schema_default("methods.regmix.seed"))
     p.add_argument("--out", type=output_file, required=True, help="MIXTURES.tsv: run, tokens.<d>")
     p.set_defaults(handler=cmd_mixtures)
 
@@ -61,7 +99,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--runs", type=input_path, required=True, help="run table of one scale (0 tokens allowed)"
     )
     add_objective_args(p)
-    p.add_argument("--tokens", type=number, help="target total tokens (default: the runs' total)")
+    p.add_argument("--tokens", type=TOKENS, help="target total tokens (default: the runs' total)")
     add_constraint_args(p, with_cost=False)
     p.add_argument(
         "--score", type=input_path, help="also predict the objective of every mixture of this table"
@@ -83,16 +121,10 @@ def _table_and_objective(args: argparse.Namespace):
     return table, objective
 
 
-def _check_tokens(args: argparse.Namespace) -> None:
-    if args.tokens is not None and args.tokens <= 0:
-        raise InputError("--tokens", f"{args.tokens:g}", "must be > 0", "give a token count")
-
-
 def cmd_dml(args: argparse.Namespace) -> dict[str, Any]:
     from mixscale.core.mixlaws import dml_optimum, weights_result
 
     table, objective = _table_and_objective(args)
-    _check_tokens(args)
     fit, weights = dml_optimum(
         table, objective, args.tokens, constraints_from(args), args.huber_delta
     )
@@ -109,7 +141,6 @@ def cmd_regmix(args: argparse.Namespace) -> dict[str, Any]:
     from mixscale.core.regmix import regmix_optimum
 
     table, objective = _table_and_objective(args)
-    _check_tokens(args)
     prior = _prior(args.prior, table.train_domains) if args.prior else None
     fit, best, predicted, prior = regmix_optimum(
         table,
@@ -148,8 +179,6 @@ def cmd_doremi(args: argparse.Namespace) -> dict[str, Any]:
     domains = list(learned[0])
     if any(sorted(w) != sorted(domains) for w in learned):
         raise InputError("--metrics", "doremi.weights", "runs of other domains", "one method's")
-    if args.tokens <= 0:
-        raise InputError("--tokens", f"{args.tokens:g}", "must be > 0", "give a token count")
     mean = np.mean([[w[d] for d in domains] for w in learned], axis=0)
     out = weights_result("doremi", domains, mean, args.tokens, float("nan"), Objective())
     del out["predicted_objective"], out["fit_objective"]  # DoReMi predicts no objective
@@ -157,10 +186,9 @@ def cmd_doremi(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _prior(text: str, domains: list[str]):
+def _prior(given: dict[str, float], domains: list[str]):
     import numpy as np
 
-    given = pairs(text.split(","), "--prior")
     missing = [d for d in domains if d not in given]
     unknown = [d for d in given if d not in domains]
     if missing or unknown:
@@ -171,8 +199,8 @@ def _prior(text: str, domains: list[str]):
             f"give d=w for each of {', '.join(domains)}",
         )
     prior = np.array([given[d] for d in domains])
-    if np.any(prior < 0) or prior.sum() <= 0:
-        raise InputError("--prior", text, "must be >= 0 with a positive sum", "e.g. a=3,b=1")
+    if prior.sum() <= 0:
+        raise InputError("--prior", "", "all zero", "give a positive sum, e.g. a=3,b=1")
     return prior / prior.sum()
 
 
@@ -205,16 +233,13 @@ def cmd_mixtures(args: argparse.Namespace) -> None:
     from mixscale.core.regmix import sample_mixtures
     from mixscale.fileio import write_tsv
 
-    given = pairs(args.prior.split(","), "--prior")
-    domains = list(given)
-    prior = np.array([given[d] for d in domains])
-    if np.any(prior < 0) or prior.sum() <= 0:
-        raise InputError("--prior", args.prior, "must be >= 0 with a positive sum", "e.g. a=3,b=1")
-    if args.count < 1 or args.tokens <= 0:
-        raise InputError("--count/--tokens", "", "must be positive", "e.g. --count 32")
+    domains = list(args.prior)
+    prior = np.array([args.prior[d] for d in domains])
+    if prior.sum() <= 0:
+        raise InputError("--prior", "", "all zero", "give a positive sum, e.g. a=3,b=1")
     caps = None
     if args.available:
-        available = pairs(args.available.split(","), "--available")
+        available = args.available
         caps = np.array([args.max_epochs * available.get(d, np.inf) / args.tokens for d in domains])
     mixtures = sample_mixtures(prior, args.count, args.seed, caps, args.temperature)
     tokens = np.rint(mixtures * args.tokens).astype(np.int64)  # whole tokens

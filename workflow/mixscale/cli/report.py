@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mixscale.cli.args import checked_config
+from mixscale.cli.args import Number, checked_config
 from mixscale.cli.paths import input_path, output_file
 from mixscale.config.check import schema_default
 from mixscale.errors import InputError, say
 from mixscale.fileio import write_json
+
+# the sum of a method's proxy runs (0 for fixed weights): finite, no bound of its own
+PROXY_TOKENS = Number(lo=0)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -100,7 +103,10 @@ def _proxy_tokens(text: str) -> dict[str, float]:
         raise InputError("--proxy-tokens", "", "not JSON", 'e.g. {"autoscale": 1e9}') from exc
     if not isinstance(data, dict) or not all(isinstance(v, int | float) for v in data.values()):
         raise InputError("--proxy-tokens", "", "not {method: tokens}", 'e.g. {"autoscale": 1e9}')
-    return {str(k): float(v) for k, v in data.items()}
+    try:  # JSON lets NaN and Infinity through
+        return {str(k): float(PROXY_TOKENS.check(v)) for k, v in data.items()}
+    except ValueError as exc:
+        raise InputError("--proxy-tokens", "", str(exc), f"give {PROXY_TOKENS.describe()}") from exc
 
 
 def cmd_anneal_report(args: argparse.Namespace) -> None:

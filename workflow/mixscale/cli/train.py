@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mixscale.cli.args import json_or_file
+from mixscale.cli.args import SEED, Number, json_or_file
 from mixscale.cli.paths import input_path, output_file, output_folder
 from mixscale.config.check import schema_default
+from mixscale.config.training import TrainSettings
 from mixscale.errors import InputError, say
+
+THREADS = Number(*TrainSettings.range_of("threads"), integer=True)  # train.threads' range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="simulate")
     p.add_argument("--world", type=input_path, help="world YAML or shipped name (backend simulate)")
     p.add_argument(
-        "--eval-points", type=int, default=schema_default("eval_points"), help="evaluations"
+        "--eval-points",
+        type=Number.schema("eval_points"),
+        default=schema_default("eval_points"),
+        help="evaluations",
     )
     p.add_argument(
         "--weights", type=input_path, help="WEIGHTS.json giving the mixture (verification runs)"
@@ -27,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=input_path,
         help="backend torch: JSON (or a JSON/YAML file) with stores, tokenizer, model, train",
     )
-    p.add_argument("--threads", type=int, default=0, help="torch threads per process")
+    p.add_argument(
+        "--threads", type=THREADS, default=0, help="torch threads per process (0: torch's default)"
+    )
     p.add_argument(
         "--tracking",
         help="backend torch: comma-separated trackers (tensorboard, wandb, mlflow) or 'none' "
@@ -45,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--settings", type=input_path, required=True, help="JSON with stores, tokenizer, model"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", type=output_folder, required=True, help="model folder")
     p.set_defaults(handler=cmd_init_model)
 

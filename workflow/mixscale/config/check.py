@@ -20,11 +20,12 @@ from mixscale.errors import InputError
 
 SCHEMA = Path(__file__).with_name("schema.yaml")  # package data: shipped with any install
 # the schema's name patterns, in words
-NAME_PATTERNS = ("^[A-Za-z0-9_][A-Za-z0-9_.-]*$", "^[A-Za-z0-9_-]+$")
+NAME = "^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_-])?$"  # the schema's $defs.name
+NAME_PATTERNS = (NAME, "^[A-Za-z0-9_-]+$")
 PATTERNS = {
     "^(auto|cpu|mps|cuda(:[0-9]+)?)$": "auto, cpu, mps, cuda or cuda:N",
     "^[A-Za-z0-9_./ ~+-]+$": "a tokenizer name or folder: letters, digits, '_', '.', '/', '-'",
-    "^[A-Za-z0-9_][A-Za-z0-9_.-]*$": "letters, digits, '_', '-' and '.', not starting with '.'",
+    NAME: "letters, digits, '_', '-' and '.', not starting with '.' or '-', not ending with '.'",
     "^[A-Za-z0-9_-]+$": "letters, digits, '_' and '-'",
 }
 
@@ -47,6 +48,46 @@ def schema_default(dotted: str) -> Any:
     return node["default"]
 
 
+def schema_number(dotted: str) -> dict[str, Any]:
+    """The schema's rule for a number: a field (``ddo.factor``), the items of a list
+    (``autoscale.targets[]``), a mapping's values (``anneal.sources.*.max_tokens``) or a
+    definition (``$defs.tokens``); references followed and, of alternatives (``oneOf``, a
+    nullable type), the numeric one. Command-line options that read the same quantity take
+    their range from here (``mixscale.cli.args.Number.schema``)."""
+    root = schema()
+    parts = dotted.split(".")
+    node = root
+    if parts[0] == "$defs":
+        node, parts = root["$defs"][parts[1]], parts[2:]
+    for part in parts:
+        items = part.endswith("[]")
+        key = part.removesuffix("[]")
+        node = _numeric(root, node)
+        node = node["additionalProperties"] if key == "*" else node["properties"][key]
+        if items:
+            node = _numeric(root, node)["items"]
+    node = _numeric(root, node)
+    if not {"number", "integer"} & set(_types(node)):
+        raise KeyError(f"{dotted} is not a number in the schema")
+    return node
+
+
+def _numeric(root: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """node with its $ref followed, or of its alternatives the number (else the object)."""
+    node = _resolved(root, node)
+    for kind in ("number", "integer", "object", "array"):
+        for branch in node.get("oneOf", []):
+            branch = _numeric(root, branch)
+            if kind in _types(branch):
+                return branch
+    return node
+
+
+def _types(node: dict[str, Any]) -> list[str]:
+    kind = node.get("type", [])
+    return [kind] if isinstance(kind, str) else list(kind)
+
+
 def validate_schema(config: dict[str, Any], source: str) -> dict[str, Any]:
     """Validate against the schema and fill its defaults into config (in place): the schema is
     the one place every default is written. Raises InputError naming source."""
@@ -59,7 +100,40 @@ def validate_schema(config: dict[str, Any], source: str) -> dict[str, Any]:
     if error is not None:
         raise schema_error(error, source)
     _with_defaults(Draft202012Validator)(rules).validate(config)
+    _whole_numbers(config, schema())
     return config
+
+
+def _whole_numbers(value: Any, node: dict[str, Any]) -> Any:
+    """value with every float the schema types as an integer made an int, in place: JSON
+    Schema counts 2.0 as an integer and YAML writes a count as 2.0e+7, but range(), a shape or a
+    job's JSON parameter (a rerun when it changes from 2 to 2.0) need the int."""
+    root = schema()
+    branches = [_resolved(root, b) for b in [node, *node.get("oneOf", []), *node.get("anyOf", [])]]
+    whole = isinstance(value, float) and value.is_integer()
+    if whole and any("integer" in _types(b) for b in branches):
+        return int(value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = next(filter(None, (_child(b, key) for b in branches)), None)
+            if child is not None:
+                value[key] = _whole_numbers(item, child)
+    elif isinstance(value, list):
+        items = next((b["items"] for b in branches if isinstance(b.get("items"), dict)), None)
+        for i, item in enumerate(value if items is not None else []):
+            value[i] = _whole_numbers(item, items)
+    return value
+
+
+def _child(node: dict[str, Any], key: str) -> dict[str, Any] | None:
+    extra = node.get("additionalProperties")
+    return node.get("properties", {}).get(key) or (extra if isinstance(extra, dict) else None)
+
+
+def _resolved(root: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = root["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
 
 
 def _check_keys_and_numbers(node: Any, source: str, where: str) -> None:
@@ -86,6 +160,14 @@ def schema_error(error: ValidationError, source: str) -> InputError:
     field = _dotted(error.absolute_path)
     value = error.instance
     kind = error.validator
+    if kind in ("oneOf", "anyOf") and field and error.context:
+        # the alternative the value was meant for (weights as a mapping, not the word uniform):
+        # its own error, not "is not valid under any of the given schemas"
+        meant = [e for e in error.context if e.validator not in ("type", "enum", "const")]
+        if meant:
+            from jsonschema.exceptions import best_match
+
+            return schema_error(best_match(meant), source)
     if kind == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []

@@ -122,7 +122,18 @@ class TrainSettings:
         ("threads", 0, 4096, "torch threads per process, 0 = torch's default"),
         ("max_steps", 0, math.inf, "0 = one pass over the mixture"),
         ("seq_len", 1, 1 << 20, "the context length, e.g. 1024"),
+        # memory and time grow with these: a slip of the exponent is refused, not allocated
+        ("batch_sequences", 1, 1 << 20, "sequences per optimizer step, e.g. 512"),
+        ("micro_batch", 1, 1 << 20, "sequences per forward pass, e.g. 8"),
+        ("eval_tokens", 1, 1e9, "held-out tokens per domain and evaluation, e.g. 20000"),
+        ("eval_batch", 1, 1 << 16, "sequences per evaluation pass, e.g. 16"),
+        ("lr", 0, 10.0, "a learning rate, e.g. 3.0e-3"),
     )
+
+    @classmethod
+    def range_of(cls, name: str) -> tuple[float, float]:
+        """The lowest and highest value of a field of RANGES (command-line options read it)."""
+        return next((low, high) for field, low, high, _ in cls.RANGES if field == name)
 
     def _check_ranges(self) -> None:
         for name, low, high, fix in self.RANGES:

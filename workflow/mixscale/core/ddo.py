@@ -154,6 +154,22 @@ def _move_intercept(fit: FitResult, domain: str, params: dict[str, float]) -> No
     fit.intercept += float(old - new)
 
 
+def _check_sides(sides: dict[str, tuple[float, float, str, str]]) -> None:
+    """A domain whose upper bound lies below its lower bound (--max-weight d=0 where the trust
+    region keeps d at w/k or more), named with what set each side."""
+    names = {"min-weight": "--min-weight", "max-weight/max-tokens": "--max-weight/--max-tokens"}
+    names["trust_region"] = "the trust region: the range its runs observed"
+    for domain, (lo, hi, lo_by, hi_by) in sides.items():
+        if lo > hi:
+            raise InputError(
+                "solve",
+                domain,
+                f"upper bound {hi:.3g} tokens ({names.get(hi_by, hi_by)}) below its lower "
+                f"bound {lo:.3g} ({names.get(lo_by, lo_by)})",
+                "raise --max-weight/--max-tokens, lower --min-weight, or --no-trust-region",
+            )
+
+
 def _optimize(
     fit: FitResult,
     total_tokens: float | None,
@@ -178,6 +194,7 @@ def _optimize(
     usable = [d for d in domains if fit.domains[d].usable]
     held = [d for d in domains if not fit.domains[d].usable]
     sides = {d: _bounded(fit, constraints, d, total_tokens) for d in domains}
+    _check_sides(sides)
     bounds = {d: sides[d][:2] for d in domains}
     tokens: dict[str, float] = {}
     resource = float(total_tokens if total_tokens is not None else budget)  # type: ignore[arg-type]

@@ -169,7 +169,7 @@ def simulate_optimum(
             "regmix",
             "bounds",
             f"{len(samples)} of {candidates} simulated mixtures within the weight bounds",
-            "loosen --min-weight/--max-weight or the caps",
+            "loosen --min-weight/--max-weight or the caps (--max-tokens, --max-epochs)",
         )
     scores = fit.predict(samples)
     best = samples[np.argsort(scores, kind="stable")[:top_k]]

@@ -16,6 +16,7 @@ independent of mixscale's DDO solver, so it can score it.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mixscale.core.runtable import RunTable
+from mixscale.core.runtable import LOSS_RANGE, RunTable
 from mixscale.errors import InputError
 
 SHIPPED = Path(__file__).with_name("worlds")
@@ -42,6 +43,11 @@ class World:
     irreducible: float
     sigma: float  # seed noise shared by all evaluation domains of a run
     sigma_domain: float  # independent noise per evaluation domain
+
+    @property
+    def max_loss(self) -> float:
+        """The largest noise-free evaluation loss: every skill at its floor of one token."""
+        return self.irreducible + float((self.E @ self.beta).max())
 
     def skill_data(self, tokens: np.ndarray) -> np.ndarray:
         # at least one token's worth of every skill: a mixture that leaves out the only domain
@@ -152,10 +158,14 @@ def world_from_dict(data: dict[str, Any], source: str = "world") -> World:
     for key in ("domains", "skills"):
         if key not in data:
             raise InputError(source, key, "missing", "see workflow/mixscale/core/worlds/")
-    domains = [str(d) for d in data["domains"]]
+    domains = _names(data["domains"], source, "domains")
     if len(set(domains)) != len(domains):
         raise InputError(source, "domains", "duplicate names", "list each domain once")
     skills = data["skills"]
+    if not isinstance(skills, list) or not skills or not all(isinstance(s, dict) for s in skills):
+        raise InputError(
+            source, "skills", "a world needs a list of skills", "e.g. [{beta: 40, gamma: 0.3}]"
+        )
     names = [str(s.get("name", f"skill{k}")) for k, s in enumerate(skills)]
     try:
         beta = np.array([float(s["beta"]) for s in skills])
@@ -167,6 +177,11 @@ def world_from_dict(data: dict[str, Any], source: str = "world") -> World:
             "each skill needs numeric beta and gamma",
             "e.g. {beta: 40, gamma: 0.3}",
         ) from exc
+    # NaN passes every comparison: finite first
+    if not (np.all(np.isfinite(beta)) and np.all(np.isfinite(gamma))):
+        raise InputError(
+            source, "skills", "beta and gamma must be finite", "e.g. {beta: 40, gamma: 0.3}"
+        )
     if np.any(beta <= 0) or np.any(gamma <= 0):
         raise InputError(
             source, "skills", "beta and gamma must be > 0", "e.g. {beta: 40, gamma: 0.3}"
@@ -180,7 +195,9 @@ def world_from_dict(data: dict[str, Any], source: str = "world") -> World:
         )
     if np.any(A.sum(axis=1) == 0):
         raise InputError(source, "A", "a skill gets no data", "give every row a positive entry")
-    eval_domains = [str(e) for e in data.get("eval_domains", domains)]
+    eval_domains = _names(data.get("eval_domains", domains), source, "eval_domains")
+    if len(set(eval_domains)) != len(eval_domains):
+        raise InputError(source, "eval_domains", "duplicate names", "list each domain once")
     if "E" in data:
         E = _matrix(data["E"], (len(eval_domains), len(skills)), source, "E")
     else:
@@ -193,7 +210,12 @@ def world_from_dict(data: dict[str, Any], source: str = "world") -> World:
             )
         E = len(domains) * A.T / A.sum(axis=1)
     noise = data.get("noise", {}) or {}
-    return World(
+    if not isinstance(noise, dict):
+        raise InputError(source, "noise", "not a mapping", "e.g. noise: {sigma: 0.01}")
+    irreducible = _scalar(data, "irreducible", source)
+    sigma = _scalar(noise, "sigma", source, "noise.")
+    sigma_domain = _scalar(noise, "sigma_domain", source, "noise.")
+    world = World(
         name=str(data.get("name", Path(source).stem)),
         domains=domains,
         skills=names,
@@ -202,10 +224,43 @@ def world_from_dict(data: dict[str, Any], source: str = "world") -> World:
         A=A,
         E=E,
         eval_domains=eval_domains,
-        irreducible=float(data.get("irreducible", 0.0)),
-        sigma=float(noise.get("sigma", 0.0)),
-        sigma_domain=float(noise.get("sigma_domain", 0.0)),
+        irreducible=irreducible,
+        sigma=sigma,
+        sigma_domain=sigma_domain,
     )
+    # a run table holds losses up to LOSS_RANGE[1] (beyond: a diverged run): a world above it
+    # would fail every table job after its runs
+    if world.max_loss > LOSS_RANGE[1]:
+        raise InputError(
+            source,
+            "skills",
+            f"losses reach {world.max_loss:.3g}, above the {LOSS_RANGE[1]:g} a run table holds",
+            "lower beta or irreducible",
+        )
+    return world
+
+
+def _names(values: Any, source: str, field: str) -> list[str]:
+    """A non-empty list of domain names (the config checks their spelling: they become run-table
+    columns and file names)."""
+    if not isinstance(values, list) or not values:
+        raise InputError(source, field, "a world needs a list of domains", "e.g. [web, code]")
+    if not all(isinstance(v, str | int) and not isinstance(v, bool) for v in values):
+        raise InputError(source, field, "domain names are text", "e.g. [web, code]")
+    return [str(v) for v in values]
+
+
+def _scalar(data: dict[str, Any], key: str, source: str, prefix: str = "") -> float:
+    """A finite number >= 0 (0 when not given)."""
+    try:
+        value = float(data.get(key) or 0.0)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise InputError(
+            source, f"{prefix}{key}", f"{data.get(key)!r} is not a finite number >= 0", "e.g. 0.01"
+        )
+    return value
 
 
 def world_file(path: str | Path) -> Path:

@@ -588,6 +588,13 @@ def build_domain(
             "point the domain at files with text in them",
         )
     docs = select_documents(docs, max_bytes, seed)
+    if not docs:  # every document is larger than the cap
+        raise InputError(
+            "--max-bytes",
+            "data.max_bytes",
+            f"{max_bytes:g} bytes: smaller than every document of {domain}",
+            f"raise max_bytes (documents are split at {MAX_DOC_CHARS} characters)",
+        )
     lines = [
         json.dumps({"id": f"{domain}/{i:06d}", "text": d}, ensure_ascii=False)
         for i, d in enumerate(docs)

@@ -347,7 +347,8 @@ def utility(config: Config, task: TaskEntry | None) -> str:
     """mixscale utility's options from anneal.*: allocation, extrapolation, bootstrap."""
     anneal = config.anneal
     return shell_args(
-        ("--extrapolate", ",".join(f"{x:g}" for x in anneal.extrapolate)),
+        # 10 significant digits: 1.0000001 stays above 1 (":g" wrote 1, which the flag refuses)
+        ("--extrapolate", ",".join(f"{x:.10g}" for x in anneal.extrapolate)),
         ("--bootstrap", anneal.bootstrap),
         ("--budget", anneal.allocate),
         ("--plan-budget", anneal.plan_budget),
