@@ -6,14 +6,16 @@ from pathlib import Path
 from typing import Any
 
 from mixscale.core.utility import gains_by_budget, load_anneal_table
-from mixscale.fileio import atomic_write_text, read_json
+from mixscale.fileio import atomic_write_text
+from mixscale.kinds import UTILITY
 from mixscale.report.common import markdown_table, save_figure
+from mixscale.shapes import read_kind
 
 
 def write_anneal_report(utility_path: str, runs_path: str, out: str, unit: str = "$") -> None:
     """anneal.md: curves (x: tokens and x: cost), rankings per budget with flips, allocation."""
 
-    result = read_json(utility_path)
+    result = read_kind(utility_path, UTILITY)
     folder = Path(out).parent
     plot_gain_curves(result, runs_path, folder / "anneal_gain_vs_tokens.png", "tokens")
     plot_gain_curves(result, runs_path, folder / "anneal_gain_vs_cost.png", "cost", unit)
