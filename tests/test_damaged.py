@@ -464,6 +464,7 @@ def test_json_lines_refuse_every_damage(tree, tmp_path):
         ("cut mid-line", sample.read_bytes()[:30]),
     ]
     assert len(cases) > 15
+    print({"json-lines cases": len(cases)})
     for label, content in cases:
         path = tmp_path / "web.jsonl"
         path.write_bytes(b"\n".join([content, *lines[1:]]) if "whole" not in label else content)
@@ -563,6 +564,7 @@ def test_every_table_kind_refuses_every_damage(tree, tmp_path):
                 tells = reader_tells or "truncated" in label or (sources and "lost" in label)
                 assert (problem is not None) == bool(tells), (kind.name, label, problem)
                 path.unlink()
+    print({"table cases": count})  # the counts the log shows
     assert count > 80, count
 
 
@@ -649,6 +651,7 @@ def test_status_names_each_damaged_output_and_never_stops(tree):
                 checked += 1
         finally:
             output.path.write_bytes(original)
+    print({"status runs on damaged trees": checked})
     assert checked > 100, checked
     text = format_status(experiment_status(config, root))
     assert "damaged" not in text.lower(), text

@@ -322,7 +322,7 @@ FINETUNE_SCORE = _register(
         {
             "name": TEXT,
             "metric": TEXT,
-            "value": NUMBER,
+            "value": Nullable(NUMBER),  # None: undefined (a correlation of constant predictions)
             "majority?": Nullable(NUMBER),
             "label?": Nullable(TEXT),
             "target?": Nullable(NUMERIC_TEXT),

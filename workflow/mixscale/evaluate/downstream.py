@@ -223,7 +223,7 @@ def method_table(results: list[dict[str, Any]]) -> dict[str, Any]:
         for name, task in result["tasks"].items():
             column = column_name(name, result["shots"])
             metric = result["metric"] if result["metric"] in task else "acc"
-            if metric not in task:
+            if task.get(metric) is None:  # not scored, or NaN (written as null)
                 continue
             err = task.get(f"{metric}_stderr") or 0.0
             scores.setdefault(label, {}).setdefault(column, []).append((task[metric], err))

@@ -28,6 +28,8 @@ def finetune_tables(paths: list[str]) -> dict[str, dict[str, Any]]:
         majority: dict[str, float] = {}
         metrics: dict[str, str] = {}
         for r in chosen:
+            if r["value"] is None:  # undefined for this model (constant predictions): no cell
+                continue
             task = r["name"]
             rows.setdefault(r.get("label") or "model", {}).setdefault(task, []).append(r["value"])
             metrics[task] = r["metric"]
