@@ -185,6 +185,8 @@ def test_table_from_downstream_results_uses_the_task_metric(tmp_path):
             "label": source,
             "target": "1000",
             "run_seed": 0,
+            "shots": 0,
+            "metric": "acc",
             "tasks": {f"t{k}": {"acc": v, "acc_norm": 0.1} for k, v in enumerate(scores)},
         }
         path.write_text(json.dumps(result))

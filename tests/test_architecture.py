@@ -7,7 +7,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "mixscale"
 # lowest first: a module may import from its own layer or a lower one, never a higher one
 LAYERS = [
-    ("errors", "fileio"),
+    ("errors", "fileio", "shapes", "kinds"),
     ("core",),
     ("config",),
     ("methods",),

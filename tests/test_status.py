@@ -9,8 +9,16 @@ import time
 import yaml
 
 from conftest import with_defaults
+from mixscale.fileio import write_json
 from mixscale.plan.specs import run_specs
 from mixscale.report.status import experiment_status, format_status
+from mixscale.train.backends import train
+
+
+def finished(path, config, run_id):
+    """A run's metrics.json as the simulated backend writes it."""
+    spec = run_specs(config)[run_id]
+    write_json(path, train(spec, "simulate", config.world, 3, None))
 
 
 def _config():
@@ -30,8 +38,7 @@ def test_states_from_files(tmp_path):
     runs = tmp_path / "results/st/runs"
     logs = tmp_path / "results/st/logs/train"
     logs.mkdir(parents=True)
-    (runs / ids[0]).mkdir(parents=True)
-    (runs / ids[0] / "metrics.json").write_text("{}")
+    finished(runs / ids[0] / "metrics.json", config, ids[0])
     for run_id, step in ((ids[1], 40), (ids[2], 80)):  # checkpoints, no metrics
         (runs / run_id / "checkpoints").mkdir(parents=True)
         (runs / run_id / "checkpoints" / f"step-{step:09d}.pt").write_bytes(b"x")
@@ -66,12 +73,14 @@ def test_status_cli(tmp_path, cli):
 
 
 def test_damaged_outputs_are_named_not_taken_as_finished(tmp_path, cli):
-    """A finished run's metrics.json emptied or truncated (a full disk, a stray editor), and a
-    scale's weights.json that is not the fit's: status names each, with the fix, and exits 0."""
+    """A finished run's metrics.json emptied, truncated, not an object or with a null loss (a
+    full disk, a stray editor, a NaN), and a scale's weights.json that is not the fit's:
+    status names each, with the fix, and exits 0."""
     config = _config()
     ids = list(run_specs(with_defaults(config)))
     runs = tmp_path / "results/st/runs"
-    for run_id, text in ((ids[0], ""), (ids[1], '{"loss": 2.'), (ids[2], "[1, 2]")):
+    texts = ("", '{"loss": 2.', "[1, 2]", '{"final_losses": {"web": null}}')
+    for run_id, text in zip(ids, texts, strict=False):
         (runs / run_id).mkdir(parents=True)
         (runs / run_id / "metrics.json").write_text(text)
     (tmp_path / "results/st/ddo/a").mkdir(parents=True)
@@ -80,9 +89,16 @@ def test_damaged_outputs_are_named_not_taken_as_finished(tmp_path, cli):
     path.write_text(yaml.safe_dump(config))
     result = cli("status", "--configfile", str(path), "--directory", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "23 runs: 3 damaged, 20 not started" in result.stdout
-    for run_id in ids[:3]:
+    assert "23 runs: 4 damaged, 19 not started" in result.stdout
+    for run_id, problem in zip(
+        ids[:4],
+        ("empty file", "truncated", "a list, not an object", "final_losses.web: null"),
+        strict=True,
+    ):
         line = next(x for x in result.stdout.splitlines() if run_id in x)
-        assert line.split()[0] == "damaged" and "delete it and rerun" in line, line
-    assert "not a JSON object" in result.stdout
-    assert "a: damaged: no 'fit'" in result.stdout
+        assert line.split()[0] == "damaged" and problem in line, line
+        assert "(fix: delete it and ask snakemake for it" in line, line
+        assert "trains the run again)" in line, line
+    scale = next(x for x in result.stdout.splitlines() if x.startswith("  a: "))
+    assert scale.startswith("  a: damaged: ") and "ddo/a/weights.json: weights: empty" in scale
+    assert "(fix: delete it and ask snakemake for it" in scale and "fits the scale again" in scale

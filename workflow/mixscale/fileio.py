@@ -565,40 +565,84 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
     atomic_write_text(path, json.dumps(_json_safe(data), indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
+def read_json(path: str | os.PathLike[str], fix: str = "fix or regenerate the file") -> Any:
+    """The JSON value of a file; an empty, truncated, not-UTF-8 or invalid file raises an
+    InputError with ``fix`` (how to regenerate it). ``mixscale.shapes.read_kind`` checks what
+    it holds: call that, not this."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(str(p), "", "file not found", "check the path")
+        raise InputError(str(p), "", _not_a_file(p), "check the path")
     try:
-        return json.loads(p.read_text(encoding="utf-8-sig"))
+        text = p.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InputError(str(p), "", "not UTF-8 text", "pass a JSON file") from exc
+        raise InputError(str(p), "", "not UTF-8 text (damaged?)", fix) from exc
+    if not text.strip():
+        raise InputError(str(p), "", "empty file", fix)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(
-            str(p), f"line {exc.lineno}", f"invalid JSON ({exc.msg})", "fix or regenerate the file"
-        ) from exc
+        if _unclosed(text):
+            raise InputError(str(p), "", "invalid JSON: truncated (it stops mid-way)", fix) from exc
+        raise InputError(str(p), f"line {exc.lineno}", f"invalid JSON ({exc.msg})", fix) from exc
+    except RecursionError as exc:
+        raise InputError(str(p), "", "JSON nested too deeply", fix) from exc
+
+
+def _not_a_file(p: Path) -> str:
+    """Why ``p`` cannot be read as a file (a FIFO or device is never opened: it could block)."""
+    if p.is_dir():
+        return "a folder, not a file"
+    return "not a regular file" if p.exists() else "file not found"
+
+
+def _unclosed(text: str) -> bool:
+    """Whether JSON text ends inside a string, object or list: cut off, not mistyped."""
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            escaped = not escaped and char == "\\"
+            in_string = escaped or char != '"'
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+    return in_string or depth > 0
 
 
 def read_tsv_rows(path: str | os.PathLike[str]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a tab-separated file; blank lines and '#' comments are skipped."""
+    """Header and rows of a tab-separated file. Blank lines are skipped; lines starting with
+    '#' before the header are comments. After the header every other line is a row, so a run
+    id may start with '#' (a comment there would be a row: one line says so)."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(str(p), "", "file not found", "check the path")
+        raise InputError(str(p), "", _not_a_file(p), "check the path")
     try:
         text = p.read_text(encoding="utf-8-sig")  # spreadsheets write a byte-order mark
     except UnicodeDecodeError as exc:
         raise InputError(str(p), "", "not UTF-8 text", "pass a tab-separated text file") from exc
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
+    lines = text.splitlines()
+    top = next((i for i, ln in enumerate(lines) if ln.strip() and not _comment(ln)), None)
+    if top is None:
         raise InputError(str(p), "", "empty table", "add a header line and one row per run")
-    header = [h.strip() for h in lines[0].split("\t")]
+    header = [h.strip() for h in lines[top].split("\t")]
     if len(set(header)) != len(header):
         dup = sorted({h for h in header if header.count(h) > 1})
         raise InputError(str(p), f"column {dup[0]}", "duplicate column", "keep one column each")
     rows = []
-    for number, line in enumerate(lines[1:], start=2):
+    for number, line in enumerate(lines[top + 1 :], start=top + 2):
+        if not line.strip():
+            continue
         cells = [c.strip() for c in line.split("\t")]
         if len(cells) != len(header):
+            if _comment(line):
+                raise InputError(
+                    str(p),
+                    f"line {number}",
+                    "a '#' comment after the header",
+                    "move comments above the header line (below it every line is a row)",
+                )
             raise InputError(
                 str(p),
                 f"line {number}",
@@ -607,6 +651,10 @@ def read_tsv_rows(path: str | os.PathLike[str]) -> tuple[list[str], list[list[st
             )
         rows.append(cells)
     return header, rows
+
+
+def _comment(line: str) -> bool:
+    return line.lstrip().startswith("#")
 
 
 def write_tsv(path: str | os.PathLike[str], header: list[str], rows: list[list[Any]]) -> None:

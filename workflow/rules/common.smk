@@ -2,6 +2,7 @@
 # Command-line flags come from mixscale.plan.commands: every config value reaches the shell quoted.
 import json
 import os
+import sys
 
 from mixscale.config.domains import (
     config_domains,
@@ -12,7 +13,7 @@ from mixscale.config.domains import (
 from mixscale.config.finetune import finetune_tasks
 from mixscale.config.tasks import needs_generated_tasks, task_entries
 from mixscale.core.rounds import converged
-from mixscale.fileio import read_json
+from mixscale.kinds import WEIGHTS_FOR_ROUNDS
 from mixscale.methods import Layout, method
 from mixscale.plan import commands
 from mixscale.plan.anneal import target_task
@@ -22,8 +23,10 @@ from mixscale.plan.budget import (
     train_resources,
 )
 from mixscale.plan.mixture import round_spec
+from mixscale.plan.outputs import stop_if_damaged
 from mixscale.plan.run import target_label
 from mixscale.plan.specs import run_specs, torch_settings
+from mixscale.shapes import read_kind
 
 # CONFIG: the typed config the Snakefile checked (mixscale.config.typed.Config); Snakemake's own
 # `config` dict is read nowhere else.
@@ -57,6 +60,13 @@ if ANNEAL_TASK:
     ENTRIES[ANNEAL_TASK.id] = ANNEAL_TASK
 # fine-tuning tasks by file name (glue/sst2 -> glue-sst2): encoders' downstream reading
 FINETUNE = {t.id: t for t in finetune_tasks(CONFIG)} if TORCH else {}
+
+# A damaged output (truncated, emptied, edited) stops the run here, before Snakemake schedules
+# any job: it would take the file as finished, run the jobs that read it and delete their good
+# outputs when they fail. One line names the file and its fix; nothing is moved or deleted
+# (why: mixscale/plan/outputs.py). A job's own Snakemake on a cluster node skips it.
+if workflow.is_main_process:
+    stop_if_damaged(CONFIG, workflow.overwrite_configfiles, sys.argv)
 
 
 wildcard_constraints:
@@ -134,7 +144,8 @@ def ddo_rounds(wildcards):
     files = [round_weights(wildcards.scale, 1)]
     for number in range(2, ROUNDS + 1):
         done = checkpoints.ddo_round.get(scale=wildcards.scale, round=number - 1)
-        if converged(read_json(done.output.weights), CONFIG.ddo.round_tolerance):
+        weights = read_kind(done.output.weights, WEIGHTS_FOR_ROUNDS)
+        if converged(weights, CONFIG.ddo.round_tolerance):
             break
         files.append(round_weights(wildcards.scale, number))
     return files
@@ -157,7 +168,9 @@ def spec_of(run):
     (a checkpoint: its runs enter the DAG only when that round's optimum exists)."""
     spec = SPECS[run]
     if spec.get("round", 1) > 1:
-        return round_spec(CONFIG, spec, read_json(previous_round(spec)))
+        return round_spec(
+            CONFIG, spec, read_kind(previous_round(spec), WEIGHTS_FOR_ROUNDS)
+        )
     return spec
 
 

@@ -18,7 +18,7 @@ from mixscale.cli.args import (
 from mixscale.cli.paths import input_path, output_file
 from mixscale.config.check import schema_default
 from mixscale.errors import InputError, say
-from mixscale.fileio import read_json
+from mixscale.shapes import read_kind
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -289,7 +289,9 @@ def cmd_solve(args: argparse.Namespace) -> dict[str, Any]:
     if args.budget is not None and not args.cost:
         # a budget is in cost units: without costs it would silently mean 1 per token
         raise InputError("--budget", "--cost", "missing", "give each domain's --cost D=C")
-    fit = FitResult.from_json(read_json(args.fit), args.fit)
+    from mixscale.kinds import FIT
+
+    fit = FitResult.from_json(read_kind(args.fit, FIT), args.fit)
     return _warn(args.command, optimize(fit, args.tokens, _constraints(args), args.budget))
 
 
@@ -331,6 +333,7 @@ def cmd_rounds(args: argparse.Namespace) -> dict[str, Any]:
 
     from mixscale.core.rounds import combine_rounds
     from mixscale.fileio import atomic_write_bytes
+    from mixscale.kinds import WEIGHTS_FOR_ROUNDS
 
     if len(args.weights) > args.planned:
         raise InputError(
@@ -339,7 +342,8 @@ def cmd_rounds(args: argparse.Namespace) -> dict[str, Any]:
             f"{len(args.weights)} rounds > --planned {args.planned}",
             "give at most the planned rounds",
         )
-    result = combine_rounds([read_json(p) for p in args.weights], args.planned, args.tolerance)
+    rounds = [read_kind(p, WEIGHTS_FOR_ROUNDS) for p in args.weights]
+    result = combine_rounds(rounds, args.planned, args.tolerance)
     if args.figure and args.figures:
         atomic_write_bytes(args.figure, Path(args.figures[-1]).read_bytes())
     return result
@@ -500,10 +504,11 @@ def cmd_advise(args: argparse.Namespace) -> dict[str, Any] | None:
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
 
     from mixscale.core.predict import optimum_from_json, predict_continuous, predict_discrete
+    from mixscale.kinds import OPTIMUM
 
     if len(args.optimum) < 2:
         raise InputError("--optimum", "count", "needs at least two DDO optima", "repeat --optimum")
-    optima = [optimum_from_json(read_json(p), p) for p in args.optimum]
+    optima = [optimum_from_json(read_kind(p, OPTIMUM), p) for p in args.optimum]
     if args.target <= 0:
         raise InputError("--target", f"{args.target:g}", "must be > 0", "give a token count")
     if args.discrete:
@@ -534,6 +539,7 @@ def cmd_world(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
     from mixscale.core.world import load_world, score
+    from mixscale.kinds import MIXTURE_TO_SCORE
 
     world = load_world(args.world)
     if args.tokens <= 0:
@@ -551,7 +557,7 @@ def cmd_world(args: argparse.Namespace) -> dict[str, Any]:
         if not args.weights:
             raise InputError("world score", "--weights", "missing", "pass WEIGHTS.json files")
         out["scores"] = {
-            path: score(world, read_json(path).get("weights", {}), args.tokens, optimum)
+            path: score(world, read_kind(path, MIXTURE_TO_SCORE)["weights"], args.tokens, optimum)
             for path in args.weights
         }
     return out

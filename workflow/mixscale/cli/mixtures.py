@@ -168,12 +168,13 @@ def cmd_doremi(args: argparse.Namespace) -> dict[str, Any]:
 
     from mixscale.core.mixlaws import weights_result
     from mixscale.core.objective import Objective
-    from mixscale.fileio import read_json
+    from mixscale.kinds import METRICS
+    from mixscale.shapes import read_kind
 
     learned = []
     for path in args.metrics:
-        run = read_json(path)
-        if not isinstance(run, dict) or "doremi" not in run:
+        run = read_kind(path, METRICS)
+        if "doremi" not in run:
             raise InputError(path, "doremi", "not a DoReMi proxy run", "give its metrics.json")
         learned.append(run["doremi"]["weights"])
     domains = list(learned[0])
@@ -209,17 +210,17 @@ def _write_scores(args, domains: list[str], predict, objective) -> None:
     observed objective, when that table has losses)."""
     if not args.score:
         return
-    from mixscale.core.runtable import load_mixtures
-    from mixscale.fileio import read_tsv_rows, write_tsv
+    from mixscale.core.runtable import load_mixtures, load_run_table
+    from mixscale.fileio import write_tsv
+    from mixscale.kinds import MIXTURES
+    from mixscale.shapes import read_tsv_kind
 
     ids, weights = load_mixtures(args.score, domains)
     predicted = predict(weights)
-    header, _ = read_tsv_rows(args.score)
+    header, _ = read_tsv_kind(args.score, MIXTURES)
     columns = ["run", "predicted_objective"]
     rows = [[run, float(p)] for run, p in zip(ids, predicted, strict=True)]
     if any(h.startswith("loss.") for h in header):
-        from mixscale.core.runtable import load_run_table
-
         table = load_run_table(args.score, zero_tokens=True)
         observed = objective.evaluate(table.eval_domains, table.losses, table.source)
         columns.append("objective")

@@ -3,6 +3,9 @@
 Columns: ``tokens.<domain>`` (training tokens of that domain in the run), ``loss.<domain>``
 (validation loss on that evaluation domain; evaluation domains may differ from training
 domains), optional ``run`` (unique id), ``seed`` and ``step``. Any other column is kept aside.
+Domains, run ids, seeds and steps are names, as in the config (``mixscale.kinds.RUN_TABLE``):
+they become file names and report cells. Lines starting with '#' before the header are
+comments; below it, every line is a run.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from mixscale.errors import InputError
-from mixscale.fileio import parse_number, read_tsv_rows, write_tsv
+from mixscale.fileio import parse_number, write_tsv
+from mixscale.kinds import MIXTURES, RUN_TABLE
+from mixscale.shapes import read_tsv_kind
 
 TOKENS_PREFIX = "tokens."
 LOSS_PREFIX = "loss."
@@ -78,7 +83,7 @@ def load_run_table(path: str | Path, zero_tokens: bool = False) -> RunTable:
     """``zero_tokens``: a run may leave a domain out (0 tokens; sampled mixtures of RegMix and
     Data Mixing Laws often do). DDO's power laws are in log tokens and need every domain > 0."""
     source = str(path)
-    header, rows = read_tsv_rows(path)
+    header, rows = read_tsv_kind(path, RUN_TABLE)
     return parse_run_table(source, header, rows, zero_tokens)
 
 
@@ -242,7 +247,7 @@ def load_mixtures(path: str | Path, train_domains: list[str]) -> tuple[list[str]
     """Run ids and mixtures (weights, rows summing to 1) of a table with ``tokens.<d>`` columns
     for exactly ``train_domains`` (``loss.<d>`` columns optional): mixtures to score."""
     source = str(path)
-    header, rows = read_tsv_rows(path)
+    header, rows = read_tsv_kind(path, MIXTURES)
     columns = {
         h[len(TOKENS_PREFIX) :]: i for i, h in enumerate(header) if h.startswith(TOKENS_PREFIX)
     }
@@ -253,6 +258,8 @@ def load_mixtures(path: str | Path, train_domains: list[str]) -> tuple[list[str]
             f"tokens columns for {', '.join(sorted(columns)) or 'no domain'}",
             f"give one tokens.<d> column per domain of the fit: {', '.join(train_domains)}",
         )
+    if not rows:
+        raise InputError(source, "", "no mixtures", "add one row per mixture to score")
     tokens = np.empty((len(rows), len(train_domains)))
     for r, cells in enumerate(rows):
         for j, domain in enumerate(train_domains):

@@ -29,7 +29,9 @@ from scipy.stats import kendalltau
 from mixscale.core.intervals import mean_interval
 from mixscale.core.solve import Problem, solve
 from mixscale.errors import InputError
-from mixscale.fileio import parse_number, read_tsv_rows
+from mixscale.fileio import parse_number
+from mixscale.kinds import ANNEAL_COSTS, ANNEAL_RUNS
+from mixscale.shapes import read_tsv_kind
 
 CONTROL = "control"
 MAX_FIXED_COST_SOURCES = 12
@@ -67,12 +69,7 @@ def _number(source: str, row: int, column: str, text: str, minimum: float | None
 
 
 def load_anneal_table(path: str) -> AnnealTable:
-    header, rows = read_tsv_rows(path)
-    for col in ("source", "budget_tokens", "metric"):
-        if col not in header:
-            raise InputError(
-                path, f"column {col}", "missing", "columns: source budget_tokens metric [seed]"
-            )
+    header, rows = read_tsv_kind(path, ANNEAL_RUNS)
     idx = {h: i for i, h in enumerate(header)}
     parsed = []
     for r, cells in enumerate(rows, start=2):
@@ -118,14 +115,9 @@ def load_anneal_table(path: str) -> AnnealTable:
 
 
 def load_costs(path: str, training_default: float | None) -> dict[str, SourceCost]:
-    header, rows = read_tsv_rows(path)
-    if "source" not in header or "acquisition_cost_per_token" not in header:
-        raise InputError(
-            path,
-            "header",
-            "needs columns source and acquisition_cost_per_token",
-            "optional: training_cost_per_token, share, fixed_cost, max_tokens",
-        )
+    header, rows = read_tsv_kind(path, ANNEAL_COSTS)
+    if not rows:
+        raise InputError(path, "", "no sources", "add one row per source")
     idx = {h: i for i, h in enumerate(header)}
     costs = {}
     for r, cells in enumerate(rows, start=2):

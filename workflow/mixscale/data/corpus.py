@@ -37,6 +37,8 @@ import numpy as np
 
 from mixscale.errors import InputError
 from mixscale.fileio import atomic_write_text, protect_inputs, reading_inputs, write_json
+from mixscale.kinds import DOCUMENT
+from mixscale.shapes import read_jsonl_kind
 
 # Long texts (plays, books, source files) are cut at paragraph breaks into documents of at most
 # this many characters, so a held-out block is many documents, not one play.
@@ -623,6 +625,4 @@ def read_documents(path: str | Path) -> list[str]:
         raise InputError(
             str(p), "", "corpus file not found", "run `python -m mixscale corpus` first"
         )
-    # split("\n"), not splitlines(): documents may hold U+2028 and friends, which JSON keeps raw
-    lines = p.read_text(encoding="utf-8-sig").split("\n")
-    return [json.loads(line)["text"] for line in lines if line]
+    return [document["text"] for document in read_jsonl_kind(p, DOCUMENT)]

@@ -26,6 +26,8 @@ import numpy as np
 from mixscale.data.corpus import read_documents
 from mixscale.errors import InputError
 from mixscale.fileio import atomic_folder, atomic_write_text, write_json
+from mixscale.kinds import TOKEN_STORE
+from mixscale.shapes import read_kind
 
 EOS = "<|endoftext|>"
 MASK = "<mask>"  # masked-LM encoders only: a causal experiment's vocabulary stays as it was
@@ -282,7 +284,7 @@ def open_store(path: str | Path, domain: str | None = None) -> TokenStore:
         raise InputError(
             str(root), "meta.json", "not a token store", "build it with `mixscale tokens`"
         )
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_kind(meta_path, TOKEN_STORE)
     dtype = np.dtype(meta["dtype"])
 
     def array(name: str) -> np.ndarray:

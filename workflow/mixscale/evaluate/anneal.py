@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from mixscale.errors import InputError
-from mixscale.fileio import atomic_write_text, read_json
+from mixscale.fileio import atomic_write_text
+from mixscale.kinds import DOWNSTREAM_FOR_ANNEAL, METRICS_FOR_ANNEAL
+from mixscale.shapes import read_kind
 
 
 def anneal_table(paths: list[str], target: list[str], out: str, metric: str | None = None) -> int:
@@ -16,7 +18,7 @@ def anneal_table(paths: list[str], target: list[str], out: str, metric: str | No
     downstream result files (``metric`` given): the mean of that metric over the entry's tasks."""
     lines = ["source\tbudget_tokens\tmetric\tseed\trun"]
     for path in sorted(paths):
-        m = read_json(path)
+        m = read_kind(path, DOWNSTREAM_FOR_ANNEAL if metric else METRICS_FOR_ANNEAL)
         value = _task_metric(path, m, metric) if metric else _loss_metric(path, m, target)
         if not math.isfinite(value):
             raise InputError(path, metric or "final_losses", "not finite", "rerun the run")

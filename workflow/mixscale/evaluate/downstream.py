@@ -30,7 +30,8 @@ import numpy as np
 
 from mixscale.config.tasks import EMBEDDED, TASK_PREFIX, TaskEntry, needs_generated_tasks
 from mixscale.errors import InputError
-from mixscale.fileio import read_json
+from mixscale.kinds import DOWNSTREAM, TASKS
+from mixscale.shapes import read_kind
 
 # --- evaluation -----------------------------------------------------------------------------
 
@@ -132,7 +133,7 @@ def _task_names(entry: TaskEntry, include_path: str | None) -> list[str]:
             "no generated tasks",
             "build them with `python -m mixscale tasks` and pass --include-path",
         )
-    return sorted(read_json(Path(include_path) / "tasks.json")["tasks"])
+    return sorted(read_kind(Path(include_path) / "tasks.json", TASKS)["tasks"])
 
 
 def _task_manager(names: list[str], include_path: str | None):
@@ -177,7 +178,7 @@ def _chance(include_path: str | None) -> dict[str, float]:
     manifest_path = Path(include_path or ".") / "tasks.json"
     if not manifest_path.is_file():
         return {}
-    manifest = read_json(manifest_path)
+    manifest = read_kind(manifest_path, TASKS)
     return {name: task["chance"] for name, task in manifest["tasks"].items()}
 
 
@@ -206,7 +207,7 @@ def _scores(
 def downstream_tables(paths: list[str]) -> dict[str, dict[str, Any]]:
     """Per target scale: methods x tasks (the paper's Table 1), seeds averaged. The untrained
     model (no target) is a row of every table."""
-    results = [read_json(p) for p in paths]
+    results = [read_kind(p, DOWNSTREAM) for p in paths]
     targets = sorted({str(r["target"]) for r in results if r.get("target")}, key=float)
     return {
         target: method_table([r for r in results if str(r.get("target")) in (target, "None")])
@@ -222,7 +223,7 @@ def method_table(results: list[dict[str, Any]]) -> dict[str, Any]:
         for name, task in result["tasks"].items():
             column = column_name(name, result["shots"])
             metric = result["metric"] if result["metric"] in task else "acc"
-            if metric not in task:
+            if task.get(metric) is None:  # not scored, or NaN (written as null)
                 continue
             err = task.get(f"{metric}_stderr") or 0.0
             scores.setdefault(label, {}).setdefault(column, []).append((task[metric], err))

@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from mixscale.errors import InputError
-from mixscale.fileio import read_json, write_json
+from mixscale.fileio import write_json
+from mixscale.kinds import FINETUNE_TASK
+from mixscale.shapes import read_kind
 
 KINDS = ("single", "pair", "regression", "span")
 METRICS = ("accuracy", "matthews", "f1", "pearson", "squad")
@@ -122,9 +124,7 @@ def load_task(task_dir: str) -> Task:
             "no task.json in the folder",
             "pass a folder made by `mixscale finetune-tasks` or `prepare-finetune`",
         )
-    spec = read_json(path)
-    if not isinstance(spec, dict):
-        raise InputError(str(path), "", "not a JSON object", "regenerate the task folder")
+    spec = read_kind(path, FINETUNE_TASK)
     kind, metric = spec.get("kind"), spec.get("metric")
     if kind not in KINDS:
         raise InputError(str(path), "kind", f"{kind!r} is unknown", "use " + ", ".join(KINDS))

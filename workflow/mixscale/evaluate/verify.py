@@ -11,11 +11,12 @@ from mixscale.core.objective import Objective
 from mixscale.core.runtable import RunTable
 from mixscale.core.world import load_world, score
 from mixscale.errors import InputError
-from mixscale.fileio import read_json
+from mixscale.kinds import METRICS_FOR_COMPARE, METRICS_FOR_TABLE
+from mixscale.shapes import read_kinds
 
 
 def run_table(metrics_paths: list[str], out: str) -> RunTable:
-    rows = [read_json(p) for p in metrics_paths]
+    rows = read_kinds(metrics_paths, METRICS_FOR_TABLE)  # one set of domains for every run
     if not rows:
         raise InputError(
             "table", "--metrics", "no metrics files", "pass the runs' metrics.json files"
@@ -66,7 +67,7 @@ def compare(
     ``objective``: the one DDO optimised (the config's), so "objective" and the steps saved
     compare methods on what they were chosen for; None: the runs' recorded mean loss."""
     objective = objective or Objective("mean")
-    runs = [read_json(p) for p in metrics_paths]
+    runs = read_kinds(metrics_paths, METRICS_FOR_COMPARE)
     by_method: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         by_method.setdefault(r["method"], []).append(r)

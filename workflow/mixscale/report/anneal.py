@@ -7,7 +7,8 @@ from typing import Any
 
 from mixscale.config.check import schema_default
 from mixscale.core.utility import gains_by_budget, load_anneal_table
-from mixscale.fileio import atomic_write_text, read_json, refuse_stream
+from mixscale.fileio import atomic_write_text, refuse_stream
+from mixscale.kinds import UTILITY
 from mixscale.report.common import (
     Markdown,
     bold,
@@ -18,6 +19,7 @@ from mixscale.report.common import (
     md,
     save_figure,
 )
+from mixscale.shapes import read_kind
 
 
 def write_anneal_report(
@@ -28,7 +30,7 @@ def write_anneal_report(
     config's default."""
 
     refuse_stream(out, "--out", "the report writes its figures")
-    result = read_json(utility_path)
+    result = read_kind(utility_path, UTILITY)
     unit = unit or result.get("cost_unit") or schema_default("anneal.cost_unit")
     folder = Path(out).parent
     plot_gain_curves(result, runs_path, folder / "anneal_gain_vs_tokens.png", "tokens")

@@ -11,14 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from mixscale.fileio import read_json
+from mixscale.kinds import FINETUNE_SCORE
 from mixscale.report.common import markdown_table
+from mixscale.shapes import read_kind
 
 
 def finetune_tables(paths: list[str]) -> dict[str, dict[str, Any]]:
     """Per target scale: {columns, rows: {method: {task: [values]}}, majority, metrics}. The
     untrained model (no target) is a row of every table."""
-    results = [read_json(p) for p in paths]
+    results = [read_kind(p, FINETUNE_SCORE) for p in paths]
     targets = sorted({str(r["target"]) for r in results if r.get("target")}, key=float)
     tables = {}
     for target in targets or ["None"]:
@@ -27,6 +28,8 @@ def finetune_tables(paths: list[str]) -> dict[str, dict[str, Any]]:
         majority: dict[str, float] = {}
         metrics: dict[str, str] = {}
         for r in chosen:
+            if r["value"] is None:  # undefined for this model (constant predictions): no cell
+                continue
             task = r["name"]
             rows.setdefault(r.get("label") or "model", {}).setdefault(task, []).append(r["value"])
             metrics[task] = r["metric"]

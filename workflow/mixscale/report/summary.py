@@ -11,7 +11,8 @@ from mixscale.core.fit import scale_verdict
 from mixscale.core.intervals import verdict
 from mixscale.core.world import load_world
 from mixscale.evaluate.downstream import downstream_tables
-from mixscale.fileio import atomic_write_text, read_json, refuse_stream
+from mixscale.fileio import atomic_write_text, refuse_stream
+from mixscale.kinds import COMPARISON, PREDICTION_FOR_REPORT, WEIGHTS_FOR_REPORT
 from mixscale.report.common import (
     Markdown,
     figure_text,
@@ -22,6 +23,7 @@ from mixscale.report.common import (
     save_figure,
 )
 from mixscale.report.finetune import finetune_lines
+from mixscale.shapes import read_kind, read_kinds
 
 
 def plot_weights_vs_scale(
@@ -358,13 +360,16 @@ def write_summary(
     lines = [f"# mixscale report: {md(experiment)}", ""]
     png = Path(out).with_name("weights_vs_scale.png")
     plot_weights_vs_scale(
-        [read_json(p) for p in ddo], [read_json(p) for p in autoscale], png, world
+        read_kinds(ddo, WEIGHTS_FOR_REPORT),
+        read_kinds(autoscale, PREDICTION_FOR_REPORT),
+        png,
+        world,
     )
     lines += ["![weights against scale](weights_vs_scale.png)", ""]
     lines += ["## DDO per scale", ""]
     domains: list[str] = []
     for path in ddo:
-        data = read_json(path)
+        data = read_kind(path, WEIGHTS_FOR_REPORT)
         fit = data["fit"]
         domains = list(data["weights"])
         scale = Path(path).parent.name
@@ -401,7 +406,7 @@ def write_summary(
         doubtful = {
             Path(p).parent.name: v
             for p in ddo
-            if (v := scale_verdict(read_json(p)["fit"])) != "usable"
+            if (v := scale_verdict(read_kind(p, WEIGHTS_FOR_REPORT)["fit"])) != "usable"
             and not v.startswith("usable (")
         }
         if doubtful:
@@ -415,16 +420,16 @@ def write_summary(
             ]
         rows = []
         for path in autoscale:
-            p = read_json(path)
+            p = read_kind(path, PREDICTION_FOR_REPORT)
             rows.append([f"{p['target_tokens']:.4g}", *(p["weights"][d] for d in domains)])
         lines += markdown_table(["target tokens", *domains], rows)
         lines.append("")
-        lines += _interpolation_lines([read_json(p) for p in autoscale])
-    plot_loss_curves([read_json(p) for p in compares], Path(out).with_name("loss_curves.png"))
+        lines += _interpolation_lines(read_kinds(autoscale, PREDICTION_FOR_REPORT))
+    plot_loss_curves(read_kinds(compares, COMPARISON), Path(out).with_name("loss_curves.png"))
     if compares:
         lines += ["![loss curves](loss_curves.png)", ""]
     quality = Path(out).with_name("quality_vs_compute.png")
-    plot_quality_vs_compute([read_json(p) for p in compares], proxy_tokens, quality)
+    plot_quality_vs_compute(read_kinds(compares, COMPARISON), proxy_tokens, quality)
     if compares:
         lines += [
             "![quality against proxy compute](quality_vs_compute.png)",
@@ -436,7 +441,7 @@ def write_summary(
             "",
         ]
     for path in compares:
-        c = read_json(path)
+        c = read_kind(path, COMPARISON)
         lines += [f"## Verification at {c['target_tokens']:.4g} tokens", ""]
         what = c.get("objective", "mean loss over all evaluation domains")
         lines += [f"Objective: {md(what)} (what DDO optimised; steps saved are read on it).", ""]

@@ -15,19 +15,18 @@ from mixscale.fileio import (
     check_output_folder,
     check_output_parent,
     protect_inputs,
-    read_json,
     reading_inputs,
     refuse_stream,
 )
+from mixscale.kinds import MIXTURE_TO_TRAIN
+from mixscale.shapes import read_kind
 
 
 def mixture_tokens(spec: dict[str, Any], weights_path: str | None) -> dict[str, float]:
     """Tokens per domain of a run: explicit in its spec, or a method's weights x its total."""
     tokens = spec.get("tokens") or {}
     if weights_path:
-        weights = read_json(weights_path).get("weights")
-        if not isinstance(weights, dict) or not weights:
-            raise InputError(weights_path, "weights", "missing", "regenerate the method's output")
+        weights = read_kind(weights_path, MIXTURE_TO_TRAIN)["weights"]
         total = float(spec["total_tokens"])
         tokens = {d: float(w) * total for d, w in weights.items()}
     if not tokens:
