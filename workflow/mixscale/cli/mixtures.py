@@ -5,6 +5,7 @@ Data Mixing Laws (``dml``) and RegMix (``regmix``); and RegMix's generator of th
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from mixscale.cli.args import (
@@ -92,7 +93,7 @@ def cmd_dml(args: argparse.Namespace) -> dict[str, Any]:
     out = weights_result("dml", fit.train_domains, weights, total, predicted, objective)
     out["fit"] = fit.to_json()
     _write_scores(args, fit.train_domains, fit.predict, objective)
-    return out
+    return _with_warnings(args.command, out, fit.warnings)
 
 
 def cmd_regmix(args: argparse.Namespace) -> dict[str, Any]:
@@ -119,6 +120,14 @@ def cmd_regmix(args: argparse.Namespace) -> dict[str, Any]:
     prior_json = {d: float(w) for d, w in zip(table.train_domains, prior, strict=True)}
     out["fit"] = {**fit.to_json(), "prior": prior_json, "total_tokens": scale}
     _write_scores(args, table.train_domains, fit.predict, objective)
+    return _with_warnings(args.command, out, fit.warnings)
+
+
+def _with_warnings(command: str, out: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """What the runs could not tell the method: in WEIGHTS.json and on stderr."""
+    out["warnings"] = list(warnings)
+    for warning in warnings:
+        print(f"mixscale {command}: warning: {warning}", file=sys.stderr)
     return out
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 
 from mixscale.core.runtable import RunTable
+from mixscale.core.safe_yaml import load_bounded
 from mixscale.errors import InputError
 
 SHIPPED = Path(__file__).with_name("worlds")
@@ -220,7 +221,7 @@ def load_world(path: str | Path) -> World:
             f"give a world YAML path or one of {', '.join(shipped_worlds())}",
         )
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
+        data = load_bounded(p.read_text(encoding="utf-8-sig"), str(p))
     except yaml.YAMLError as exc:
         raise InputError(
             str(p), "", f"malformed YAML ({exc.__class__.__name__})", "fix the YAML syntax"
