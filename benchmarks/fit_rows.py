@@ -130,11 +130,11 @@ def ints(text: str) -> list[int]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=ints, default=[2000, 8000, 32000])
-    parser.add_argument("--shapes", default="all", help="comma-separated shape names, or all")
+    parser.add_argument("--shapes", default="all", help="shape names separated by ;, or all")
     parser.add_argument("--fit-rows", type=ints, default=[32000], help="also time `mixscale fit`")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks it runs")
     args = parser.parse_args()
-    shapes = list(SHAPES) if args.shapes == "all" else args.shapes.split(",")
+    shapes = list(SHAPES) if args.shapes == "all" else args.shapes.split(";")
     if args.smoke:
         args.rows, args.fit_rows = [200, 400], [400]
     print(
