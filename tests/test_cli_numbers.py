@@ -325,7 +325,10 @@ def _anneal_tables(d: Path) -> None:
             lines.append(f"math\t{b}\t{2.0 - 0.3 * (1 - (1 + b / 1e9) ** -0.5) + noise}\t{seed}")
     (d / "anneal.tsv").write_text("\n".join(lines) + "\n")
     (d / "costs.tsv").write_text("source\tacquisition_cost_per_token\nweb\t0.1\nmath\t2.0\n")
-    doremi = {"doremi": {"weights": {"web": 0.3, "wiki": 0.2, "code": 0.5}}}
+    doremi = {  # a DoReMi proxy run's metrics.json, the fields the command reads
+        "final_losses": {"web": 3.1, "wiki": 3.0, "code": 2.5},
+        "doremi": {"weights": {"web": 0.3, "wiki": 0.2, "code": 0.5}},
+    }
     (d / "doremi.json").write_text(json.dumps(doremi))
 
 

@@ -164,6 +164,90 @@ def test_design_search_matches_the_pairwise_definition():
     assert kinds == {"algorithm1", "fixed_total", "general"}
 
 
+def unrelated_mixtures_table(rng: np.random.Generator) -> RunTable:
+    """Tables of many mixtures that are mostly no design at all (sampled mixtures, one
+    domain, a lattice, everything within a few %, a domain held fixed, a design among them):
+    the shapes the candidate grids and the one-domain count must get exactly right."""
+    m, n = int(rng.integers(1, 7)), int(rng.integers(2, 24))
+    kind = int(rng.integers(6))
+    if kind == 0:
+        tokens = rng.uniform(0.5, 2.0, (n, m)) * 1e6
+    elif kind == 1:
+        tokens = rng.dirichlet(np.ones(m) * rng.uniform(0.3, 3.0), n) * 1e7 + 1
+    elif kind == 2:
+        tokens = np.round(rng.uniform(0.5, 2.0, (n, m)) * 10) / 10 * 1e6  # exact ties
+    elif kind == 3:
+        tokens = 1.02 ** rng.integers(-3, 4, (n, m)) * 1e6  # steps at the tolerance
+    elif kind == 4:
+        base = rng.uniform(0.5, 2.0, m) * 1e6
+        design = alg1_mixtures if rng.random() < 0.5 else fixed_total_mixtures
+        planned = [t for _, t in design(base, float(rng.choice([3.0, 1.019, 1.021])))]
+        tokens = np.vstack([planned, rng.uniform(0.5, 2.0, (n, m)) * 1e6])
+    else:
+        tokens = np.exp(rng.normal(0.0, 0.03, (n, m))) * 1e6  # all within a few %
+    if rng.random() < 0.3:
+        tokens[:, int(rng.integers(m))] = 1e6  # one domain never varied
+    tokens = tokens[rng.permutation(len(tokens))]
+    ids = [f"r{i}" for i in range(len(tokens))]
+    domains = [f"d{j}" for j in range(m)]
+    return RunTable("t", domains, ["all"], tokens, np.ones((len(ids), 1)), ids, ["0"] * len(ids))
+
+
+def test_design_search_matches_the_pairwise_definition_on_unrelated_mixtures():
+    rng = np.random.default_rng(17)
+    with np.errstate(all="ignore"):
+        for _ in range(80):
+            table = unrelated_mixtures_table(rng)
+            assert same_design(detect_design(table), reference_design(table))
+
+
+def pairs_classified(table: RunTable, monkeypatch) -> int:
+    """How many (base, mixture) pairs the design search classifies on ``table``."""
+    from mixscale.core import design
+
+    seen = [0]
+    classify_many = design._classify_many
+
+    def counting(base, other, base_sum, other_sum):
+        seen[0] += max(np.atleast_2d(base).shape[0], np.atleast_2d(other).shape[0])
+        return classify_many(base, other, base_sum, other_sum)
+
+    monkeypatch.setattr(design, "_classify_many", counting)
+    detect_design(table)
+    return seen[0]
+
+
+def table_of(tokens: np.ndarray) -> RunTable:
+    ids = [f"r{i}" for i in range(len(tokens))]
+    domains = [f"d{j}" for j in range(tokens.shape[1])]
+    return RunTable("t", domains, ["all"], tokens, np.ones((len(ids), 1)), ids, ["0"] * len(ids))
+
+
+SHAPES = {
+    # thousands of unrelated mixtures (the issue: 8,000 of them took 21 s, 32,000 over 150 s)
+    "sampled mixtures, 4 domains": lambda n, rng: np.exp(rng.uniform(0, np.log(1e12), (n, 4))),
+    "sampled mixtures, 7 domains": lambda n, rng: np.exp(rng.uniform(0, np.log(1e12), (n, 7))),
+    "one domain at many sizes": lambda n, rng: rng.uniform(0.5, 2.0, (n, 1)) * 1e6,
+    "Algorithm 1, base last": lambda n, rng: np.array(
+        [t for _, t in alg1_mixtures(rng.uniform(0.5, 2.0, n // 2) * 1e6)]
+    )[::-1],
+    "fixed total, base last": lambda n, rng: np.array(
+        [t for _, t in fixed_total_mixtures(rng.uniform(0.5, 2.0, n // 2) * 1e6)]
+    )[::-1],
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_design_search_work_grows_linearly_with_the_mixtures(shape, monkeypatch):
+    """The shape, not a time (timings: benchmarks/fit_rows.py): 4x the mixtures costs about
+    4x the pair classifications (before: 16x, every base against every mixture)."""
+    make = SHAPES[shape]
+    small = pairs_classified(table_of(make(300, np.random.default_rng(1))), monkeypatch)
+    large = pairs_classified(table_of(make(1200, np.random.default_rng(1))), monkeypatch)
+    assert large <= 6 * small, (small, large)
+    assert large <= 20 * 1200  # a few classifications per mixture, not one per pair
+
+
 def test_design_search_at_scale_finds_the_base_anywhere():
     table, _, _ = power_table(200, seeds=1)
     order = np.r_[np.arange(1, 300), 0, np.arange(300, table.n_runs)]  # base is run 299

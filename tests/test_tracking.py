@@ -158,3 +158,108 @@ def test_a_missing_tracker_library_fails_before_training(monkeypatch):
         check_trackers(["tensorboard", "wandb"])
     with pytest.raises(InputError, match="unknown tracker 'comet'"):
         check_trackers(["comet"])
+
+
+# --- trackers that cannot be reached: checked when the run starts, logged locally instead -----
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def open_tracker(name: str, run_dir: Path):
+    from mixscale.train.tracking import open_trackers
+
+    return open_trackers([name], run_dir, "run-a", "f" * 64, {"model": {"type": "gpt2"}}, None)
+
+
+def warnings_of(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("mixscale train: warning:")]
+
+
+def test_an_unreachable_mlflow_server_logs_to_the_run_folder_instead(tmp_path, monkeypatch, capsys):
+    """Before: every job retried for 254 s, then a 100-line traceback."""
+    uri = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.setenv(key, "")  # recorded, so the run's own defaults are undone after
+        monkeypatch.delenv(key)
+    start = time.monotonic()
+    trackers = open_tracker("mlflow", tmp_path)
+    assert time.monotonic() - start < 60  # one try, no retries (MLflow's default: 254 s)
+    trackers.log(1, {"train/loss": 2.5})
+    trackers.close()
+    err = capsys.readouterr().err
+    assert warnings_of(err) == err.strip().splitlines()  # nothing but the warning
+    (line,) = warnings_of(err)
+    assert f"mlflow server {uri} cannot be reached" in line and "mlruns" in line
+    from mlflow import MlflowClient
+
+    run_id = (tmp_path / "mlflow_run_id").read_text().split()[1]
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    assert [m.value for m in client.get_metric_history(run_id, "train/loss")] == [2.5]
+    # the run's later requests retry for seconds, not minutes
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+
+
+def test_wandb_online_without_a_key_logs_offline_instead(tmp_path, monkeypatch, capsys):
+    """Before: a traceback in every job."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("NETRC", str(home / ".netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / ".config" / "wandb"))
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    start = time.monotonic()
+    trackers = open_tracker("wandb", run_dir)
+    assert time.monotonic() - start < 60
+    trackers.log(1, {"train/loss": 2.5})
+    trackers.close()
+    (line,) = warnings_of(capsys.readouterr().err)
+    assert "wandb cannot log online" in line and "wandb sync" in line and "WANDB_API_KEY" in line
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_an_mlflow_server_that_stops_answering_is_dropped_after_one_warning(
+    tmp_path, monkeypatch, capsys
+):
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    trackers = open_tracker("mlflow", tmp_path)
+    (mlflow,) = trackers.loggers
+    calls = []
+
+    def down(*args, **kwargs):
+        calls.append(args)
+        raise MlflowException("API request failed: Connection refused")
+
+    monkeypatch.setattr(mlflow.client, "log_batch", down)
+    monkeypatch.setattr(mlflow.client, "set_terminated", down)
+    for step in (1, 2, 3):
+        trackers.log(step, {"train/loss": 2.5})  # the training goes on
+    trackers.close()
+    assert len(calls) == 1
+    (line,) = warnings_of(capsys.readouterr().err)
+    assert "failed at step 1" in line and "not logged to MLflow" in line
+
+
+def test_a_resumed_run_continues_its_mlflow_run_only_in_the_same_store(tmp_path):
+    from mixscale.train.tracking import _MLflow
+
+    fingerprint = "f" * 64
+    saved = tmp_path / "mlflow_run_id"
+    saved.write_text(f"{fingerprint} abc http://server:5000\n")
+    assert _MLflow._resumed_run(tmp_path, fingerprint, "http://server:5000") == "abc"
+    assert _MLflow._resumed_run(tmp_path, fingerprint, "file:///local/mlruns") is None
+    assert _MLflow._resumed_run(tmp_path, "0" * 64, "http://server:5000") is None
+    saved.write_text(f"{fingerprint} abc\n")  # written before the store was recorded
+    assert _MLflow._resumed_run(tmp_path, fingerprint, "file:///local/mlruns") == "abc"

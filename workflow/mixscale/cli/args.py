@@ -251,14 +251,16 @@ def json_or_file(text: str) -> dict[str, Any]:
 
     import yaml
 
+    from mixscale.core.safe_yaml import load_bounded
+
     source = "--settings"
     if not text.lstrip().startswith("{"):
         if not Path(text).is_file():
             raise InputError(text, "", "settings file not found", "pass JSON or a file path")
         source, text = text, Path(text).read_text(encoding="utf-8-sig")
     try:  # JSON first: YAML 1.1 would read 1e+30 as a string
-        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        data = json.loads(text) if text.lstrip().startswith("{") else load_bounded(text, source)
+    except (json.JSONDecodeError, yaml.YAMLError, RecursionError) as exc:  # deep JSON: recursion
         raise InputError(source, "", "invalid JSON/YAML", "fix the settings") from exc
     if not isinstance(data, dict):
         raise InputError(source, "", "settings are a mapping", "see config/README.md")

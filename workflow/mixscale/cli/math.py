@@ -503,7 +503,12 @@ def cmd_advise(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
 
-    from mixscale.core.predict import optimum_from_json, predict_continuous, predict_discrete
+    from mixscale.core.predict import (
+        check_span,
+        optimum_from_json,
+        predict_continuous,
+        predict_discrete,
+    )
     from mixscale.kinds import OPTIMUM
 
     if len(args.optimum) < 2:
@@ -511,9 +516,9 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     optima = [optimum_from_json(read_kind(p, OPTIMUM), p) for p in args.optimum]
     if args.target <= 0:
         raise InputError("--target", f"{args.target:g}", "must be > 0", "give a token count")
-    if args.discrete:
-        return predict_discrete(optima, args.target)
-    return predict_continuous(optima, args.target)
+    warnings = check_span(optima, args.target, args.discrete)
+    predict = predict_discrete if args.discrete else predict_continuous
+    return _warn(args.command, {**predict(optima, args.target), "warnings": warnings})
 
 
 def cmd_utility(args: argparse.Namespace) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from mixscale.cli.args import (
 )
 from mixscale.cli.paths import input_path, output_file
 from mixscale.config.check import schema_default
-from mixscale.errors import InputError
+from mixscale.errors import InputError, say
 
 # proportions or token counts (normalised): verify.natural may hold a 0
 PRIOR = Pairs(Number(0, 1e18))
@@ -133,7 +133,7 @@ def cmd_dml(args: argparse.Namespace) -> dict[str, Any]:
     out = weights_result("dml", fit.train_domains, weights, total, predicted, objective)
     out["fit"] = fit.to_json()
     _write_scores(args, fit.train_domains, fit.predict, objective)
-    return out
+    return _with_warnings(args.command, out, fit.warnings)
 
 
 def cmd_regmix(args: argparse.Namespace) -> dict[str, Any]:
@@ -159,6 +159,14 @@ def cmd_regmix(args: argparse.Namespace) -> dict[str, Any]:
     prior_json = {d: float(w) for d, w in zip(table.train_domains, prior, strict=True)}
     out["fit"] = {**fit.to_json(), "prior": prior_json, "total_tokens": scale}
     _write_scores(args, table.train_domains, fit.predict, objective)
+    return _with_warnings(args.command, out, fit.warnings)
+
+
+def _with_warnings(command: str, out: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """What the runs could not tell the method: in WEIGHTS.json and on stderr."""
+    out["warnings"] = list(warnings)
+    for warning in warnings:
+        say(f"mixscale {command}: warning: {warning}")
     return out
 
 

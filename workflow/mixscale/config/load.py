@@ -1,5 +1,6 @@
 """Reading config files: YAML with the line of a syntax error, a key written twice rejected
-(PyYAML silently keeps the last), a byte-order mark accepted, several files merged in order."""
+(PyYAML silently keeps the last), a byte-order mark accepted, aliases that expand a small file
+into a huge tree refused (``mixscale.core.safe_yaml``), several files merged in order."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from mixscale.core.safe_yaml import load_bounded
 from mixscale.errors import InputError
 
 
@@ -16,8 +18,12 @@ class StrictLoader(yaml.SafeLoader):
 
 
 def _mapping_without_duplicates(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    """A key the mapping itself writes twice is refused; one that overrides a key merged in
+    with ``<<: *anchor`` is what the merge is for (SafeLoader's merge keys work as before)."""
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=True)
         if key in seen:
             raise yaml.constructor.ConstructorError(
@@ -52,7 +58,7 @@ def load_yaml_config(path: str) -> dict[str, Any]:
     if "\x00" in text:
         raise InputError(path, "", "binary file, not YAML", "pass the config's YAML file")
     try:
-        data = yaml.load(text, Loader=StrictLoader)
+        data = load_bounded(text, path, StrictLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"

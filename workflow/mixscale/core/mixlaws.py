@@ -17,7 +17,7 @@ its minimum on the simplex is found reliably.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -71,6 +71,8 @@ class MixingLawFit:
     total_tokens: float  # the proxy runs' scale
     runs: int
     mixtures: int
+    held: dict[str, float] = field(default_factory=dict)  # domains the runs never varied
+    warnings: list[str] = field(default_factory=list)
 
     def losses(self, weights: np.ndarray) -> np.ndarray:
         """Predicted losses (rows of weights x evaluation domains)."""
@@ -99,6 +101,7 @@ class MixingLawFit:
             "total_tokens": self.total_tokens,
             "runs": self.runs,
             "mixtures": self.mixtures,
+            "held_domains": dict(self.held),
             "domains": {law.domain: law.to_json(self.train_domains) for law in self.laws},
         }
 
@@ -123,20 +126,88 @@ def distinct_mixtures(weights: np.ndarray) -> int:
     return len(np.unique(np.round(weights, 12), axis=0))
 
 
+# A domain whose weight moves less than this over all runs was never varied: integer token
+# counts of one share move it by ~1e-8 at the smallest proxy scales.
+UNVARIED = 1e-6
+
+
+@dataclass(frozen=True)
+class SampledDesign:
+    """What a table of sampled mixtures lets a method learn."""
+
+    distinct: int  # distinct mixtures
+    held: dict[str, float]  # domains never varied: their weight in every run
+    warnings: list[str]
+
+
+def check_sampled_design(
+    weights: np.ndarray, domains: list[str], source: str, method: str, parameters: int
+) -> SampledDesign:
+    """Refuse a design the method cannot learn from: one mixture in every run, or fewer
+    distinct mixtures than its ``parameters``. A domain never varied stays learnable for the
+    rest, but the runs say nothing about it: it is held at its weight, with a warning (a fit
+    would otherwise give it whatever weight its unidentified coefficient happens to favour)."""
+    distinct = distinct_mixtures(weights)
+    runs = len(weights)
+    if distinct == 1:
+        raise InputError(
+            source,
+            "tokens",
+            f"all {runs} runs train one mixture: {method} has nothing to compare",
+            "give runs of different sampled mixtures (mixscale mixtures samples them)",
+        )
+    if distinct < parameters:
+        raise InputError(
+            source,
+            "runs",
+            f"{distinct} distinct mixtures for {len(domains)} domains: {method} has "
+            f"{parameters} parameters to learn",
+            f"give at least {parameters} mixtures",
+        )
+    spread = weights.max(axis=0) - weights.min(axis=0)
+    held = {
+        d: float(np.median(weights[:, j])) for j, d in enumerate(domains) if spread[j] <= UNVARIED
+    }
+    warnings = [
+        f"domain '{d}' has weight {w:.4g} in every run: the runs say nothing about it, so "
+        f"{method} holds it at {w:.4g} (vary it in the runs to optimise it)"
+        for d, w in held.items()
+    ]
+    return SampledDesign(distinct, held, warnings)
+
+
+def dml_parameters(domains: int) -> int:
+    """A mixing law's parameters per evaluation domain: c, k and one t per domain, less the
+    one the simplex takes (``u`` is defined up to a shift)."""
+    return domains + 1
+
+
+def held_bounds(bounds: np.ndarray, held: dict[str, float], domains: list[str]) -> np.ndarray:
+    """``bounds`` (domains x 2, weights) with each held domain pinned at its weight, which
+    must lie within its bounds."""
+    bounds = bounds.copy()
+    for d, w in held.items():
+        j = domains.index(d)
+        lo, hi = bounds[j]
+        if not lo - 1e-12 <= w <= hi + 1e-12:
+            raise InputError(
+                "--min-weight/--max-weight",
+                d,
+                f"the runs hold {d} at {w:.4g}, outside its bounds [{lo:.4g}, {hi:.4g}]",
+                f"vary {d} in the runs, or let its bounds include {w:.4g}",
+            )
+        bounds[j] = (w, w)
+    return bounds
+
+
 def fit_mixing_laws(
     table: RunTable, objective: Objective, delta: float = HUBER_DELTA
 ) -> MixingLawFit:
     weights, total = run_weights(table)
     m = len(table.train_domains)
-    distinct = distinct_mixtures(weights)
-    if distinct < m + 1:
-        raise InputError(
-            table.source,
-            "runs",
-            f"{distinct} distinct mixtures for {m} domains: a mixing law has {m + 1} parameters "
-            "per evaluation domain",
-            f"give at least {m + 1} mixtures (the authors used 20 for 5 domains)",
-        )
+    design = check_sampled_design(
+        weights, table.train_domains, table.source, "a mixing law", dml_parameters(m)
+    )
     if delta <= 0:
         raise InputError("--huber-delta", f"{delta:g}", "must be > 0", "e.g. 0.05")
     objective.domain_weights(table.eval_domains, table.source)  # names checked before fitting
@@ -151,7 +222,9 @@ def fit_mixing_laws(
         objective=objective,
         total_tokens=total,
         runs=table.n_runs,
-        mixtures=distinct,
+        mixtures=design.distinct,
+        held=design.held,
+        warnings=design.warnings,
     )
 
 
@@ -223,7 +296,7 @@ def optimal_weights(
     constraints = constraints or Constraints()
     domains = fit.train_domains
     check_constraint_names(constraints, domains)
-    bounds = weight_bounds(constraints, domains, total_tokens)
+    bounds = held_bounds(weight_bounds(constraints, domains, total_tokens), fit.held, domains)
     lower, upper = bounds[:, 0], bounds[:, 1]
     if lower.sum() > 1 + 1e-12 or upper.sum() < 1 - 1e-12:
         raise InputError(

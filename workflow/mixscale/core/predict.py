@@ -18,6 +18,7 @@ N_i(k) = N_i(1) * (N_i(2) / N_i(1)) ** (k - 1).
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,14 @@ from scipy.optimize import brentq
 from mixscale.errors import InputError
 
 MAX_DISCRETE_STEPS = 10_000
+
+# AutoScale extrapolates log tokens over the span of the DDO scales (largest / smallest): an
+# error in the optima grows with the number of spans between the scales and the target. The
+# paper's settings reach 4 to 7 spans (GPT-2 Large: 30M, 60M -> 1.2B); beyond MAX_SPANS the
+# prediction is mostly the optima's noise. Below MIN_SPAN the optima differ by little more
+# than their own error (token counts rounded to whole sequences, up to 2%; the seeds' noise).
+MAX_SPANS = 10.0
+MIN_SPAN = 1.5
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,55 @@ def _check_order(optima: list[Optimum], target: float, upward: bool = True) -> l
             "drop --discrete: the continuous path interpolates between scales",
         )
     return optima
+
+
+def extrapolation_spans(low: float, high: float, target: float) -> float:
+    """How many spans (high / low) the target lies beyond the scales; 0 between them."""
+    beyond = target / high if target > high else max(low / target, 1.0)
+    return math.log(beyond) / math.log(high / low)
+
+
+def span_needed(low: float, high: float, target: float) -> float:
+    """The smallest span (high / low, the smallest scale kept) that puts the target at most
+    MAX_SPANS spans away, and at least MIN_SPAN."""
+    reach = (
+        (target / low) ** (1 / (MAX_SPANS + 1))
+        if target > high
+        else (low / target) ** (1 / MAX_SPANS)
+    )
+    return max(MIN_SPAN, reach)
+
+
+def check_span(optima: list[Optimum], target: float, discrete: bool) -> list[str]:
+    """Scales too close to extrapolate from: refused when they span less than MIN_SPAN (the
+    prediction would be the optima's error, multiplied), a warning when the target lies more
+    than MAX_SPANS spans away. Between the scales (interpolation) nothing is amplified."""
+    totals = sorted(o.total for o in optima)
+    scales = totals[-2:] if discrete else totals  # Algorithm 2 steps by the two largest
+    low, high = scales[0], scales[-1]
+    if low <= target <= high or high <= low:
+        return []
+    span = high / low
+    spans = extrapolation_spans(low, high, target)
+    which = "the two largest optima's scales" if discrete else "the optima's scales"
+    where = f"{target:.3g} lies {spans:.3g} spans {'above' if target > high else 'below'} them"
+    needed = f"scales at least {span_needed(low, high, target):.3g}x apart"
+    if span < MIN_SPAN:
+        raise InputError(
+            "--optimum",
+            "total_tokens",
+            f"{which} span {span:.4g}x ({low:.4g} to {high:.4g}) and --target {where}: the "
+            f"optima differ by little more than their own error, which AutoScale multiplies "
+            f"~{spans + 1:.3g}x",
+            f"give optima of {needed}",
+        )
+    if spans <= MAX_SPANS:
+        return []
+    return [
+        f"{which} span {span:.3g}x ({low:.3g} to {high:.3g}) and the target {where}: an error "
+        f"in the optima grows ~{spans + 1:.3g}x, so the prediction is mostly their noise "
+        f"(optima of {needed} keep it within {MAX_SPANS:g} spans)"
+    ]
 
 
 def regime(totals: list[float], target: float) -> str:

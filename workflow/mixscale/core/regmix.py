@@ -19,7 +19,7 @@ average obeys them too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -86,6 +86,12 @@ def sample_mixtures(
     return chosen / chosen.sum(axis=1, keepdims=True)
 
 
+def regmix_parameters(regressor: str, domains: int) -> int:
+    """Distinct mixtures the regressor needs: a coefficient per domain (linear), or a few
+    leaves' worth (LightGBM: fewer than 4 mixtures cannot rank anything)."""
+    return domains if regressor == "linear" else 4
+
+
 @dataclass
 class RegMixFit:
     train_domains: list[str]
@@ -94,6 +100,8 @@ class RegMixFit:
     objective: Objective
     runs: int
     spearman_in_sample: float
+    held: dict[str, float] = field(default_factory=dict)  # domains the runs never varied
+    warnings: list[str] = field(default_factory=list)
 
     def predict(self, weights: np.ndarray) -> np.ndarray:
         weights = np.atleast_2d(weights)
@@ -108,6 +116,7 @@ class RegMixFit:
             "objective": self.objective.describe(),
             "runs": self.runs,
             "spearman_in_sample": self.spearman_in_sample,
+            "held_domains": dict(self.held),
         }
         if self.regressor == "linear":
             pairs = zip(self.train_domains, self.model, strict=True)
@@ -159,11 +168,18 @@ def simulate_optimum(
     top_k: int = TOP_K,
 ) -> tuple[np.ndarray, float]:
     """The mean of the ``top_k`` best of ``candidates`` Dirichlet(prior) mixtures within the
-    bounds, and its predicted objective."""
+    bounds, and its predicted objective. A domain the runs held at one weight (``fit.held``)
+    is at that weight in every candidate; the others share the rest in their drawn ratios."""
     rng = np.random.default_rng(seed)
     prior = np.asarray(prior, dtype=float) / np.sum(prior)
     samples = rng.dirichlet(np.maximum(prior, 1e-6), candidates)
-    samples = samples[np.all((samples >= lower) & (samples <= upper), axis=1)]
+    if fit.held:
+        held = np.array([d in fit.held for d in fit.train_domains])
+        pinned = np.array([fit.held.get(d, 0.0) for d in fit.train_domains])
+        free = samples[:, ~held]
+        samples = np.tile(pinned, (len(samples), 1))
+        samples[:, ~held] = free * (1.0 - pinned.sum()) / free.sum(axis=1, keepdims=True)
+    samples = samples[np.all((samples >= lower - 1e-12) & (samples <= upper + 1e-12), axis=1)]
     if len(samples) < top_k:
         raise InputError(
             "regmix",
@@ -194,16 +210,22 @@ def regmix_optimum(
     # here, not at the top: the workflow plans RegMix's proxy runs from this module without
     # the fit and solver (scipy), which every dry run would otherwise import
     from mixscale.core.ddo import Constraints, check_constraint_names
-    from mixscale.core.mixlaws import run_weights, weight_bounds
+    from mixscale.core.mixlaws import check_sampled_design, held_bounds, run_weights, weight_bounds
 
     weights, scale = run_weights(table)
+    if regressor not in REGRESSORS:
+        raise InputError("--regressor", regressor, "unknown regressor", f"use {REGRESSORS}")
+    parameters = regmix_parameters(regressor, len(table.train_domains))
+    design = check_sampled_design(weights, table.train_domains, table.source, "RegMix", parameters)
     observed = objective.evaluate(table.eval_domains, table.losses, table.source)
     fit = fit_regmix(weights, observed, table.train_domains, objective, regressor, seed)
+    fit.held, fit.warnings = design.held, design.warnings
     prior = weights.mean(axis=0) if prior is None else np.asarray(prior, dtype=float)
     constraints = constraints or Constraints()
     check_constraint_names(constraints, table.train_domains)
     total = scale if total_tokens is None else total_tokens
     bounds = weight_bounds(constraints, table.train_domains, total)
+    held_bounds(bounds, fit.held, table.train_domains)  # a held weight must be within them
     if top_k < 1 or candidates < top_k:
         raise InputError("--top-k", str(top_k), "must be in [1, --candidates]", "e.g. 128")
     best, predicted = simulate_optimum(

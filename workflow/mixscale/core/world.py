@@ -25,6 +25,7 @@ import numpy as np
 import yaml
 
 from mixscale.core.runtable import LOSS_RANGE, RunTable
+from mixscale.core.safe_yaml import load_bounded
 from mixscale.errors import InputError
 
 SHIPPED = Path(__file__).with_name("worlds")
@@ -281,7 +282,7 @@ def world_file(path: str | Path) -> Path:
 def load_world(path: str | Path) -> World:
     p = world_file(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
+        data = load_bounded(p.read_text(encoding="utf-8-sig"), str(p))
     except yaml.YAMLError as exc:
         raise InputError(
             str(p), "", f"malformed YAML ({exc.__class__.__name__})", "fix the YAML syntax"

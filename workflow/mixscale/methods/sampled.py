@@ -14,7 +14,8 @@ import numpy as np
 
 from mixscale.config.domains import config_domains
 from mixscale.config.typed import Config, DMLSettings, RegMixSettings
-from mixscale.core.regmix import sample_mixtures
+from mixscale.core.mixlaws import check_sampled_design, dml_parameters
+from mixscale.core.regmix import regmix_parameters, sample_mixtures
 from mixscale.errors import InputError
 from mixscale.methods.base import Layout, Method, ProxyRun
 from mixscale.methods.fixed import Natural, Reference
@@ -47,8 +48,31 @@ class SampledMixtures(Method):
             raise InputError("config", "verify.natural", "no weight on the domains", "give them")
         return weights / weights.sum()
 
+    def parameters(self, config: Config, domains: int) -> int:
+        """Distinct mixtures the method needs to learn anything."""
+        raise NotImplementedError
+
     def check(self, config: Config, domains: list[str]) -> None:
-        self.proxy_runs(config, domains)
+        """The sampled proxy mixtures are a design the method can learn from (the same check
+        ``mixscale regmix|dml`` makes on the finished runs), and vary every domain: one the
+        prior gives no weight is at 0 in every run, and the method could never choose it."""
+        runs = self.proxy_runs(config, domains)
+        tokens = np.array([[run.tokens[d] for d in domains] for run in runs])
+        weights = tokens / tokens.sum(axis=1, keepdims=True)
+        parameters = self.parameters(config, len(domains))
+        try:
+            design = check_sampled_design(weights, domains, "config", self.name, parameters)
+        except InputError as exc:
+            raise InputError("config", f"methods.{self.name}.runs", exc.problem, exc.fix) from exc
+        for domain, weight in design.held.items():
+            raise InputError(
+                "config",
+                f"methods.{self.name}.prior",
+                f"domain '{domain}' has weight {weight:.4g} in every proxy run: "
+                f"{self.name} could never move it",
+                f"give {domain} a weight in verify.natural, or set "
+                f"methods.{self.name}.prior: uniform",
+            )
 
     def weights_file(self, layout: Layout, target: str) -> str:
         return f"{layout.out}/methods/{self.name}/{target}.json"
@@ -92,22 +116,28 @@ class RegMix(SampledMixtures):
     name = "regmix"
     summary = "RegMix: a regressor on sampled proxy mixtures, top-k simulated (arXiv 2407.01492)"
 
+    def parameters(self, config: Config, domains: int) -> int:
+        return regmix_parameters(config.methods.regmix.regressor, domains)
+
 
 class DataMixingLaws(SampledMixtures):
     name = "dml"
     summary = "Data Mixing Laws: an exponential law per domain on sampled mixtures (2403.16952)"
 
+    def parameters(self, config: Config, domains: int) -> int:
+        return dml_parameters(domains)
+
     def run_count(self, config: Config, budget: float | None) -> int:
         runs = super().run_count(config, budget)
         domains = len(config_domains(config))
-        if runs < domains + 1:
+        if runs < dml_parameters(domains):
             field = "methods.dml.runs" if budget is None else "methods.proxy_tokens"
             raise InputError(
                 "config",
                 field,
-                f"{runs} proxy runs for {domains} domains: the law has {domains + 1} "
-                "parameters per evaluation domain",
-                f"at least {domains + 1} runs (the authors used 20 for 5 domains)",
+                f"{runs} proxy runs for {domains} domains: the law has "
+                f"{dml_parameters(domains)} parameters per evaluation domain",
+                f"at least {dml_parameters(domains)} runs (the authors used 20 for 5 domains)",
             )
         return runs
 

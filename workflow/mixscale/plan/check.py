@@ -8,7 +8,6 @@ does not)."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -26,6 +25,7 @@ from mixscale.config.training import TrainSettings
 from mixscale.config.typed import Config
 from mixscale.core.design import REL_TOL, classify
 from mixscale.core.objective import MAX_PERPLEXITY_LOSS
+from mixscale.core.predict import MAX_SPANS, MIN_SPAN, extrapolation_spans, span_needed
 from mixscale.core.runtable import TOKEN_RANGE
 from mixscale.core.world import World, load_world
 from mixscale.errors import InputError, say
@@ -33,15 +33,6 @@ from mixscale.plan.anneal import target_task
 from mixscale.plan.budget import model_params
 from mixscale.plan.run import target_label
 from mixscale.plan.specs import make_plan, run_specs, torch_settings
-
-# AutoScale extrapolates each domain's log tokens linearly in the scale's log, over the span of
-# the DDO scales: an error in the optima grows with the number of spans between the largest
-# scale and the target. The paper's own settings reach 4 to 7 spans (GPT-2 Large: 30M, 60M ->
-# 1.2B; the shipped configs at most 5.3); beyond MAX_SPANS the prediction is mostly the optima's
-# noise. Below MIN_SPAN the optima differ by little more than their own error (token counts
-# rounded to whole sequences, up to 2%; the seeds' noise).
-MAX_SPANS = 10.0
-MIN_SPAN = 1.5
 
 
 def check_config(config: dict[str, Any], source: str) -> Config:
@@ -260,7 +251,7 @@ def _check_sweep_tokens(config: Config) -> None:
 
 def _check_autoscale_span(config: Config) -> None:
     """AutoScale from scales too close together (1e6 and 1.01e6) for its targets: the
-    extrapolation amplifies the DDO optima's errors (see MAX_SPANS)."""
+    extrapolation amplifies the DDO optima's errors (the limits: mixscale.core.predict)."""
     scales = sorted(float(s.tokens) for s in config.ddo.scales)
     if config.autoscale.discrete:
         scales = scales[-2:]  # Algorithm 2 steps by the ratio of the two largest
@@ -268,13 +259,10 @@ def _check_autoscale_span(config: Config) -> None:
     span = high / low
     for i, target in enumerate(config.autoscale.targets):
         above = target > high
-        beyond = target / high if above else max(low / target, 1.0)
-        spans = math.log(beyond) / math.log(span)
+        spans = extrapolation_spans(low, high, target)
         if span >= MIN_SPAN and spans <= MAX_SPANS:
             continue
-        # the span that puts the target MAX_SPANS spans away, the smallest scale kept
-        reach = (target / low) ** (1 / (MAX_SPANS + 1)) if above else beyond ** (1 / MAX_SPANS)
-        needed = max(MIN_SPAN, reach)
+        needed = span_needed(low, high, target)
         which = "the two largest DDO scales" if config.autoscale.discrete else "the DDO scales"
         raise InputError(
             "config",

@@ -63,6 +63,8 @@ def train(
 
     metrics = simulate_run(load_world(world_name), tokens, int(spec["seed"]), eval_points)
     metrics.update(labels)
+    # the run's planned tokens, as a torch run records them: `table` checks its tokens by them
+    metrics["requested_tokens"] = {d: float(v) for d, v in tokens.items()}
     return metrics
 
 
