@@ -2779,6 +2779,9 @@ def _(ctx: Context) -> None:
     # Ctrl-C while a training job runs (its log exists, its metrics.json not yet): the moment
     # a user's Ctrl-C lands in a long run, and the same on every pass (not between jobs)
     ctx.snakemake("--configfile", config, interrupt_when=lambda: _job_in_flight(ctx))
+    # whether the interrupted job prints a KeyboardInterrupt traceback depends on when in its
+    # 0.4 s the signal lands: ctrl-c-mixscale-command classifies that, this case the outputs
+    ctx.tracebacks_elsewhere = ("KeyboardInterrupt",)
     damaged = []
     for p in ctx.path("results").rglob("*.json"):
         try:

@@ -198,6 +198,33 @@ def run_command(
         )
 
 
+def kill_leftovers(home: Path) -> None:
+    """Kill processes a case started that outlived it (Snakemake may start jobs in sessions of
+    their own, out of reach of the process group): every process whose environment has the
+    case's HOME, until none is left (one may start while the others are killed)."""
+    for _ in range(20):
+        if not _kill_with_home(home):
+            return
+        time.sleep(0.1)
+
+
+def _kill_with_home(home: Path) -> int:
+    marker = f"HOME={home}".encode()
+    killed = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                if marker not in fh.read().split(b"\0"):
+                    continue
+            os.kill(int(entry.name), signal.SIGKILL)
+            killed += 1
+        except (OSError, ValueError):
+            continue
+    return killed
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -222,6 +249,9 @@ class Context:
     results: list[Result] = field(default_factory=list)
     symptoms: list[Symptom] = field(default_factory=list)
     protected: dict[Path, str | None] = field(default_factory=dict)
+    # exceptions whose tracebacks another case classifies (a timing-dependent symptom here)
+    tracebacks_elsewhere: tuple[str, ...] = ()
+    notes: list[str] = field(default_factory=list)
 
     # environment --------------------------------------------------------------------------
 
@@ -413,6 +443,7 @@ class Fixtures:
                             f"fixture {name}: {' '.join(failed[0].argv[-6:])}: "
                             f"{_tail(failed[0].output, 400)}"
                         )
+                    kill_leftovers(folder / "home")
                     shutil.rmtree(folder / "home", ignore_errors=True)
                     self.built[name] = folder
                 except Exception as exc:
@@ -462,7 +493,7 @@ def automatic_symptoms(ctx: Context) -> None:
         if res.memory_killed:
             ctx.note("hang", f"{_short(res.argv)} took more than {MEMORY_CAP / 1e9:g} GB")
         if "Traceback (most recent call last)" in res.output:
-            ctx.note("traceback", f"{_short(res.argv)}: {_exception_line(res.output)}")
+            _traceback(ctx, f"{_short(res.argv)}: {_exception_line(res.output)}")
     for log in ctx.dir.rglob("*.log"):
         if ".snakemake" in log.parts or "home" in log.relative_to(ctx.dir).parts[:1]:
             continue
@@ -470,7 +501,14 @@ def automatic_symptoms(ctx: Context) -> None:
         if "Traceback (most recent call last)" in text and not any(
             "Traceback (most recent call last)" in r.output for r in ctx.results
         ):
-            ctx.note("traceback", f"in {log.relative_to(ctx.dir)}: {_exception_line(text)}")
+            _traceback(ctx, f"in {log.relative_to(ctx.dir)}: {_exception_line(text)}")
+
+
+def _traceback(ctx: Context, detail: str) -> None:
+    if any(name in detail for name in ctx.tracebacks_elsewhere):
+        ctx.notes.append(f"traceback classified by another case: {detail}")
+    else:
+        ctx.note("traceback", detail)
 
 
 def _exception_line(text: str) -> str:
@@ -517,6 +555,7 @@ def run_case(case: Case, root: Path, work: Path, fixtures: Fixtures, keep: bool)
     start = time.monotonic()
     try:
         case.body(ctx)
+        kill_leftovers(folder / "home")
         automatic_symptoms(ctx)
         outcome = classify(ctx)
     except HarnessError as exc:
@@ -531,6 +570,7 @@ def run_case(case: Case, root: Path, work: Path, fixtures: Fixtures, keep: bool)
         "what": case.what,
         "expect": case.expect,
         "outcome": outcome,
+        "notes": [_public(n, root, folder) for n in ctx.notes],
         "symptoms": [
             {"outcome": s.outcome, "detail": _public(s.detail, root, folder)} for s in ctx.symptoms
         ],
@@ -713,7 +753,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(changes)} outcomes moved against {args.against}")
         for line in changes:
             print("  " + line)
+    for name in fixtures.built:
+        kill_leftovers(fixtures.work / name / "home")
     if not args.keep and not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+        time.sleep(1)  # a process killed a moment ago may still have written bytecode
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
