@@ -24,12 +24,13 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -rs -n 3 --dist loadgroup --durations=12  # SLURM tests mostly wait
 
-# Math, config, CLI, bad inputs and shell quoting: no training, no SLURM (about a minute).
+# Math, config, CLI, bad inputs, writers, escaping and shell quoting: no training, no SLURM.
 FAST := tests/test_architecture.py tests/test_fit.py tests/test_solve.py tests/test_predict.py \
 	tests/test_world.py tests/test_utility.py tests/test_cli.py tests/test_plan.py \
 	tests/test_status.py tests/test_bad_inputs.py tests/test_hardening.py tests/test_paper_choices.py \
 	tests/test_intervals.py tests/test_study.py tests/test_advise.py tests/test_methods_study.py \
-	tests/test_compile.py
+	tests/test_compile.py tests/test_cli_numbers.py tests/test_writers.py tests/test_escaping.py \
+	tests/test_odd_inputs.py
 test-fast: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n 2 -m "not slow" $(FAST)

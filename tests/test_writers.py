@@ -988,3 +988,28 @@ def test_a_model_never_replaces_the_folders_it_is_made_from(workdir, capsys):
     assert "base/model: is the input base/model" in err[0], err
     assert (snapshot(Path("tok")), snapshot(Path("base"))) == before
     assert leftovers(workdir) == []
+
+
+HOSTILE_SOURCE_NAMES = ["../../escaped", "/tmp/abs", "a/b", ".hidden", "..", "", "x\ny"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_SOURCE_NAMES)
+@pytest.mark.parametrize("command", ["corpus", "derive"])
+def test_a_source_name_cannot_write_outside_out(command, name, tmp_path, monkeypatch, capsys):
+    """A domain or source name becomes a file name (<name>.jsonl): anything but a config name is
+    refused in one line, and nothing is written anywhere."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "doc.txt").write_text("one document of text\n", encoding="utf-8")
+    (tmp_path / "deep" / "out").mkdir(parents=True)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    if command == "corpus":
+        argv = ["corpus", "--out", "deep/out/c", "--source", f'{name}={{"path": "doc.txt"}}']
+    else:
+        spec = '{"derive": "web", "kind": "curated", "bytes": 20000}'
+        argv = ["derive", "--source", f"{name}={spec}", "--corpus-dir", "deep",
+                "--validation-bytes", "2000", "--out", "deep/out/d"]  # fmt: skip
+    code = main(argv)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and "--source" in err[0], err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert not Path("/tmp/abs.jsonl").exists()

@@ -93,6 +93,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_tasks)
 
 
+def _source_name(name: str, flag: str) -> str:
+    """A domain or source name becomes a file name (``<name>.jsonl``): a config name, so that
+    ``../x`` or ``/etc/x`` cannot write outside ``--out``."""
+    from mixscale.shapes import NAME_RULE, is_name, shown
+
+    if not is_name(name):
+        raise InputError(flag, shown(name), "is not a domain or source name", f"use {NAME_RULE}")
+    return name
+
+
 def cmd_corpus(args: argparse.Namespace) -> None:
     """Build domains as JSONL documents; print what was built and how long it took."""
     import time
@@ -104,7 +114,9 @@ def cmd_corpus(args: argparse.Namespace) -> None:
     sources = dict.fromkeys(args.domains.split(",") if args.domains else default)
     for item in args.source or []:
         name, _, spec = item.partition("=")
-        sources[name] = json_or_file(spec) if spec.lstrip().startswith("{") else spec
+        sources[_source_name(name, "--source")] = (
+            json_or_file(spec) if spec.lstrip().startswith("{") else spec
+        )
     rows = []
     for domain, spec in sources.items():
         start = time.perf_counter()
@@ -123,6 +135,7 @@ def cmd_derive(args: argparse.Namespace) -> None:
     from mixscale.data.derived import write_derived
 
     name, _, text = args.source.partition("=")
+    name = _source_name(name, "--source")
     built = write_derived(
         name, json_or_file(text), Path(args.corpus_dir), Path(args.out), args.seed,
         args.validation_bytes,
