@@ -311,7 +311,8 @@ DOWNSTREAM = _register(
             "target?": Nullable(NUMERIC_TEXT),
             "run_seed?": Nullable(INTEGER),
         },
-        written=("task", "label", "target", "run_seed"),
+        # target and run_seed are null for the untrained model (the floor of every task)
+        written=("task", "label"),
         **_rerun("scores the model on the task again"),
     )
 )
@@ -328,7 +329,7 @@ FINETUNE_SCORE = _register(
             "label?": Nullable(TEXT),
             "target?": Nullable(NUMERIC_TEXT),
         },
-        written=("label", "target"),
+        written=("label",),  # target: null for the untrained model
         **_rerun("fine-tunes the model on the task again"),
     )
 )
