@@ -258,14 +258,16 @@ def main() -> None:
     parser.add_argument("--only", action="append", help="run only these designs")
     parser.add_argument("--jobs", type=int, default=2, help="training jobs at once")
     parser.add_argument("--workdir", default=str(ROOT / "results/noise-study"))
-    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/noise_study"))
+    parser.add_argument("--out", help="results stem (default: benchmarks/results/noise_study)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one design: seconds")
     args = parser.parse_args()
     spec = yaml.safe_load(Path(args.designs).read_text())
     common, designs = spec["common"], spec["designs"]
-    if args.smoke:
+    if args.smoke:  # never over the recorded results
         designs = {"smoke": merged(next(iter(designs.values())), spec["smoke"])}
         common = {**common, "domains": 2}
+        args.out = args.out or str(Path(args.workdir) / "smoke")
+    args.out = args.out or str(ROOT / "benchmarks/results/noise_study")
     names = args.only or list(designs)
     report = {"date": time.strftime("%Y-%m-%d"), "machine": cpu_flags(), "designs": {}}
     previous = Path(args.out + ".json")
